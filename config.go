@@ -1,0 +1,449 @@
+package garou
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Server defaults. Every option documents its own.
+const (
+	DefaultAddr              = "127.0.0.1:4433"
+	DefaultMaxConnections    = 100
+	DefaultMaxConnsPerAddr   = 20
+	DefaultMaxHandshakes     = 64
+	DefaultIdleTimeout       = 300 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxMessageSize    = 1 << 20
+	DefaultSendQueueBytes    = 4 << 20
+	DefaultHistorySize       = 100
+	DefaultMaxRoomsPerClient = 32
+	DefaultMaxRoomMembers    = 1000
+	DefaultRate              = 50
+	DefaultBurst             = 100
+
+	DefaultLocalAddr      = "0.0.0.0:0"
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultReceiveBuffer  = 1024
+	DefaultReconnects     = 10
+	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMax     = 5 * time.Second
+)
+
+// MinMessageSize is the smallest maximum message size either side accepts:
+// a welcome or an error must always fit.
+const MinMessageSize = 4 << 10
+
+// ServerOption configures a Server. Options are applied in order by
+// NewServer, then the whole configuration is validated once.
+type ServerOption interface{ applyServer(*serverConfig) }
+
+// ClientOption configures a Client. Options are applied in order by Dial,
+// then the whole configuration is validated once.
+type ClientOption interface{ applyClient(*clientConfig) }
+
+// SharedOption is an option that configures a Server and a Client alike.
+type SharedOption interface {
+	ServerOption
+	ClientOption
+}
+
+type serverOptionFunc func(*serverConfig)
+
+func (f serverOptionFunc) applyServer(c *serverConfig) { f(c) }
+
+type clientOptionFunc func(*clientConfig)
+
+func (f clientOptionFunc) applyClient(c *clientConfig) { f(c) }
+
+type sharedOption struct {
+	server func(*serverConfig)
+	client func(*clientConfig)
+}
+
+func (o sharedOption) applyServer(c *serverConfig) { o.server(c) }
+func (o sharedOption) applyClient(c *clientConfig) { o.client(c) }
+
+type serverConfig struct {
+	addr              string
+	maxConns          int
+	maxConnsPerAddr   int
+	maxHandshakes     int
+	idleTimeout       time.Duration
+	handshakeTimeout  time.Duration
+	maxMessageSize    int
+	sendQueueBytes    int
+	historySize       int
+	history           HistoryStore
+	maxRoomsPerClient int
+	maxRoomMembers    int
+	rate              float64
+	burst             int
+	tlsConfig         *tls.Config
+	logger            *slog.Logger
+	auth              AuthFunc
+	filter            MessageFunc
+	onJoin            JoinFunc
+	onLeave           LeaveFunc
+}
+
+func defaultServerConfig() serverConfig {
+	return serverConfig{
+		addr:              DefaultAddr,
+		maxConns:          DefaultMaxConnections,
+		maxConnsPerAddr:   DefaultMaxConnsPerAddr,
+		maxHandshakes:     DefaultMaxHandshakes,
+		idleTimeout:       DefaultIdleTimeout,
+		handshakeTimeout:  DefaultHandshakeTimeout,
+		maxMessageSize:    DefaultMaxMessageSize,
+		sendQueueBytes:    DefaultSendQueueBytes,
+		historySize:       DefaultHistorySize,
+		maxRoomsPerClient: DefaultMaxRoomsPerClient,
+		maxRoomMembers:    DefaultMaxRoomMembers,
+		rate:              DefaultRate,
+		burst:             DefaultBurst,
+		logger:            slog.Default(),
+	}
+}
+
+func (c *serverConfig) validate() error {
+	switch {
+	case c.maxConns < 1:
+		return optErr("max connections must be at least 1, got %d", c.maxConns)
+	case c.maxConnsPerAddr < 1:
+		return optErr("max connections per address must be at least 1, got %d", c.maxConnsPerAddr)
+	case c.maxHandshakes < 1:
+		return optErr("max handshakes must be at least 1, got %d", c.maxHandshakes)
+	case c.idleTimeout <= 0:
+		return optErr("idle timeout must be positive, got %v", c.idleTimeout)
+	case c.handshakeTimeout <= 0:
+		return optErr("handshake timeout must be positive, got %v", c.handshakeTimeout)
+	case c.maxMessageSize < MinMessageSize:
+		return optErr("max message size must be at least %d, got %d", MinMessageSize, c.maxMessageSize)
+	case c.sendQueueBytes < c.maxMessageSize:
+		return optErr("send queue bound (%d) must be at least the max message size (%d)", c.sendQueueBytes, c.maxMessageSize)
+	case c.historySize < 0:
+		return optErr("history size must not be negative, got %d", c.historySize)
+	case c.maxRoomsPerClient < 1:
+		return optErr("max rooms per client must be at least 1, got %d", c.maxRoomsPerClient)
+	case c.maxRoomMembers < 1:
+		return optErr("max room members must be at least 1, got %d", c.maxRoomMembers)
+	case c.rate < 0 || (c.rate > 0 && c.burst < 1):
+		return optErr("rate must be 0 (unlimited) or positive with a burst of at least 1, got %v/%d", c.rate, c.burst)
+	case c.logger == nil:
+		return optErr("logger must not be nil")
+	}
+	if c.addr == "" {
+		return optErr("address must not be empty")
+	}
+	if c.history == nil {
+		c.history = NewMemoryHistory(c.historySize)
+	}
+	return nil
+}
+
+type clientConfig struct {
+	localAddr      string
+	connectTimeout time.Duration
+	keepAlive      time.Duration
+	idleTimeout    time.Duration
+	maxMessageSize int
+	tlsConfig      *tls.Config
+	insecure       bool
+	fingerprint    string
+	logger         *slog.Logger
+	token          string
+	rooms          []string
+	receiveBuffer  int
+	reconnects     int
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	listenPacket   func(ctx context.Context) (net.PacketConn, error)
+}
+
+func defaultClientConfig() clientConfig {
+	return clientConfig{
+		localAddr:      DefaultLocalAddr,
+		connectTimeout: DefaultConnectTimeout,
+		keepAlive:      DefaultKeepAlive,
+		idleTimeout:    2 * DefaultKeepAlive,
+		maxMessageSize: DefaultMaxMessageSize,
+		logger:         slog.New(slog.DiscardHandler),
+		rooms:          []string{DefaultRoom},
+		receiveBuffer:  DefaultReceiveBuffer,
+		reconnects:     DefaultReconnects,
+		backoffMin:     DefaultBackoffMin,
+		backoffMax:     DefaultBackoffMax,
+	}
+}
+
+func (c *clientConfig) validate() error {
+	switch {
+	case c.connectTimeout <= 0:
+		return optErr("connect timeout must be positive, got %v", c.connectTimeout)
+	case c.keepAlive < 0:
+		return optErr("keep-alive must not be negative, got %v", c.keepAlive)
+	case c.idleTimeout <= 0:
+		return optErr("idle timeout must be positive, got %v", c.idleTimeout)
+	case c.keepAlive > 0 && c.keepAlive >= c.idleTimeout:
+		return optErr("keep-alive (%v) must be shorter than the idle timeout (%v)", c.keepAlive, c.idleTimeout)
+	case c.maxMessageSize < MinMessageSize:
+		return optErr("max message size must be at least %d, got %d", MinMessageSize, c.maxMessageSize)
+	case c.receiveBuffer < 1:
+		return optErr("receive buffer must be at least 1, got %d", c.receiveBuffer)
+	case c.reconnects < 0:
+		return optErr("reconnect attempts must not be negative, got %d", c.reconnects)
+	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
+		return optErr("reconnect backoff must satisfy 0 < min <= max, got %v..%v", c.backoffMin, c.backoffMax)
+	case c.logger == nil:
+		return optErr("logger must not be nil")
+	case c.insecure && c.fingerprint != "":
+		return optErr("WithInsecureSkipVerify and WithFingerprint exclude each other")
+	case len(c.rooms) > 0 && hasDuplicate(c.rooms):
+		return optErr("WithRooms names a room twice")
+	}
+	if c.fingerprint != "" {
+		if _, err := parseFingerprint(c.fingerprint); err != nil {
+			return optErr("%v", err)
+		}
+	}
+	for _, r := range c.rooms {
+		if err := ValidateRoom(r); err != nil {
+			return optErr("room %q: %v", r, err)
+		}
+	}
+	if c.listenPacket == nil {
+		addr := c.localAddr
+		c.listenPacket = func(ctx context.Context) (net.PacketConn, error) {
+			var lc net.ListenConfig
+			return lc.ListenPacket(ctx, "udp", addr)
+		}
+	}
+	return nil
+}
+
+func hasDuplicate(s []string) bool {
+	seen := make(map[string]bool, len(s))
+	for _, v := range s {
+		if seen[v] {
+			return true
+		}
+		seen[v] = true
+	}
+	return false
+}
+
+func optErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// WithAddr sets the UDP address ListenAndServe binds. Default "127.0.0.1:4433".
+func WithAddr(addr string) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.addr = addr })
+}
+
+// WithMaxConnections limits the connected clients (handshakes included).
+// A client over the limit is refused with CodeServerFull and closed with
+// CloseServerFull. Default 100.
+func WithMaxConnections(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.maxConns = n })
+}
+
+// WithMaxConnectionsPerAddr limits the connections from one IP address.
+// Default 20.
+func WithMaxConnectionsPerAddr(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.maxConnsPerAddr = n })
+}
+
+// WithMaxHandshakes limits the connections that have not yet sent their
+// hello; further connections are refused with CloseServerFull. Default 64.
+func WithMaxHandshakes(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.maxHandshakes = n })
+}
+
+// WithIdleTimeout sets the QUIC idle timeout: a connection with no packet
+// for this long is dropped (the smaller of both sides' values applies).
+// Default 300 s on the server; on the client, twice the keep-alive period.
+func WithIdleTimeout(d time.Duration) SharedOption {
+	return sharedOption{
+		server: func(c *serverConfig) { c.idleTimeout = d },
+		client: func(c *clientConfig) { c.idleTimeout = d },
+	}
+}
+
+// WithHandshakeTimeout bounds the time from connection to hello; a client
+// that has not said hello by then is closed with CloseHandshakeTimeout.
+// Default 10 s.
+func WithHandshakeTimeout(d time.Duration) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.handshakeTimeout = d })
+}
+
+// WithMaxMessageSize bounds a frame's JSON body in bytes, in both
+// directions: the server rejects a longer frame from its length prefix, and
+// never sends a client a frame over the client's limit. Default 1 MiB;
+// at least MinMessageSize.
+func WithMaxMessageSize(n int) SharedOption {
+	return sharedOption{
+		server: func(c *serverConfig) { c.maxMessageSize = n },
+		client: func(c *clientConfig) { c.maxMessageSize = n },
+	}
+}
+
+// WithSendQueueBytes bounds the bytes queued for one client. A client that
+// reads so slowly that its queue passes the bound is disconnected with
+// CloseSlowConsumer, so that it never delays anyone else. Default 4 MiB.
+func WithSendQueueBytes(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.sendQueueBytes = n })
+}
+
+// WithHistorySize sets how many texts the default history keeps per room,
+// for joiners asking for recent messages and clients resuming. Default 100;
+// 0 keeps none.
+func WithHistorySize(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.historySize = n })
+}
+
+// WithHistoryStore replaces the in-memory history. Default
+// NewMemoryHistory(size of WithHistorySize).
+func WithHistoryStore(h HistoryStore) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.history = h })
+}
+
+// WithMaxRoomsPerClient limits the rooms one client is in. Default 32.
+func WithMaxRoomsPerClient(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.maxRoomsPerClient = n })
+}
+
+// WithMaxRoomMembers limits the members of one room. Default 1000.
+func WithMaxRoomMembers(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.maxRoomMembers = n })
+}
+
+// WithRateLimit sets each client's token bucket for texts and direct
+// messages: perSecond tokens a second, up to burst. A text over the limit is
+// answered with CodeRateLimited; a client that goes on (burst more refused
+// texts before its bucket refills) is closed with CloseFlooding. perSecond 0
+// disables the limit. Default 50 a second, burst 100.
+func WithRateLimit(perSecond float64, burst int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.rate, c.burst = perSecond, burst })
+}
+
+// WithTLSConfig sets the TLS configuration. On the server it must hold a
+// certificate; default: a self-signed ECDSA P-256 development certificate
+// made at start (see Server.Fingerprint). On the client, default: the
+// system roots, with the server name taken from the address. The ALPN and
+// TLS 1.3 minimum are always set by Garou.
+func WithTLSConfig(cfg *tls.Config) SharedOption {
+	return sharedOption{
+		server: func(c *serverConfig) { c.tlsConfig = cfg },
+		client: func(c *clientConfig) { c.tlsConfig = cfg },
+	}
+}
+
+// WithLogger sets the structured logger. Default slog.Default() on the
+// server; nothing is logged on the client.
+func WithLogger(l *slog.Logger) SharedOption {
+	return sharedOption{
+		server: func(c *serverConfig) { c.logger = l },
+		client: func(c *clientConfig) { c.logger = l },
+	}
+}
+
+// WithAuthenticator sets the hook that sees every hello. Default: accept
+// every valid name.
+func WithAuthenticator(f AuthFunc) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.auth = f })
+}
+
+// WithMessageFilter sets the hook that passes, rewrites or rejects every
+// text and direct message before it is sequenced. Default: pass all.
+func WithMessageFilter(f MessageFunc) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.filter = f })
+}
+
+// WithJoinHook sets the hook asked before a user joins a room; it may
+// refuse. Default: allow all.
+func WithJoinHook(f JoinFunc) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.onJoin = f })
+}
+
+// WithLeaveHook sets the hook told after a user left a room. Default: none.
+func WithLeaveHook(f LeaveFunc) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.onLeave = f })
+}
+
+// WithLocalAddr sets the local UDP address the client binds.
+// Default "0.0.0.0:0".
+func WithLocalAddr(addr string) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.localAddr = addr })
+}
+
+// WithPacketConn makes the client open its UDP socket with f, once per
+// connection attempt, instead of binding WithLocalAddr. The client closes
+// the sockets f returns. Default: none.
+func WithPacketConn(f func(ctx context.Context) (net.PacketConn, error)) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.listenPacket = f })
+}
+
+// WithConnectTimeout bounds one connection attempt, from the first packet to
+// the welcome. Default 10 s.
+func WithConnectTimeout(d time.Duration) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.connectTimeout = d })
+}
+
+// WithKeepAlive sets the QUIC keep-alive period; 0 disables keep-alives.
+// Default 30 s.
+func WithKeepAlive(d time.Duration) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.keepAlive = d })
+}
+
+// WithInsecureSkipVerify makes the client accept any server certificate.
+// For development only: anyone on the path can impersonate the server.
+// Prefer WithFingerprint. Default off: the certificate is verified.
+func WithInsecureSkipVerify() ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.insecure = true })
+}
+
+// WithFingerprint pins the server certificate: the client accepts exactly
+// the certificate whose SHA-256 digest is fp (hex, colons allowed), as the
+// server logs it, and no other. Default: none (the system roots verify).
+func WithFingerprint(fp string) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.fingerprint = fp })
+}
+
+// WithToken sets the token sent in the hello for the server's authenticator.
+// Default none.
+func WithToken(token string) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.token = token })
+}
+
+// WithRooms sets the rooms the client joins in its hello. Default
+// [DefaultRoom]; no rooms at all is allowed.
+func WithRooms(rooms ...string) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.rooms = append([]string(nil), rooms...) })
+}
+
+// WithReceiveBuffer sets how many messages the client buffers for Receive.
+// When the buffer is full the client stops reading, and a server eventually
+// disconnects it as a slow consumer: call Receive promptly. Default 1024.
+func WithReceiveBuffer(n int) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.receiveBuffer = n })
+}
+
+// WithReconnect sets how many times in a row the client tries to reconnect
+// after losing its connection; 0 turns reconnecting off. The client does
+// not reconnect after the server refused, kicked or replaced it, or shut
+// down. Default 10.
+func WithReconnect(attempts int) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.reconnects = attempts })
+}
+
+// WithReconnectBackoff sets the backoff between reconnect attempts: it
+// starts at min, doubles up to max, with full jitter. Default 100 ms to 5 s.
+func WithReconnectBackoff(min, max time.Duration) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.backoffMin, c.backoffMax = min, max })
+}

@@ -1,0 +1,664 @@
+package garou
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// maxCoalesce bounds one stream write made of queued frames.
+const maxCoalesce = 64 << 10
+
+// conn is the server's side of one client connection. Its goroutine (serve)
+// reads frames and handles them, hooks included; a second goroutine
+// (writeLoop) drains the send queue. Nothing else ever writes to the stream.
+type conn struct {
+	s       *Server
+	qc      *quic.Conn
+	str     *quic.Stream
+	addrKey string
+	log     *slog.Logger
+
+	// Set by the handshake on the serve goroutine, read-only after welcome.
+	user     User
+	key      string
+	session  string
+	maxSize  int
+	welcomed bool // guarded by s.mu
+
+	mu    sync.Mutex // a leaf lock: never held while taking another
+	rooms map[string]*room
+	cause *closeCause
+
+	// The send queue: frames in order, bounded in bytes.
+	qmu      sync.Mutex
+	q, spare [][]byte
+	qbytes   int
+	qclosed  bool
+	final    []byte // the last frame, written after the queue drains
+	wake     chan struct{}
+	wdone    chan struct{} // closed when writeLoop ends; nil if not started
+
+	// Token bucket, touched only by serve.
+	tokens  float64
+	last    time.Time
+	strikes int
+}
+
+// closeCause is why the server ends a connection: the first cause wins.
+type closeCause struct {
+	code     CloseCode
+	text     string
+	reason   string // the leave reason the rooms are told
+	graceful bool   // a bye frame is being delivered
+}
+
+func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
+	return &conn{
+		s:       s,
+		qc:      qc,
+		addrKey: addrKey,
+		log:     s.log.With("remote", qc.RemoteAddr().String()),
+		rooms:   make(map[string]*room),
+		wake:    make(chan struct{}, 1),
+		maxSize: DefaultMaxMessageSize,
+		tokens:  float64(s.cfg.burst),
+	}
+}
+
+// serve runs the connection: handshake, then requests until the stream or
+// the connection ends, then teardown.
+func (c *conn) serve() {
+	err := c.run()
+	c.teardown(err)
+}
+
+func (c *conn) run() error {
+	ctx, cancel := context.WithTimeout(c.qc.Context(), c.s.cfg.handshakeTimeout)
+	str, err := c.qc.AcceptStream(ctx)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.fail(CloseHandshakeTimeout, "no stream opened within the handshake deadline", "")
+		}
+		return err
+	}
+	c.mu.Lock()
+	if c.cause != nil { // finished or failed during the handshake
+		c.mu.Unlock()
+		return nil
+	}
+	c.str = str
+	c.wdone = make(chan struct{})
+	c.mu.Unlock()
+	c.s.wg.Go(c.writeLoop)
+
+	fr := frameReader{r: str, max: c.s.cfg.maxMessageSize}
+	_ = str.SetReadDeadline(time.Now().Add(c.s.cfg.handshakeTimeout))
+	body, err := fr.next()
+	if err != nil {
+		return c.readFailed(err)
+	}
+	req, derr := decodeRequest(body)
+	switch {
+	case derr != nil:
+		c.finishWith(CloseProtocol, derr.(*Error), "")
+		return nil
+	case req.Type != frameHello:
+		c.finish(CloseProtocol, CodeProtocol, `the first frame must be a "hello"`, "")
+		return nil
+	}
+	if !c.hello(req) {
+		return nil
+	}
+	_ = str.SetReadDeadline(time.Time{})
+
+	for {
+		body, err := fr.next()
+		if err != nil {
+			return c.readFailed(err)
+		}
+		req, derr := decodeRequest(body)
+		if derr != nil {
+			c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
+			if !c.strike() {
+				c.sendError(req.Ref, derr.(*Error))
+			}
+			continue
+		}
+		if !c.handle(req) {
+			return nil
+		}
+	}
+}
+
+// readFailed turns a read error into the right close; it returns err for
+// teardown to pick the leave reason from.
+func (c *conn) readFailed(err error) error {
+	var tl *frameTooLargeError
+	switch {
+	case errors.As(err, &tl):
+		c.log.Warn("garou: frame too large", "user", c.user.Name, "size", tl.size)
+		c.finish(CloseTooLarge, CodeTooLarge, tl.Error(), "error")
+	case errors.Is(err, errEmptyFrame):
+		c.finish(CloseProtocol, CodeBadFrame, "empty frame", "error")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.finish(CloseProtocol, CodeBadFrame, "stream ended inside a frame", "error")
+	case isTimeout(err) && !c.welcomed:
+		c.finish(CloseHandshakeTimeout, CodeHandshakeSlow, "no hello within the handshake deadline", "")
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// hello handles the first frame. It reports whether the client was welcomed.
+func (c *conn) hello(req request) bool {
+	refuse := func(close CloseCode, code ErrorCode, text string) bool {
+		c.log.Info("garou: hello refused", "name", req.Name, "code", code, "text", text)
+		c.finish(close, code, text, "")
+		return false
+	}
+	if req.MaxSize != 0 && req.MaxSize < MinMessageSize {
+		return refuse(CloseProtocol, CodeProtocol, "max_size below the protocol minimum")
+	}
+	if req.MaxSize != 0 {
+		c.maxSize = req.MaxSize
+	}
+	if err := ValidateName(req.Name); err != nil {
+		return refuse(CloseNameRejected, CodeBadName, err.Error())
+	}
+	rooms := []joinSpec{{Room: DefaultRoom}}
+	if req.Rooms != nil {
+		rooms = *req.Rooms
+	}
+	if len(rooms) > c.s.cfg.maxRoomsPerClient {
+		return refuse(CloseProtocol, CodeRoomLimit, "too many rooms in hello")
+	}
+	for _, r := range rooms {
+		if err := ValidateRoom(r.Room); err != nil {
+			return refuse(CloseProtocol, CodeBadRoom, err.Error())
+		}
+	}
+	name := req.Name
+	if auth := c.s.cfg.auth; auth != nil {
+		ctx, cancel := context.WithTimeout(c.qc.Context(), c.s.cfg.handshakeTimeout)
+		n, err := auth(ctx, Hello{Name: req.Name, Token: req.Token, RemoteAddr: c.qc.RemoteAddr()})
+		cancel()
+		if err != nil {
+			text := "not authorized"
+			if e, ok := errors.AsType[*Error](err); ok {
+				text = e.Text
+			} else {
+				c.log.Warn("garou: authenticator failed", "name", req.Name, "err", err)
+			}
+			return refuse(CloseUnauthorized, CodeUnauthorized, text)
+		}
+		if n != name {
+			if err := ValidateName(n); err != nil {
+				c.log.Error("garou: authenticator returned an invalid name", "name", n, "err", err)
+				return refuse(CloseInternal, CodeInternal, "the server could not name you")
+			}
+			name = n
+		}
+	}
+	old, code, text := c.s.register(c, name, req.Session)
+	if code != "" {
+		closeCode := CloseNameRejected
+		if code == CodeServerShutdown {
+			closeCode = CloseServerShutdown
+		}
+		return refuse(closeCode, code, text)
+	}
+	c.enqueue(mustEncode(reply{
+		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.onlineUsers()},
+		Session:     c.session,
+		MaxSize:     c.s.cfg.maxMessageSize,
+	}))
+	c.log = c.log.With("user", c.user.Name)
+	c.log.Debug("garou: welcomed", "id", c.user.ID, "resumed", old != nil)
+	for _, spec := range rooms {
+		if err := c.joinRoom(spec, 0); err != nil {
+			c.sendError(0, asError(err))
+		}
+	}
+	if old != nil {
+		old.finish(CloseReplaced, CodeReplaced, "the session was resumed on another connection", "reconnected")
+	}
+	return true
+}
+
+// handle handles one request after the handshake. It returns false when the
+// connection is ending.
+func (c *conn) handle(req request) bool {
+	switch req.Type {
+	case frameText, frameDirect:
+		if c.s.cfg.rate > 0 && !c.allow() {
+			if c.strike() {
+				return false
+			}
+			c.sendError(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
+			return true
+		}
+		if err := c.say(req); err != nil {
+			c.sendError(req.Ref, asError(err))
+		}
+	case frameJoin:
+		spec := joinSpec{Room: req.Room, Since: req.Since, History: req.History}
+		if err := c.joinRoom(spec, req.Ref); err != nil {
+			c.sendError(req.Ref, asError(err))
+		}
+	case frameLeave:
+		r := c.room(req.Room)
+		if r == nil || !c.s.leave(c, r, "left") {
+			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + req.Room})
+			return true
+		}
+		c.runLeaveHook(req.Room, "left")
+		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: req.Room}, Ref: req.Ref}))
+	case frameUsers:
+		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.onlineUsers()}, Ref: req.Ref}))
+	case frameMembers:
+		r := c.room(orDefault(req.Room, DefaultRoom))
+		if r == nil {
+			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + req.Room})
+			return true
+		}
+		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
+	case frameBye:
+		c.finish(CloseNormal, "", "bye", "quit")
+		return false
+	case frameHello:
+		c.finish(CloseProtocol, CodeProtocol, "a second hello", "error")
+		return false
+	}
+	return true
+}
+
+// say handles a text or a direct message: filter, sequence, deliver, ack.
+func (c *conn) say(req request) error {
+	if req.Text == "" {
+		return &Error{Code: CodeBadText, Text: "empty text"}
+	}
+	in := Incoming{From: c.user, Text: req.Text}
+	var r *room
+	if req.Type == frameText {
+		in.Room = orDefault(req.Room, DefaultRoom)
+		if r = c.room(in.Room); r == nil {
+			return &Error{Code: CodeNotInRoom, Text: "you are not in room " + in.Room}
+		}
+	} else {
+		if req.To == "" {
+			return &Error{Code: CodeNoSuchUser, Text: `a direct message needs "to"`}
+		}
+		in.To = req.To
+	}
+	text := req.Text
+	if f := c.s.cfg.filter; f != nil {
+		t, err := f(c.qc.Context(), in)
+		if err != nil {
+			if e, ok := errors.AsType[*Error](err); ok {
+				return &Error{Code: CodeRejected, Text: e.Text}
+			}
+			c.log.Warn("garou: message filter failed", "err", err)
+			return &Error{Code: CodeRejected, Text: "message rejected"}
+		}
+		if t == "" {
+			return &Error{Code: CodeRejected, Text: "message rejected"}
+		}
+		text = t
+	}
+	if r != nil {
+		msg, _, err := r.publish(c, &c.user, text)
+		if err != nil {
+			return err
+		}
+		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: r.name, Seq: msg.Seq, ID: msg.ID}, Ref: req.Ref}))
+		return nil
+	}
+	return c.direct(req.Ref, req.To, text)
+}
+
+func (c *conn) direct(ref uint64, to, text string) error {
+	if c.s.draining.Load() {
+		return &Error{Code: CodeShuttingDown, Text: "server shutting down"}
+	}
+	target := c.s.lookupName(to)
+	if target == nil {
+		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+	}
+	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: &c.user, To: target.user.Name, Text: text, Time: time.Now().UTC()}
+	frame := mustEncode(reply{ChatMessage: msg})
+	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
+		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
+	}
+	target.enqueue(frame)
+	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, ID: msg.ID, To: msg.To}, Ref: ref}))
+	return nil
+}
+
+func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
+	spec.Room = orDefault(spec.Room, DefaultRoom)
+	if err := ValidateRoom(spec.Room); err != nil {
+		return &Error{Code: CodeBadRoom, Text: err.Error()}
+	}
+	c.mu.Lock()
+	_, in := c.rooms[spec.Room]
+	n := len(c.rooms)
+	c.mu.Unlock()
+	if !in && n >= c.s.cfg.maxRoomsPerClient {
+		return &Error{Code: CodeRoomLimit, Text: "you are in the maximum number of rooms"}
+	}
+	if hook := c.s.cfg.onJoin; hook != nil && !in {
+		if err := hook(c.qc.Context(), c.user, spec.Room); err != nil {
+			text := "you may not join " + spec.Room
+			if e, ok := errors.AsType[*Error](err); ok {
+				text = e.Text
+			}
+			return &Error{Code: CodeRejected, Text: text}
+		}
+	}
+	return c.s.join(c, spec, ref)
+}
+
+func (c *conn) runLeaveHook(room, reason string) {
+	if hook := c.s.cfg.onLeave; hook != nil {
+		hook(c.user, room, reason)
+	}
+}
+
+func (c *conn) room(name string) *room {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rooms[name]
+}
+
+func (c *conn) addRoom(r *room) {
+	c.mu.Lock()
+	c.rooms[r.name] = r
+	c.mu.Unlock()
+}
+
+func (c *conn) dropRoom(name string) {
+	c.mu.Lock()
+	delete(c.rooms, name)
+	c.mu.Unlock()
+}
+
+func asError(err error) *Error {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e
+	}
+	return &Error{Code: CodeInternal, Text: err.Error()}
+}
+
+func (c *conn) sendError(ref uint64, e *Error) {
+	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Code: e.Code, Text: e.Text}, Ref: ref}))
+}
+
+// allow takes a token from the bucket.
+func (c *conn) allow() bool {
+	now := time.Now()
+	if !c.last.IsZero() {
+		c.tokens = min(float64(c.s.cfg.burst), c.tokens+now.Sub(c.last).Seconds()*c.s.cfg.rate)
+	}
+	c.last = now
+	if c.tokens >= 1 {
+		c.tokens--
+		c.strikes = 0
+		return true
+	}
+	return false
+}
+
+// strike counts a refused or bad frame; a client that gets burst of them in
+// a row is flooding and is closed. It reports whether it was.
+func (c *conn) strike() bool {
+	c.strikes++
+	if c.strikes > max(c.s.cfg.burst, 10) {
+		c.finish(CloseFlooding, CodeRateLimited, "too many refused frames", "flooding")
+		return true
+	}
+	return false
+}
+
+// teardown ends the connection, once: it leaves every room (telling the
+// members), forgets the user, closes the connection, and waits for the
+// writer.
+func (c *conn) teardown(readErr error) {
+	c.mu.Lock()
+	cause := c.cause
+	rooms := make([]*room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	reason := leaveReason(cause, readErr)
+	c.s.unregister(c)
+	for _, r := range rooms {
+		if c.s.leave(c, r, reason) {
+			c.runLeaveHook(r.name, reason)
+		}
+	}
+	c.mu.Lock()
+	wdone, graceful := c.wdone, c.cause != nil && c.cause.graceful
+	c.mu.Unlock()
+	if !graceful {
+		// Nothing more is owed to this client: close now, which also
+		// unblocks a writer stuck on a client that does not read.
+		c.closeQueue(nil)
+		c.closeConn()
+	}
+	if wdone != nil {
+		<-wdone // bounded: a graceful writer has a write deadline and a linger
+	}
+	c.closeConn()
+}
+
+// closeConn closes the QUIC connection with the recorded cause.
+func (c *conn) closeConn() {
+	code, text := CloseNormal, "bye"
+	c.mu.Lock()
+	if c.cause != nil {
+		code, text = c.cause.code, c.cause.text
+	}
+	c.mu.Unlock()
+	_ = c.qc.CloseWithError(quic.ApplicationErrorCode(code), text)
+}
+
+func leaveReason(cause *closeCause, err error) string {
+	if cause != nil && cause.reason != "" {
+		return cause.reason
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote && ae.ErrorCode == 0 {
+		return "quit"
+	}
+	if errors.Is(err, io.EOF) {
+		return "quit"
+	}
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
+		return "timeout"
+	}
+	return "lost"
+}
+
+// setCause records why the connection ends, if nothing did before.
+func (c *conn) setCause(cause closeCause) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cause != nil {
+		return false
+	}
+	c.cause = &cause
+	return true
+}
+
+// finish ends the connection gracefully: what is queued is delivered, then
+// a "bye" frame with code and text, then the stream is closed; the client
+// closes the connection on reading it, or the server does after a linger.
+// It never blocks.
+func (c *conn) finish(close CloseCode, code ErrorCode, text, reason string) {
+	c.finishWith(close, &Error{Code: code, Text: text}, reason)
+}
+
+func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
+	c.mu.Lock()
+	started := c.wdone != nil
+	c.mu.Unlock()
+	if !c.setCause(closeCause{code: close, text: e.Text, reason: reason, graceful: started}) {
+		return
+	}
+	if !started {
+		c.s.wg.Go(c.closeConn)
+		return
+	}
+	// Bound the delivery: a client that does not read cannot hold the
+	// connection open.
+	_ = c.str.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	c.closeQueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameBye, Code: e.Code, Text: e.Text}, Close: close}))
+}
+
+// fail closes the connection at once, dropping what is queued. It never
+// blocks.
+func (c *conn) fail(close CloseCode, text, reason string) {
+	c.setCause(closeCause{code: close, text: text, reason: reason})
+	c.closeQueue(nil)
+	c.s.wg.Go(func() { _ = c.qc.CloseWithError(quic.ApplicationErrorCode(close), text) })
+}
+
+// enqueue puts a frame on the send queue without blocking. A client whose
+// queue passes the bound is disconnected as a slow consumer.
+func (c *conn) enqueue(frame []byte) {
+	c.qmu.Lock()
+	if c.qclosed {
+		c.qmu.Unlock()
+		return
+	}
+	if c.qbytes+len(frame) > c.s.cfg.sendQueueBytes {
+		c.qclosed = true
+		c.qmu.Unlock()
+		c.log.Warn("garou: slow consumer disconnected", "queued", c.qbytes)
+		c.fail(CloseSlowConsumer, "you read too slowly", "slow")
+		return
+	}
+	c.q = append(c.q, frame)
+	c.qbytes += len(frame)
+	first := len(c.q) == 1
+	c.qmu.Unlock()
+	if first {
+		c.signal()
+	}
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeQueue refuses further frames; the writer drains what is queued, then
+// writes final (if any) and closes the stream.
+func (c *conn) closeQueue(final []byte) {
+	c.qmu.Lock()
+	if !c.qclosed {
+		c.qclosed = true
+		c.final = final
+	}
+	c.qmu.Unlock()
+	c.signal()
+}
+
+// writeLoop drains the send queue, packing queued frames into as few stream
+// writes as it can. No lock is held while writing.
+func (c *conn) writeLoop() {
+	defer close(c.wdone)
+	// However the writer ends, the connection is over: a write error means
+	// the stream is gone, and a drained closed queue means teardown.
+	defer c.closeConn()
+	var buf []byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.qc.Context().Done():
+			return
+		}
+		c.qmu.Lock()
+		batch := c.q
+		c.q, c.spare = c.spare[:0], nil
+		c.qmu.Unlock()
+
+		n := 0
+		for i, f := range batch {
+			n += len(f)
+			if len(f) >= maxCoalesce {
+				if err := c.flush(&buf); err != nil {
+					return
+				}
+				if _, err := c.str.Write(f); err != nil {
+					return
+				}
+			} else {
+				if len(buf)+len(f) > maxCoalesce {
+					if err := c.flush(&buf); err != nil {
+						return
+					}
+				}
+				buf = append(buf, f...)
+			}
+			batch[i] = nil
+		}
+		if err := c.flush(&buf); err != nil {
+			return
+		}
+		if cap(buf) > 4*maxCoalesce {
+			buf = nil
+		}
+
+		c.qmu.Lock()
+		c.qbytes -= n
+		c.spare = batch[:0]
+		done := c.qclosed && len(c.q) == 0
+		final := c.final
+		c.qmu.Unlock()
+		if done {
+			if final != nil {
+				c.linger(final)
+			}
+			return
+		}
+	}
+}
+
+func (c *conn) flush(buf *[]byte) error {
+	if len(*buf) == 0 {
+		return nil
+	}
+	_, err := c.str.Write(*buf)
+	*buf = (*buf)[:0]
+	return err
+}
+
+// linger writes the last frame, closes the stream, and gives the client a
+// moment to read it and close the connection itself before closing it.
+func (c *conn) linger(final []byte) {
+	if _, err := c.str.Write(final); err != nil {
+		return
+	}
+	_ = c.str.Close()
+	t := time.NewTimer(lingerTimeout)
+	defer t.Stop()
+	select {
+	case <-c.qc.Context().Done():
+	case <-t.C:
+	case <-c.s.closedCh:
+	}
+}

@@ -1,0 +1,52 @@
+package garou
+
+import (
+	"context"
+	"net"
+)
+
+// Hello is what the authenticator sees of a connecting client.
+type Hello struct {
+	Name       string
+	Token      string
+	RemoteAddr net.Addr
+}
+
+// AuthFunc decides whether a client may connect. It returns the name the
+// user will have (h.Name to accept, another valid name to rename) or an
+// error to refuse: the client is told the reason given to [Refuse], or a
+// generic one for other errors (which are logged). ctx ends with the
+// handshake deadline. It runs on the connecting client's own goroutine.
+type AuthFunc func(ctx context.Context, h Hello) (name string, err error)
+
+// Incoming is a text or direct message as the message filter sees it.
+type Incoming struct {
+	From User
+	// Room is the room of a text; empty for a direct message.
+	Room string
+	// To is the recipient's name of a direct message; empty for a text.
+	To   string
+	Text string
+}
+
+// MessageFunc passes (return m.Text), rewrites (return another text) or
+// rejects (return an error, best made with [Refuse]) a text or direct
+// message before it is sequenced. It runs on the sender's own goroutine, so
+// a slow filter delays only that sender.
+type MessageFunc func(ctx context.Context, m Incoming) (text string, err error)
+
+// JoinFunc is asked before u joins room; an error refuses the join. It runs
+// on the joining user's own goroutine.
+type JoinFunc func(ctx context.Context, u User, room string) error
+
+// LeaveFunc is told after u left room, with the leave's reason. It runs on
+// the leaving user's own goroutine, after the leave was broadcast.
+type LeaveFunc func(u User, room, reason string)
+
+// RoomInfo describes a room, as Server.Rooms lists it.
+type RoomInfo struct {
+	Name    string
+	Members int
+	// LastSeq is the sequence number of the room's latest text.
+	LastSeq uint64
+}

@@ -1,0 +1,270 @@
+package garou
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Frame types that never reach Receive: the handshake, requests and their
+// replies. The types a client receives are the MessageType constants.
+const (
+	frameHello   = "hello"
+	frameWelcome = "welcome"
+	frameJoin    = "join"
+	frameJoined  = "joined"
+	frameLeave   = "leave"
+	frameUsers   = "users"
+	frameMembers = "members"
+	frameText    = "text"
+	frameDirect  = "direct"
+	frameAck     = "ack"
+	frameBye     = "bye"
+)
+
+// frameHeaderLen is the length prefix: 4 bytes, big-endian.
+const frameHeaderLen = 4
+
+// Name and room limits, in characters.
+const (
+	MaxNameLen = 32
+	MaxRoomLen = 64
+)
+
+// request is every frame a client sends. Decoding is strict: an unknown
+// field (a client claiming "from", say) is a bad frame.
+type request struct {
+	Type string `json:"type"`
+	Ref  uint64 `json:"ref,omitempty"`
+
+	// hello
+	Name    string      `json:"name,omitempty"`
+	Token   string      `json:"token,omitempty"`
+	Session string      `json:"session,omitempty"`
+	MaxSize int         `json:"max_size,omitempty"`
+	Rooms   *[]joinSpec `json:"rooms,omitempty"`
+
+	// join, leave, text, members
+	Room    string  `json:"room,omitempty"`
+	Since   *uint64 `json:"since,omitempty"`
+	History int     `json:"history,omitempty"`
+
+	// text, direct
+	To   string `json:"to,omitempty"`
+	Text string `json:"text,omitempty"`
+}
+
+// joinSpec asks to join a room: with Since, resume after that sequence
+// number; with History, replay the last History texts.
+type joinSpec struct {
+	Room    string  `json:"room"`
+	Since   *uint64 `json:"since,omitempty"`
+	History int     `json:"history,omitempty"`
+}
+
+// reply is every frame the server sends: a ChatMessage plus the fields of
+// the handshake and of replies to requests.
+type reply struct {
+	ChatMessage
+	Ref     uint64 `json:"ref,omitempty"`
+	Session string `json:"session,omitempty"`
+	MaxSize int    `json:"max_size,omitempty"`
+	// LastSeq is a room's latest sequence number, in "joined".
+	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Close is the close code that follows a "bye".
+	Close CloseCode `json:"close,omitempty"`
+}
+
+var encBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encodeFrame encodes v as one frame: length prefix and JSON body, in a
+// slice of its own that may be shared by many send queues.
+func encodeFrame(v any) ([]byte, error) {
+	b := encBufPool.Get().(*bytes.Buffer)
+	defer encBufPool.Put(b)
+	b.Reset()
+	b.Write([]byte{0, 0, 0, 0})
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	body := b.Len() - frameHeaderLen - 1 // Encode appends a newline
+	out := make([]byte, frameHeaderLen+body)
+	copy(out, b.Bytes())
+	binary.BigEndian.PutUint32(out, uint32(body))
+	return out, nil
+}
+
+// frameTooLargeError is returned by frameReader for a length prefix over the
+// limit; nothing of the body has been read.
+type frameTooLargeError struct{ size, max uint64 }
+
+func (e *frameTooLargeError) Error() string {
+	return fmt.Sprintf("frame of %d bytes exceeds the limit of %d", e.size, e.max)
+}
+
+// errEmptyFrame is returned for a zero length prefix.
+var errEmptyFrame = errors.New("empty frame")
+
+// frameReader reads frames, reusing one buffer. The body it returns is
+// valid until the next call.
+type frameReader struct {
+	r   io.Reader
+	max int
+	hdr [frameHeaderLen]byte
+	buf []byte
+}
+
+// keepBuf is the largest buffer a frameReader keeps between frames, so a
+// rare large frame does not pin memory on an idle connection.
+const keepBuf = 64 << 10
+
+func (fr *frameReader) next() ([]byte, error) {
+	if cap(fr.buf) > keepBuf {
+		fr.buf = nil
+	}
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(fr.hdr[:])
+	if uint64(n) > uint64(fr.max) {
+		return nil, &frameTooLargeError{size: uint64(n), max: uint64(fr.max)}
+	}
+	if n == 0 {
+		return nil, errEmptyFrame
+	}
+	if cap(fr.buf) < int(n) {
+		fr.buf = make([]byte, n, max(int(n), 512))
+	}
+	fr.buf = fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return fr.buf, nil
+}
+
+// decodeRequest decodes a client frame body. Its errors are *Error values
+// with CodeBadFrame or CodeUnknownType, ready to send back.
+func decodeRequest(body []byte) (request, error) {
+	var r request
+	if !utf8.Valid(body) {
+		return r, &Error{Code: CodeBadFrame, Text: "frame is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + trimJSONError(err)}
+	}
+	if dec.More() {
+		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
+	}
+	switch r.Type {
+	case frameHello, frameJoin, frameLeave, frameUsers, frameMembers, frameText, frameDirect, frameBye:
+		return r, nil
+	case "":
+		return r, &Error{Code: CodeBadFrame, Text: `frame has no "type"`}
+	default:
+		return r, &Error{Code: CodeUnknownType, Text: fmt.Sprintf("unknown frame type %q", truncate(r.Type, 32))}
+	}
+}
+
+// decodeReply decodes a server frame body.
+func decodeReply(body []byte) (reply, error) {
+	var r reply
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r, fmt.Errorf("garou: malformed frame from server: %w", err)
+	}
+	return r, nil
+}
+
+func trimJSONError(err error) string {
+	s := strings.TrimPrefix(err.Error(), "json: ")
+	return truncate(s, 120)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// ValidateName reports whether name is allowed: 1 to MaxNameLen characters,
+// printable, without control, format (invisible) or separator characters
+// other than a plain space, without leading or trailing space, and not
+// mixing Latin letters with Greek or Cyrillic ones (look-alikes). The error
+// wraps ErrInvalidName.
+func ValidateName(name string) error {
+	if err := validLabel(name, MaxNameLen); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidName, err)
+	}
+	if mixedScript(name) {
+		return fmt.Errorf("%w: mixes Latin with Greek or Cyrillic letters", ErrInvalidName)
+	}
+	return nil
+}
+
+// ValidateRoom reports whether room is an allowed room name: 1 to
+// MaxRoomLen characters under the same character rules as names. The
+// error wraps ErrInvalidRoom.
+func ValidateRoom(room string) error {
+	if err := validLabel(room, MaxRoomLen); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRoom, err)
+	}
+	return nil
+}
+
+func validLabel(s string, maxLen int) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(s); n > maxLen {
+		return fmt.Errorf("%d characters, at most %d allowed", n, maxLen)
+	}
+	if s[0] == ' ' || s[len(s)-1] == ' ' {
+		return errors.New("leading or trailing space")
+	}
+	for _, r := range s {
+		if r == ' ' {
+			continue
+		}
+		if !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r) || unicode.IsSpace(r) {
+			return fmt.Errorf("forbidden character %U", r)
+		}
+	}
+	return nil
+}
+
+func mixedScript(s string) bool {
+	var latin, other bool
+	for _, r := range s {
+		switch {
+		case unicode.Is(unicode.Latin, r):
+			latin = true
+		case unicode.Is(unicode.Greek, r), unicode.Is(unicode.Cyrillic, r):
+			other = true
+		}
+	}
+	return latin && other
+}
+
+// nameKey is the key under which a name is unique: names that differ only
+// in case are the same name.
+func nameKey(name string) string { return strings.ToLower(name) }

@@ -1,0 +1,493 @@
+package garou
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// ErrNoSuchUser is returned by Server.Kick for a name that is not online.
+var ErrNoSuchUser = errors.New("garou: no such user")
+
+// ErrNoSuchRoom is returned by Server.Publish for a room with no members.
+var ErrNoSuchRoom = errors.New("garou: no such room")
+
+// lingerTimeout bounds how long a connection closed gracefully (refusal,
+// kick, shutdown) waits for the client to read its last frame and close.
+const lingerTimeout = 5 * time.Second
+
+// Server is a Garou chat server. Build it with NewServer and run it with
+// ListenAndServe or Serve; stop it with Shutdown (graceful) or Close
+// (immediate). All methods are safe for concurrent use.
+//
+// A Server serves one socket: Serve and ListenAndServe may be called once.
+type Server struct {
+	cfg   serverConfig
+	tls   *tls.Config
+	fp    string
+	log   *slog.Logger
+	quic  *quic.Config
+	idPfx string
+	ids   atomic.Uint64
+
+	// draining is set by Shutdown: no new text is sequenced after it.
+	draining atomic.Bool
+	closedCh chan struct{} // closed by Close: stop lingering, stop everything
+	stopCh   chan struct{} // closed by Shutdown or Close: stop accepting
+	closing  sync.Once
+	stopping sync.Once
+	wg       sync.WaitGroup // every goroutine the server owns
+
+	mu         sync.Mutex
+	served     bool
+	addr       net.Addr
+	serveDone  chan struct{}
+	conns      map[*conn]struct{}
+	perAddr    map[string]int
+	handshakes int
+	names      map[string]*conn // nameKey → welcomed connection
+	sessions   map[string]*conn
+
+	roomsMu  sync.Mutex
+	rooms    map[string]*room
+	seqFloor uint64 // highest seq of any removed room: new rooms start above it
+}
+
+// NewServer builds a server from options, validating them.
+func NewServer(opts ...ServerOption) (*Server, error) {
+	cfg := defaultServerConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.applyServer(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tlsConf, fp, err := serverTLS(cfg.tlsConfig)
+	if err != nil {
+		return nil, err
+	}
+	var pfx [4]byte
+	_, _ = rand.Read(pfx[:])
+	s := &Server{
+		cfg:   cfg,
+		tls:   tlsConf,
+		fp:    fp,
+		log:   cfg.logger,
+		idPfx: hex.EncodeToString(pfx[:]) + "-",
+		quic: &quic.Config{
+			HandshakeIdleTimeout: min(cfg.handshakeTimeout, 10*time.Second),
+			MaxIdleTimeout:       cfg.idleTimeout,
+			// One bidirectional stream per connection and nothing else:
+			// further streams are a protocol error at the QUIC layer.
+			MaxIncomingStreams:    1,
+			MaxIncomingUniStreams: -1,
+			// Clients send small texts: small windows keep an idle
+			// connection cheap; they grow for a client that sends much.
+			InitialStreamReceiveWindow:     32 << 10,
+			MaxStreamReceiveWindow:         max(2*uint64(cfg.maxMessageSize), 1<<20),
+			InitialConnectionReceiveWindow: 48 << 10,
+			MaxConnectionReceiveWindow:     max(3*uint64(cfg.maxMessageSize), 2<<20),
+		},
+		closedCh: make(chan struct{}),
+		stopCh:   make(chan struct{}),
+		conns:    make(map[*conn]struct{}),
+		perAddr:  make(map[string]int),
+		names:    make(map[string]*conn),
+		sessions: make(map[string]*conn),
+		rooms:    make(map[string]*room),
+	}
+	return s, nil
+}
+
+// Fingerprint returns the SHA-256 fingerprint of the server's certificate,
+// for clients to pin with WithFingerprint, or "" when the TLS config picks
+// certificates dynamically.
+func (s *Server) Fingerprint() string { return s.fp }
+
+// Addr returns the address the server listens on, or nil before it serves.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// ListenAndServe binds the configured UDP address and serves on it until
+// ctx ends, Shutdown or Close; then it returns nil. When ctx ends the
+// server closes as by Close.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(ctx, "udp", s.cfg.addr)
+	if err != nil {
+		return fmt.Errorf("garou: listen on %s: %w", s.cfg.addr, err)
+	}
+	defer pc.Close()
+	return s.Serve(ctx, pc)
+}
+
+// Serve serves on pc, which the caller keeps owning (Serve does not close
+// it), until ctx ends, Shutdown or Close; then it returns nil, once every
+// connection is gone. When ctx ends the server closes as by Close.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
+	s.mu.Lock()
+	switch {
+	case s.isStopped():
+		s.mu.Unlock()
+		return ErrServerClosed
+	case s.served:
+		s.mu.Unlock()
+		return errors.New("garou: Serve called twice")
+	}
+	s.served = true
+	s.serveDone = make(chan struct{})
+	s.mu.Unlock()
+	defer close(s.serveDone)
+
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(s.tls, s.quic)
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("garou: listen: %w", err)
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr()
+	s.mu.Unlock()
+	s.log.Info("garou: serving", "addr", ln.Addr().String(), "fingerprint", s.fp)
+
+	actx, cancel := context.WithCancel(ctx)
+	s.wg.Go(func() {
+		select {
+		case <-actx.Done():
+		case <-s.stopCh:
+		}
+		cancel()
+	})
+	for {
+		qc, err := ln.Accept(actx)
+		if err != nil {
+			break
+		}
+		s.admit(qc)
+	}
+	cancel()
+	if ctx.Err() != nil {
+		s.closeConns()
+	}
+	// Shutdown or Close end the connections; wait for them, then close the
+	// listener and the transport, in that order, so nothing is left running.
+	s.wg.Wait()
+	ln.Close()
+	tr.Close()
+	return nil
+}
+
+func (s *Server) isStopped() bool {
+	select {
+	case <-s.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// admit checks the limits for a new connection, under the lock so that
+// they hold exactly, and starts its goroutine or refuses it.
+func (s *Server) admit(qc *quic.Conn) {
+	addrKey := qc.RemoteAddr().String()
+	if ua, ok := qc.RemoteAddr().(*net.UDPAddr); ok {
+		addrKey = ua.IP.String()
+	}
+	s.mu.Lock()
+	var code CloseCode
+	var reason string
+	switch {
+	case s.isStopped():
+		code, reason = CloseServerShutdown, "server shutting down"
+	case len(s.conns) >= s.cfg.maxConns:
+		code, reason = CloseServerFull, fmt.Sprintf("server full: %d connections", s.cfg.maxConns)
+	case s.perAddr[addrKey] >= s.cfg.maxConnsPerAddr:
+		code, reason = CloseTooManyConns, fmt.Sprintf("too many connections from your address (limit %d)", s.cfg.maxConnsPerAddr)
+	case s.handshakes >= s.cfg.maxHandshakes:
+		code, reason = CloseServerFull, "too many handshakes in progress"
+	}
+	if reason != "" {
+		s.mu.Unlock()
+		s.log.Warn("garou: connection refused", "remote", qc.RemoteAddr().String(), "reason", reason)
+		s.wg.Go(func() { _ = qc.CloseWithError(quic.ApplicationErrorCode(code), reason) })
+		return
+	}
+	c := newConn(s, qc, addrKey)
+	s.conns[c] = struct{}{}
+	s.perAddr[addrKey]++
+	s.handshakes++
+	s.mu.Unlock()
+	s.wg.Go(c.serve)
+}
+
+// Users returns the users online now, in the order they connected.
+func (s *Server) Users() []User {
+	s.mu.Lock()
+	users := make([]User, 0, len(s.names))
+	for _, c := range s.names {
+		users = append(users, c.user)
+	}
+	s.mu.Unlock()
+	sortUsers(users)
+	return users
+}
+
+func sortUsers(u []User) {
+	slices.SortFunc(u, func(a, b User) int {
+		if c := a.JoinedAt.Compare(b.JoinedAt); c != 0 {
+			return c
+		}
+		return compareStrings(a.Name, b.Name)
+	})
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Rooms lists the rooms that have members, sorted by name.
+func (s *Server) Rooms() []RoomInfo {
+	s.roomsMu.Lock()
+	rooms := make([]*room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.roomsMu.Unlock()
+	out := make([]RoomInfo, 0, len(rooms))
+	for _, r := range rooms {
+		r.mu.Lock()
+		out = append(out, RoomInfo{Name: r.name, Members: len(r.members), LastSeq: r.seq})
+		r.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b RoomInfo) int { return compareStrings(a.Name, b.Name) })
+	return out
+}
+
+// Members returns the members of room, or nil if it has none.
+func (s *Server) Members(room string) []User {
+	r := s.lookupRoom(room)
+	if r == nil {
+		return nil
+	}
+	return r.users()
+}
+
+func (s *Server) lookupRoom(name string) *room {
+	s.roomsMu.Lock()
+	defer s.roomsMu.Unlock()
+	return s.rooms[name]
+}
+
+// Publish says text in room as the server itself: the message is
+// sequenced, kept in history and delivered like any text, with From nil.
+// It returns the message as delivered, or ErrNoSuchRoom when the room has
+// no members.
+func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return ChatMessage{}, err
+	}
+	if text == "" {
+		return ChatMessage{}, ErrInvalidText
+	}
+	r := s.lookupRoom(room)
+	if r == nil {
+		return ChatMessage{}, ErrNoSuchRoom
+	}
+	msg, _, err := r.publish(nil, nil, text)
+	return msg, err
+}
+
+// Kick disconnects the online user called name, telling it reason; its
+// rooms are told it left with reason "kicked". It returns at once;
+// ErrNoSuchUser if nobody of that name is online.
+func (s *Server) Kick(name, reason string) error {
+	s.mu.Lock()
+	c := s.names[nameKey(name)]
+	s.mu.Unlock()
+	if c == nil {
+		return ErrNoSuchUser
+	}
+	c.finish(CloseKicked, CodeKicked, orDefault(reason, "kicked by the server"), "kicked")
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Shutdown stops the server gracefully: it stops accepting connections and
+// texts, delivers every text already accepted, tells every client that the
+// server is shutting down, and waits for the clients to go and for every
+// goroutine to end. If ctx ends first, it closes the server as Close does
+// and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	s.draining.Store(true)
+	// A barrier on every room: a text being sequenced now completes, and
+	// every later one sees draining and is refused.
+	s.roomsMu.Lock()
+	for _, r := range s.rooms {
+		r.mu.Lock()
+		r.mu.Unlock() //nolint:staticcheck // empty critical section is the barrier
+	}
+	s.roomsMu.Unlock()
+	for _, c := range s.connList() {
+		c.finish(CloseServerShutdown, CodeServerShutdown, "server shutting down", "shutdown")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.waitServe()
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes every connection at once, telling clients the server is
+// shutting down, and returns once every goroutine the server owns has
+// ended. It is idempotent; Serve returns nil.
+func (s *Server) Close() error {
+	s.closeConns()
+	s.waitServe()
+	s.wg.Wait()
+	return nil
+}
+
+// closeConns stops the server and closes every connection without waiting.
+func (s *Server) closeConns() {
+	s.stop()
+	s.closing.Do(func() { close(s.closedCh) })
+	for _, c := range s.connList() {
+		c.fail(CloseServerShutdown, "server closed", "shutdown")
+	}
+}
+
+func (s *Server) connList() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+func (s *Server) stop() { s.stopping.Do(func() { close(s.stopCh) }) }
+
+func (s *Server) waitServe() {
+	s.mu.Lock()
+	done := s.serveDone
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+func (s *Server) newID() string {
+	return s.idPfx + strconv.FormatUint(s.ids.Add(1), 36)
+}
+
+func newSessionToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// register admits a connection that said a valid hello under name. It
+// returns the connection it replaces (a resumed session), or an error code
+// for a refusal.
+func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorCode, text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isStopped() {
+		return nil, CodeServerShutdown, "server shutting down"
+	}
+	key := nameKey(name)
+	if session != "" {
+		if o := s.sessions[session]; o != nil && o != c {
+			old = o
+			c.user = o.user
+			key = o.key
+		}
+	}
+	if old == nil {
+		if s.names[key] != nil {
+			return nil, CodeNameTaken, fmt.Sprintf("the name %q is taken", name)
+		}
+		c.user = User{ID: s.newID(), Name: name, JoinedAt: time.Now().UTC()}
+		session = newSessionToken()
+	} else {
+		delete(s.sessions, session)
+		session = newSessionToken()
+	}
+	c.key = key
+	c.session = session
+	s.names[key] = c
+	s.sessions[session] = c
+	s.handshakes--
+	c.welcomed = true
+	return old, "", ""
+}
+
+// unregister forgets a connection; it is called once, by its teardown.
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if s.perAddr[c.addrKey]--; s.perAddr[c.addrKey] <= 0 {
+		delete(s.perAddr, c.addrKey)
+	}
+	if !c.welcomed {
+		s.handshakes--
+		return
+	}
+	if s.names[c.key] == c {
+		delete(s.names, c.key)
+	}
+	if s.sessions[c.session] == c {
+		delete(s.sessions, c.session)
+	}
+}
+
+// onlineUsers returns every welcomed user; for welcomes and user lists.
+func (s *Server) onlineUsers() []User { return s.Users() }
+
+// lookupName returns the welcomed connection of the user called name.
+func (s *Server) lookupName(name string) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names[nameKey(name)]
+}
