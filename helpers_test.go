@@ -63,8 +63,15 @@ func ctxT(t testing.TB) context.Context {
 // next returns the next message of one of the given types, skipping others.
 func next(t testing.TB, cli *garou.Client, types ...garou.MessageType) garou.ChatMessage {
 	t.Helper()
+	return nextCtx(t, ctxT(t), cli, types...)
+}
+
+// nextCtx is next with the caller's context (in a synctest bubble, where
+// time is simulated, a long one).
+func nextCtx(t testing.TB, ctx context.Context, cli *garou.Client, types ...garou.MessageType) garou.ChatMessage {
+	t.Helper()
 	for {
-		m, err := cli.Receive(ctxT(t))
+		m, err := cli.Receive(ctx)
 		require.NoError(t, err)
 		for _, ty := range types {
 			if m.Type == ty {
