@@ -106,6 +106,11 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 			KeepAlivePeriod:       cfg.keepAlive,
 			MaxIncomingStreams:    -1,
 			MaxIncomingUniStreams: -1,
+			// Bounded windows: a client that stops reading is noticed by
+			// the server (as a slow consumer) after a few MiB, not after
+			// quic-go's default of many.
+			MaxStreamReceiveWindow:     uint64(max(2*cfg.maxMessageSize, 2<<20)),
+			MaxConnectionReceiveWindow: uint64(max(3*cfg.maxMessageSize, 3<<20)),
 		},
 		log:      cfg.logger,
 		incoming: make(chan ChatMessage, cfg.receiveBuffer),
