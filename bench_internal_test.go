@@ -1,0 +1,121 @@
+package garou
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchRoom builds a room with n members whose send queues are drained by
+// hand, with no network, to measure the fan-out path alone.
+func benchRoom(tb testing.TB, n int) (*room, []*conn) {
+	tb.Helper()
+	s, err := NewServer(WithHistorySize(100))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := &room{s: s, name: DefaultRoom, index: map[*conn]int{}, byUser: map[string]*conn{}}
+	members := make([]*conn, n)
+	for i := range members {
+		c := &conn{s: s, wake: make(chan struct{}, 1), maxSize: DefaultMaxMessageSize, rooms: map[string]*room{}}
+		c.user = User{ID: fmt.Sprint(i), Name: fmt.Sprint("user", i), JoinedAt: time.Now()}
+		r.addLocked(c)
+		members[i] = c
+	}
+	return r, members
+}
+
+func drain(members []*conn) {
+	for _, c := range members {
+		c.q = c.q[:0]
+		c.qbytes = 0
+		select {
+		case <-c.wake:
+		default:
+		}
+	}
+}
+
+// BenchmarkBroadcast sequences one text and puts it on every member's
+// queue. Allocations per op do not grow with the number of recipients: the
+// frame is encoded once and shared.
+func BenchmarkBroadcast(b *testing.B) {
+	text := strings.Repeat("x", 100)
+	for _, n := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("recipients=%d", n), func(b *testing.B) {
+			r, members := benchRoom(b, n)
+			from := &members[0].user
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := r.publish(nil, from, text); err != nil {
+					b.Fatal(err)
+				}
+				drain(members)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+// TestBroadcastAllocationsPerRecipientAreZero checks what BenchmarkBroadcast
+// shows: a broadcast to 1000 members allocates no more than one to 10.
+func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
+	text := strings.Repeat("x", 100)
+	allocs := func(n int) float64 {
+		r, members := benchRoom(t, n)
+		from := &members[0].user
+		// Warm the queues so that append has capacity, as in steady state.
+		_, _, _ = r.publish(nil, from, text)
+		drain(members)
+		return testing.AllocsPerRun(200, func() {
+			_, _, _ = r.publish(nil, from, text)
+			drain(members)
+		})
+	}
+	few, many := allocs(10), allocs(1000)
+	if many > few {
+		t.Fatalf("a broadcast to 1000 allocates %.1f times, to 10 %.1f: something allocates per recipient", many, few)
+	}
+	t.Logf("allocations per broadcast: %.1f (10 recipients), %.1f (1000 recipients)", few, many)
+}
+
+func BenchmarkEncodeFrame(b *testing.B) {
+	u := &User{ID: "abcd-1", Name: "alice", JoinedAt: time.Now()}
+	msg := reply{ChatMessage: ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 42, ID: "abcd-2", From: u,
+		Text: strings.Repeat("x", 100), Time: time.Now()}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeFrame(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReadFrame(b *testing.B) {
+	frame := frameOf(`{"type":"text","ref":7,"room":"lobby","text":"` + strings.Repeat("x", 100) + `"}`)
+	stream := bytes.Repeat(frame, 1000)
+	rd := bytes.NewReader(stream)
+	fr := frameReader{r: rd, max: DefaultMaxMessageSize}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if rd.Len() == 0 {
+			rd.Reset(stream)
+		}
+		if _, err := fr.next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeRequest(b *testing.B) {
+	body := []byte(`{"type":"text","ref":7,"room":"lobby","text":"` + strings.Repeat("x", 100) + `"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeRequest(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package garou
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+)
+
+func frameOf(body string) []byte {
+	b := make([]byte, frameHeaderLen+len(body))
+	binary.BigEndian.PutUint32(b, uint32(len(body)))
+	copy(b[frameHeaderLen:], body)
+	return b
+}
+
+// FuzzFrameReader feeds arbitrary streams to the frame reader: it must
+// never panic, never return a body over the limit, and never allocate for
+// a length prefix over the limit.
+func FuzzFrameReader(f *testing.F) {
+	f.Add(frameOf(`{"type":"hello","name":"a"}`))
+	f.Add(append(frameOf(`{"type":"text","text":"x"}`), frameOf(`{"type":"bye"}`)...))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 100, '{'})
+	f.Add([]byte{0, 0})
+	const limit = 4096
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		fr := frameReader{r: bytes.NewReader(stream), max: limit}
+		for range 1000 {
+			body, err := fr.next()
+			if err != nil {
+				var tl *frameTooLargeError
+				switch {
+				case errors.As(err, &tl):
+					if tl.size <= limit {
+						t.Fatalf("too large reported for %d", tl.size)
+					}
+					if cap(fr.buf) > limit {
+						t.Fatalf("buffer grew to %d for a refused frame", cap(fr.buf))
+					}
+				case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errEmptyFrame):
+				default:
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if len(body) == 0 || len(body) > limit {
+				t.Fatalf("body of %d bytes", len(body))
+			}
+		}
+	})
+}
+
+// FuzzDecodeRequest feeds arbitrary frame bodies to the server's decoder:
+// it must never panic, and must either accept a known type or return an
+// *Error with a documented code.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"hello","name":"alice","max_size":65536,"rooms":[{"room":"lobby","since":3}]}`,
+		`{"type":"text","ref":1,"room":"lobby","text":"hi"}`,
+		`{"type":"direct","ref":2,"to":"bob","text":"psst"}`,
+		`{"type":"join","ref":3,"room":"x","history":10}`,
+		`{"type":"leave","ref":4,"room":"x"}`,
+		`{"type":"users","ref":5}`,
+		`{"type":"members","ref":6,"room":"x"}`,
+		`{"type":"bye"}`,
+		`{"type":"text","text":5}`,
+		`{"type":"text","from":{"id":"1","name":"bob"},"text":"spoof"}`,
+		`{"type":"nope"}`,
+		"{\"type\":\"text\",\"text\":\"\xff\"}",
+		`{"type":"text"}{"type":"text"}`,
+		`[1,2,3]`,
+		`null`,
+		``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeRequest(body)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("not an *Error: %v", err)
+			}
+			if e.Code != CodeBadFrame && e.Code != CodeUnknownType {
+				t.Fatalf("code %q", e.Code)
+			}
+			return
+		}
+		switch req.Type {
+		case frameHello, frameJoin, frameLeave, frameUsers, frameMembers, frameText, frameDirect, frameBye:
+		default:
+			t.Fatalf("accepted type %q", req.Type)
+		}
+	})
+}
+
+// FuzzDecodeReply feeds arbitrary frame bodies to the client's decoder.
+func FuzzDecodeReply(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"welcome","user":{"id":"1","name":"a","joined_at":"2026-01-01T00:00:00Z"},"session":"s","max_size":1048576}`,
+		`{"type":"text","room":"lobby","seq":1,"id":"x","from":{"id":"1","name":"a"},"text":"hi","time":"2026-01-01T00:00:00Z"}`,
+		`{"type":"gap","room":"lobby","from_seq":3,"to_seq":9}`,
+		`{"type":"bye","code":"kicked","text":"bye","close":8}`,
+		`{"type":"text","time":"not a time"}`,
+		`{"type":"users","users":[{}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, _ = decodeReply(body)
+	})
+}
