@@ -40,6 +40,7 @@ type conn struct {
 	q, spare [][]byte
 	qbytes   int
 	qclosed  bool
+	corked   bool   // the writer leaves the queue alone
 	final    []byte // the last frame, written after the queue drains
 	wake     chan struct{}
 	wdone    chan struct{} // closed when writeLoop ends; nil if not started
@@ -218,18 +219,24 @@ func (c *conn) hello(req request) bool {
 		}
 		return refuse(closeCode, code, text)
 	}
-	c.enqueue(mustEncode(reply{
+	// The hello's rooms are joined before the welcome is sent, so that a
+	// client that has its welcome is in its rooms and misses nothing said
+	// after. Their replies queue behind the welcome: the queue is corked
+	// until the welcome is put at its head.
+	c.cork(true)
+	for _, spec := range rooms {
+		if err := c.joinRoom(spec, 0); err != nil {
+			e := asError(err)
+			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: spec.Room, Code: e.Code, Text: e.Text}}))
+		}
+	}
+	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
+	c.pushFront(mustEncode(reply{
 		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.onlineUsers()},
 		Session:     c.session,
 		MaxSize:     c.s.cfg.maxMessageSize,
 	}))
-	c.log = c.log.With("user", c.user.Name)
-	c.log.Debug("garou: welcomed", "id", c.user.ID, "resumed", old != nil)
-	for _, spec := range rooms {
-		if err := c.joinRoom(spec, 0); err != nil {
-			c.sendError(0, asError(err))
-		}
-	}
+	c.cork(false)
 	if old != nil {
 		old.finish(CloseReplaced, CodeReplaced, "the session was resumed on another connection", "reconnected")
 	}
@@ -545,7 +552,7 @@ func (c *conn) enqueue(frame []byte) {
 	if c.qbytes+len(frame) > c.s.cfg.sendQueueBytes {
 		c.qclosed = true
 		c.qmu.Unlock()
-		c.log.Warn("garou: slow consumer disconnected", "queued", c.qbytes)
+		c.log.Warn("garou: slow consumer disconnected", "user", c.user.Name, "queued", c.qbytes)
 		c.fail(CloseSlowConsumer, "you read too slowly", "slow")
 		return
 	}
@@ -563,6 +570,29 @@ func (c *conn) signal() {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// cork stops (true) or resumes (false) the writer's draining.
+func (c *conn) cork(on bool) {
+	c.qmu.Lock()
+	c.corked = on
+	c.qmu.Unlock()
+	if !on {
+		c.signal()
+	}
+}
+
+// pushFront puts a frame at the head of the (corked) queue.
+func (c *conn) pushFront(frame []byte) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.qclosed {
+		return
+	}
+	c.q = append(c.q, nil)
+	copy(c.q[1:], c.q)
+	c.q[0] = frame
+	c.qbytes += len(frame)
 }
 
 // closeQueue refuses further frames; the writer drains what is queued, then
@@ -592,6 +622,10 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.qmu.Lock()
+		if c.corked && !c.qclosed {
+			c.qmu.Unlock()
+			continue
+		}
 		batch := c.q
 		c.q, c.spare = c.spare[:0], nil
 		c.qmu.Unlock()
