@@ -354,7 +354,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.roomsMu.Lock()
 	for _, r := range s.rooms {
 		r.mu.Lock()
-		r.mu.Unlock() //nolint:staticcheck // empty critical section is the barrier
+		//lint:ignore SA2001 the empty critical section is the barrier
+		r.mu.Unlock()
 	}
 	s.roomsMu.Unlock()
 	for _, c := range s.connList() {

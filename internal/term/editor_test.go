@@ -164,7 +164,7 @@ func TestEditorEcho(t *testing.T) {
 func TestEditorSeveralLines(t *testing.T) {
 	h := newHarness(t)
 	// Pasted text: both lines arrive at once, the second must not be lost.
-	go h.typeKeys("first\r\nsecond\r\n")
+	go func() { _, _ = io.WriteString(h.keys, "first\r\nsecond\r\n") }()
 	for _, want := range []string{"first", "second"} {
 		if r := h.result(h.readLine()); r.err != nil || r.line != want {
 			t.Fatalf("ReadLine = %q, %v; want %q", r.line, r.err, want)
