@@ -80,7 +80,10 @@ func (c *conn) serve() {
 }
 
 func (c *conn) run() error {
-	ctx, cancel := context.WithTimeout(c.qc.Context(), c.s.cfg.handshakeTimeout)
+	// One deadline for the whole handshake, from the connection to the
+	// hello: opening the stream late does not buy more time.
+	deadline := time.Now().Add(c.s.cfg.handshakeTimeout)
+	ctx, cancel := context.WithDeadline(c.qc.Context(), deadline)
 	str, err := c.qc.AcceptStream(ctx)
 	cancel()
 	if err != nil {
@@ -100,7 +103,7 @@ func (c *conn) run() error {
 	c.s.wg.Go(c.writeLoop)
 
 	fr := frameReader{r: str, max: c.s.cfg.maxMessageSize}
-	_ = str.SetReadDeadline(time.Now().Add(c.s.cfg.handshakeTimeout))
+	_ = str.SetReadDeadline(deadline)
 	body, err := fr.next()
 	if err != nil {
 		return c.readFailed(err)
@@ -114,7 +117,7 @@ func (c *conn) run() error {
 		c.finish(CloseProtocol, CodeProtocol, `the first frame must be a "hello"`, "")
 		return nil
 	}
-	if !c.hello(req) {
+	if !c.hello(req, deadline) {
 		return nil
 	}
 	_ = str.SetReadDeadline(time.Time{})
@@ -124,12 +127,17 @@ func (c *conn) run() error {
 		if err != nil {
 			return c.readFailed(err)
 		}
+		if c.ending() {
+			// Kicked, replaced or shut down: nothing more it says counts.
+			return nil
+		}
 		req, derr := decodeRequest(body)
 		if derr != nil {
 			c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
-			if !c.strike() {
-				c.sendError(req.Ref, derr.(*Error))
+			if c.strike() {
+				return nil
 			}
+			c.sendError(req.Ref, derr.(*Error))
 			continue
 		}
 		if !c.handle(req) {
@@ -162,7 +170,7 @@ func isTimeout(err error) bool {
 }
 
 // hello handles the first frame. It reports whether the client was welcomed.
-func (c *conn) hello(req request) bool {
+func (c *conn) hello(req request, deadline time.Time) bool {
 	refuse := func(close CloseCode, code ErrorCode, text string) bool {
 		c.log.Info("garou: hello refused", "name", req.Name, "code", code, "text", text)
 		c.finish(close, code, text, "")
@@ -191,7 +199,7 @@ func (c *conn) hello(req request) bool {
 	}
 	name := req.Name
 	if auth := c.s.cfg.auth; auth != nil {
-		ctx, cancel := context.WithTimeout(c.qc.Context(), c.s.cfg.handshakeTimeout)
+		ctx, cancel := context.WithDeadline(c.qc.Context(), deadline)
 		n, err := auth(ctx, Hello{Name: req.Name, Token: req.Token, RemoteAddr: c.qc.RemoteAddr()})
 		cancel()
 		if err != nil {
@@ -495,6 +503,13 @@ func leaveReason(cause *closeCause, err error) string {
 		return "timeout"
 	}
 	return "lost"
+}
+
+// ending reports whether the server has decided to end the connection.
+func (c *conn) ending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause != nil
 }
 
 // setCause records why the connection ends, if nothing did before.
