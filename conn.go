@@ -239,7 +239,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 	}
 	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
-	c.pushFront(mustEncode(reply{
+	c.pushFront(c.encodeList(reply{
 		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.onlineUsers()},
 		Session:     c.session,
 		MaxSize:     c.s.cfg.maxMessageSize,
@@ -280,14 +280,14 @@ func (c *conn) handle(req request) bool {
 		c.runLeaveHook(req.Room, "left")
 		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: req.Room}, Ref: req.Ref}))
 	case frameUsers:
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.onlineUsers()}, Ref: req.Ref}))
+		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.onlineUsers()}, Ref: req.Ref}))
 	case frameMembers:
 		r := c.room(orDefault(req.Room, DefaultRoom))
 		if r == nil {
 			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + req.Room})
 			return true
 		}
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
+		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
 	case frameBye:
 		c.finish(CloseNormal, "", "bye", "quit")
 		return false
@@ -406,6 +406,19 @@ func (c *conn) dropRoom(name string) {
 	c.mu.Lock()
 	delete(c.rooms, name)
 	c.mu.Unlock()
+}
+
+// encodeList encodes a frame carrying a user list so that it fits the
+// client's size limit: a list too long for it is cut, and the frame says
+// so with "truncated".
+func (c *conn) encodeList(r reply) []byte {
+	f := mustEncode(r)
+	for len(f)-frameHeaderLen > c.maxSize && len(r.Users) > 0 {
+		r.Users = r.Users[:len(r.Users)/2]
+		r.Truncated = true
+		f = mustEncode(r)
+	}
+	return f
 }
 
 func asError(err error) *Error {

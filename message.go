@@ -80,6 +80,8 @@ type reply struct {
 	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Close is the close code that follows a "bye".
 	Close CloseCode `json:"close,omitempty"`
+	// Truncated says a user list was cut to fit the client's size limit.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 var encBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

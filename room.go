@@ -106,7 +106,7 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	defer r.mu.Unlock()
 
 	if _, ok := r.index[c]; ok {
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
+		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
 		return nil
 	}
 	old := r.byUser[c.user.ID]
@@ -119,7 +119,7 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	}
 	r.addLocked(c)
 	c.addRoom(r)
-	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
+	c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
 	r.replayLocked(c, spec)
 	if old == nil {
 		r.broadcastLocked(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeJoin, Room: r.name, User: &c.user, Time: time.Now().UTC()}}), c)

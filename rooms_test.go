@@ -378,3 +378,20 @@ func TestResumeAfterHistoryIsGoneGetsGap(t *testing.T) {
 	}
 	require.Equal(t, []string{"7", "8", "9", "10", "11"}, rest)
 }
+
+// TestUserListsFitTheClientLimit: the server never sends a frame over the
+// client's size limit, not even a long user list; it cuts the list.
+func TestUserListsFitTheClientLimit(t *testing.T) {
+	srv := startServer(t, garou.WithMaxConnectionsPerAddr(100))
+	for i := range 60 {
+		dial(t, srv, fmt.Sprintf("%s%02d", strings.Repeat("n", 28), i))
+	}
+	small := dial(t, srv, "small", garou.WithMaxMessageSize(garou.MinMessageSize))
+	users, err := small.Users(ctxT(t))
+	require.NoError(t, err)
+	require.NotEmpty(t, users)
+	require.Less(t, len(users), 61, "the list was cut to fit 4 KiB")
+	members, err := small.Members(ctxT(t), garou.DefaultRoom)
+	require.NoError(t, err)
+	require.Less(t, len(members), 61)
+}
