@@ -32,6 +32,9 @@ var (
 	// before the server acknowledged it: the text may or may not have been
 	// accepted; if it was, it is in the room's history.
 	ErrConnectionLost = errors.New("garou: connection lost before acknowledgement")
+	// ErrFingerprintMismatch is returned by Dial when the server's
+	// certificate is not the one pinned with WithFingerprint.
+	ErrFingerprintMismatch = errors.New("garou: server certificate fingerprint does not match the pinned one")
 	// ErrInvalidOption wraps every error from validating options.
 	ErrInvalidOption = errors.New("garou: invalid option")
 )

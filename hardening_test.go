@@ -216,7 +216,7 @@ func TestWrongCertificateIsRefused(t *testing.T) {
 
 	_, err = garou.Dial(ctx, addrOf(srv), "a", garou.WithFingerprint(other.Fingerprint()))
 	require.Error(t, err)
-	require.Contains(t, err.Error(), "does not match the pinned one")
+	require.ErrorIs(t, err, garou.ErrFingerprintMismatch)
 
 	c, err := garou.Dial(ctx, addrOf(srv), "a", garou.WithInsecureSkipVerify())
 	require.NoError(t, err)

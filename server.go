@@ -127,7 +127,8 @@ func (s *Server) Addr() net.Addr {
 
 // ListenAndServe binds the configured UDP address and serves on it until
 // ctx ends, Shutdown or Close; then it returns nil. When ctx ends the
-// server closes as by Close.
+// server closes as by Close. A program that must know the address before
+// clients connect (port 0) binds its own socket and calls Serve.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(ctx, "udp", s.cfg.addr)

@@ -1,0 +1,496 @@
+// Command client is an interactive Garou chat client.
+//
+//	go run ./examples/client -name Alice [-addr 127.0.0.1:4433] [-fingerprint FP | -insecure] [-room lobby] [-token T]
+//
+// Each line typed is said in the current room (the one joined last).
+// Commands:
+//
+//	/users           who is online
+//	/join ROOM       join a room and make it the current one
+//	/leave [ROOM]    leave a room (default: the current one)
+//	/room ROOM       make a joined room the current one
+//	/msg NAME TEXT   a direct message to NAME only
+//	//TEXT           say a text that starts with "/"
+//	/help            this list
+//	/quit or quit    leave (Ctrl-D on an empty line too)
+//
+// On a terminal the line being typed stays intact while messages arrive
+// above it; otherwise lines are read from standard input as they come. Names,
+// texts, rooms and reasons from the network are sanitised before they are
+// shown: control characters and escape sequences never reach the terminal.
+//
+// The exit status is 0 after /quit, Ctrl-D or end of input, 1 when the
+// client cannot connect or is disconnected, and 2 for bad flags.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/internal/term"
+)
+
+// requestTimeout bounds one command's round trip, reconnecting included.
+const requestTimeout = 15 * time.Second
+
+func main() {
+	os.Exit(run())
+}
+
+type options struct {
+	name, addr, fingerprint, room, token string
+	insecure                             bool
+}
+
+func parseFlags() (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: client -name NAME [-addr HOST:PORT] [-fingerprint FP | -insecure] [-room ROOM]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.name, "name", "", "your `name` (required)")
+	fs.StringVar(&o.addr, "addr", garou.DefaultAddr, "server `address`")
+	fs.StringVar(&o.fingerprint, "fingerprint", "", "SHA-256 `fingerprint` of the server certificate, as the server prints it")
+	fs.BoolVar(&o.insecure, "insecure", false, "accept any server certificate (development only)")
+	fs.StringVar(&o.room, "room", garou.DefaultRoom, "`room` to join first")
+	fs.StringVar(&o.token, "token", "", "`token` for the server's authenticator")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case o.name == "":
+		fs.Usage()
+		return nil, errors.New("-name is required")
+	case o.insecure && o.fingerprint != "":
+		return nil, errors.New("-fingerprint and -insecure exclude each other")
+	}
+	return o, nil
+}
+
+func run() int {
+	o, err := parseFlags()
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "client:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	opts := []garou.ClientOption{garou.WithRooms(o.room)}
+	switch {
+	case o.fingerprint != "":
+		opts = append(opts, garou.WithFingerprint(o.fingerprint))
+	case o.insecure:
+		opts = append(opts, garou.WithInsecureSkipVerify())
+	}
+	if o.token != "" {
+		opts = append(opts, garou.WithToken(o.token))
+	}
+	cli, err := garou.Dial(ctx, o.addr, o.name, opts...)
+	if errors.Is(err, garou.ErrInvalidOption) || errors.Is(err, garou.ErrInvalidName) {
+		fmt.Fprintln(os.Stderr, "client:", term.Sanitize(err.Error()))
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "client: cannot connect to %s as %q: %s\n", o.addr, o.name, explain(err))
+		return 1
+	}
+	defer cli.Close()
+
+	ui, err := newUI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "client:", err)
+		return 1
+	}
+	s := &session{cli: cli, ui: ui, room: o.room, asked: o.name}
+	code := s.run(ctx)
+	ui.close()
+	return code
+}
+
+// explain describes a failure to connect, with the server's own reason
+// when it gave one.
+func explain(err error) string {
+	if e, ok := errors.AsType[*garou.Error](err); ok {
+		return "the server refused: " + term.Sanitize(orText(e.Text, string(e.Code)))
+	}
+	if ce, ok := errors.AsType[*garou.CloseError](err); ok {
+		return "the server closed the connection: " + term.Sanitize(orText(ce.Reason, ce.Code.String()))
+	}
+	msg := term.Sanitize(err.Error())
+	var bad *tls.CertificateVerificationError
+	var ne net.Error
+	switch {
+	case errors.Is(err, garou.ErrFingerprintMismatch):
+		msg += " (is -fingerprint the one the server printed?)"
+	case errors.As(err, &bad):
+		msg += " (pin the certificate with the -fingerprint the server printed)"
+	case errors.As(err, &ne) && ne.Timeout():
+		msg += " (no answer: is the server running at that address?)"
+	}
+	return msg
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// session is a connected client and its user interface.
+type session struct {
+	cli *garou.Client
+	ui  ui
+
+	asked string // the name asked for; the server may give another
+
+	mu   sync.Mutex
+	room string // the current room: where typed lines go
+}
+
+// input is one line read, or why reading ended.
+type input struct {
+	line string
+	err  error
+}
+
+// run reads commands until the user quits or the connection ends, and
+// returns the exit status.
+func (s *session) run(ctx context.Context) int {
+	u := s.cli.User()
+	s.ui.setPrompt(s.prompt())
+	s.printf("connected as %s; type /help for commands", term.Sanitize(u.Name))
+	if u.Name != s.asked {
+		s.printf("note: the server named you %s", term.Sanitize(u.Name))
+	}
+	s.users(ctx)
+
+	// The network: every message received is printed as it arrives.
+	lost := make(chan error, 1)
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		for {
+			m, err := s.cli.Receive(context.Background())
+			if err != nil {
+				lost <- err
+				return
+			}
+			s.ui.print(format(m))
+		}
+	}()
+
+	// The keyboard: one line at a time, the next read starting only once
+	// the previous line has been handled, so that no prompt is drawn after
+	// the last command.
+	lines := make(chan input)
+	next := make(chan struct{})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			line, err := s.ui.readLine()
+			select {
+			case lines <- input{line, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-next:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	code, last := s.loop(ctx, lines, next, lost)
+	// Leave, let what had arrived be shown, then say the last word.
+	s.cli.Close()
+	<-received
+	s.printf("%s", last)
+	return code
+}
+
+// loop handles the lines typed until the user quits or the connection
+// ends, and returns the exit status and a last line to show.
+func (s *session) loop(ctx context.Context, lines <-chan input, next chan<- struct{}, lost <-chan error) (int, string) {
+	for {
+		select {
+		case in := <-lines:
+			if in.err != nil {
+				if !errors.Is(in.err, io.EOF) {
+					return 1, "reading input: " + term.Sanitize(in.err.Error())
+				}
+				return 0, "bye"
+			}
+			if !s.handle(ctx, in.line) {
+				return 0, "bye"
+			}
+			next <- struct{}{}
+		case err := <-lost:
+			return 1, "disconnected: " + explainLost(err)
+		case <-ctx.Done():
+			return 0, "bye"
+		}
+	}
+}
+
+// explainLost describes why the connection ended.
+func explainLost(err error) string {
+	if ce, ok := errors.AsType[*garou.CloseError](err); ok {
+		if ce.Err != nil && ce.Err.Text != "" {
+			return term.Sanitize(ce.Code.String() + ": " + ce.Err.Text)
+		}
+		return term.Sanitize(orText(ce.Reason, ce.Code.String()))
+	}
+	return term.Sanitize(err.Error())
+}
+
+func (s *session) current() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.room
+}
+
+func (s *session) setCurrent(room string) {
+	s.mu.Lock()
+	s.room = room
+	s.mu.Unlock()
+	s.ui.setPrompt(s.prompt())
+}
+
+func (s *session) prompt() string {
+	if r := s.current(); r != "" {
+		return term.Sanitize(r) + "> "
+	}
+	return "(no room)> "
+}
+
+// printf shows a line of the client's own, stamped with the time. Untrusted
+// strings in args must already be sanitised.
+func (s *session) printf(format string, args ...any) {
+	s.ui.print(stamp(time.Now()) + " " + fmt.Sprintf(format, args...))
+}
+
+// handle runs one line typed; it returns false when the user quits.
+func (s *session) handle(ctx context.Context, line string) bool {
+	line = strings.TrimRight(line, "\r\n")
+	if strings.TrimSpace(line) == "" {
+		return true
+	}
+	if strings.TrimSpace(line) == "quit" {
+		return false
+	}
+	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
+		s.say(ctx, strings.TrimPrefix(line, "/"))
+		return true
+	}
+	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	arg = strings.TrimSpace(arg)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	switch cmd {
+	case "/quit", "/exit":
+		return false
+	case "/help":
+		for _, l := range strings.Split(help, "\n") {
+			s.ui.print(l)
+		}
+	case "/users", "/who":
+		s.users(ctx)
+	case "/join":
+		if arg == "" {
+			s.printf("usage: /join ROOM")
+			return true
+		}
+		members, err := s.cli.Join(ctx, arg, 0)
+		if err != nil {
+			s.printf("cannot join %s: %s", term.Sanitize(arg), explainErr(err))
+			return true
+		}
+		s.setCurrent(arg)
+		s.printf("joined %s; members: %s", term.Sanitize(arg), names(members))
+	case "/leave", "/part":
+		room := arg
+		if room == "" {
+			room = s.current()
+		}
+		if room == "" {
+			s.printf("usage: /leave ROOM")
+			return true
+		}
+		if err := s.cli.Leave(ctx, room); err != nil {
+			s.printf("cannot leave %s: %s", term.Sanitize(room), explainErr(err))
+			return true
+		}
+		s.printf("left %s", term.Sanitize(room))
+		if room == s.current() {
+			cur := ""
+			if rooms := s.cli.Rooms(); len(rooms) > 0 {
+				cur = rooms[len(rooms)-1]
+			}
+			s.setCurrent(cur)
+		}
+	case "/room":
+		if arg == "" || !slices.Contains(s.cli.Rooms(), arg) {
+			s.printf("usage: /room ROOM, one of: %s", sanitizeList(s.cli.Rooms()))
+			return true
+		}
+		s.setCurrent(arg)
+	case "/msg", "/dm":
+		to, text, _ := strings.Cut(arg, " ")
+		text = strings.TrimSpace(text)
+		if to == "" || text == "" {
+			s.printf("usage: /msg NAME TEXT")
+			return true
+		}
+		if err := s.cli.SendDirect(ctx, to, text); err != nil {
+			s.printf("not sent to %s: %s", term.Sanitize(to), explainErr(err))
+			return true
+		}
+		s.printf("[to %s] %s", term.Sanitize(to), term.Sanitize(text))
+	default:
+		s.printf("unknown command %s; /help lists them", term.Sanitize(cmd))
+	}
+	return true
+}
+
+const help = `commands:
+  /users           who is online
+  /join ROOM       join a room and make it the current one
+  /leave [ROOM]    leave a room (default: the current one)
+  /room ROOM       make a joined room the current one
+  /msg NAME TEXT   a direct message to NAME only
+  //TEXT           say a text that starts with "/"
+  /quit or quit    leave (Ctrl-D too)
+anything else is said in the current room`
+
+// say sends a text to the current room. The text comes back through
+// Receive, like everyone's, once the server has sequenced it.
+func (s *session) say(ctx context.Context, text string) {
+	room := s.current()
+	if room == "" {
+		s.printf("you are in no room: /join one first")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if _, err := s.cli.SendTo(ctx, room, text); err != nil {
+		s.printf("not sent: %s", explainErr(err))
+	}
+}
+
+func (s *session) users(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	users, err := s.cli.Users(ctx)
+	if err != nil {
+		s.printf("cannot list users: %s", explainErr(err))
+		return
+	}
+	s.printf("online (%d): %s", len(users), names(users))
+}
+
+// explainErr describes a failed request.
+func explainErr(err error) string {
+	if e, ok := errors.AsType[*garou.Error](err); ok {
+		return term.Sanitize(orText(e.Text, string(e.Code)))
+	}
+	switch {
+	case errors.Is(err, garou.ErrConnectionLost):
+		return "the connection was lost; the text may or may not have been delivered"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer from the server"
+	}
+	return term.Sanitize(err.Error())
+}
+
+func names(users []garou.User) string {
+	s := make([]string, len(users))
+	for i, u := range users {
+		s[i] = u.Name
+	}
+	return sanitizeList(s)
+}
+
+func sanitizeList(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = term.Sanitize(v)
+	}
+	return strings.Join(out, ", ")
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.Local().Format("15:04:05")
+}
+
+// format renders a message from the server as one line. Every string in it
+// comes from the network and is sanitised.
+func format(m garou.ChatMessage) string {
+	t := stamp(m.Time)
+	room := "[" + term.Sanitize(m.Room) + "]"
+	who := func(u *garou.User) string {
+		if u == nil {
+			return "(server)"
+		}
+		return term.Sanitize(u.Name)
+	}
+	switch m.Type {
+	case garou.TypeText:
+		if m.From == nil {
+			return fmt.Sprintf("%s %s *** %s", t, room, term.Sanitize(m.Text))
+		}
+		return fmt.Sprintf("%s %s %s: %s", t, room, who(m.From), term.Sanitize(m.Text))
+	case garou.TypeDirect:
+		return fmt.Sprintf("%s [from %s] %s", t, who(m.From), term.Sanitize(m.Text))
+	case garou.TypeJoin:
+		return fmt.Sprintf("%s %s --> %s joined", t, room, who(m.User))
+	case garou.TypeLeave:
+		return fmt.Sprintf("%s %s <-- %s left (%s)", t, room, who(m.User), term.Sanitize(orText(m.Reason, "left")))
+	case garou.TypeGap:
+		if m.GapTo == 0 {
+			return fmt.Sprintf("%s %s !!! texts from #%d on were lost (the server restarted)", t, room, m.GapFrom)
+		}
+		return fmt.Sprintf("%s %s !!! missed texts #%d to #%d: no longer kept", t, room, m.GapFrom, m.GapTo)
+	case garou.TypeUsers:
+		return fmt.Sprintf("%s online (%d): %s", t, len(m.Users), names(m.Users))
+	case garou.TypeError:
+		where := ""
+		if m.Room != "" {
+			where = " " + room
+		}
+		return fmt.Sprintf("%s%s error %s: %s", t, where, term.Sanitize(string(m.Code)), term.Sanitize(m.Text))
+	}
+	return fmt.Sprintf("%s %s (%s message) %s", t, room, term.Sanitize(string(m.Type)), term.Sanitize(m.Text))
+}

@@ -1,0 +1,238 @@
+// Command server runs a Garou chat server until it is interrupted.
+//
+//	go run ./examples/server [-addr 127.0.0.1:4433] [-cert cert.pem -key key.pem] [-log debug] ...
+//
+// Every server option has a flag (-h lists them with their defaults). It
+// prints the address it listens on, the fingerprint of its certificate and
+// the command a client connects with, e.g.
+//
+//	go run ./examples/client -name NAME -addr 127.0.0.1:4433 -fingerprint FP
+//
+// Without -cert and -key it makes a self-signed development certificate at
+// start, so the fingerprint changes on every run. Ctrl-C or SIGTERM shuts it
+// down gracefully: every client is told the server is shutting down. The log
+// level comes from -log, or from the environment variable GAROU_LOG.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/garou-chat/garou"
+)
+
+// shutdownTimeout bounds the graceful shutdown; after it the remaining
+// connections are closed at once.
+const shutdownTimeout = 5 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command line.
+type options struct {
+	addr             string
+	maxConns         int
+	maxConnsPerAddr  int
+	maxHandshakes    int
+	idleTimeout      time.Duration
+	handshakeTimeout time.Duration
+	maxMessageSize   int
+	sendQueue        int
+	history          int
+	maxRooms         int
+	maxMembers       int
+	rate             float64
+	burst            int
+	certFile         string
+	keyFile          string
+	logLevel         string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: server [flags]\n\nRuns a Garou chat server until interrupted (Ctrl-C or SIGTERM).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.addr, "addr", garou.DefaultAddr, "UDP `address` to listen on (port 0 picks a free port)")
+	fs.IntVar(&o.maxConns, "max-conns", garou.DefaultMaxConnections, "maximum connected clients")
+	fs.IntVar(&o.maxConnsPerAddr, "max-conns-per-addr", garou.DefaultMaxConnsPerAddr, "maximum connections from one IP address")
+	fs.IntVar(&o.maxHandshakes, "max-handshakes", garou.DefaultMaxHandshakes, "maximum connections that have not said hello yet")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", garou.DefaultIdleTimeout, "drop a connection silent for this long")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", garou.DefaultHandshakeTimeout, "time a client has from connecting to saying hello")
+	fs.IntVar(&o.maxMessageSize, "max-message-size", garou.DefaultMaxMessageSize, "maximum frame size in `bytes`, both directions")
+	fs.IntVar(&o.sendQueue, "send-queue", garou.DefaultSendQueueBytes, "`bytes` queued for one client before it is dropped as a slow consumer")
+	fs.IntVar(&o.history, "history", garou.DefaultHistorySize, "texts kept per room for joiners and reconnecting clients (0: none)")
+	fs.IntVar(&o.maxRooms, "max-rooms", garou.DefaultMaxRoomsPerClient, "maximum rooms one client is in")
+	fs.IntVar(&o.maxMembers, "max-members", garou.DefaultMaxRoomMembers, "maximum members of one room")
+	fs.Float64Var(&o.rate, "rate", garou.DefaultRate, "texts a client may send per second (0: unlimited)")
+	fs.IntVar(&o.burst, "burst", garou.DefaultBurst, "texts a client may send in a burst")
+	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
+	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
+	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if (o.certFile == "") != (o.keyFile == "") {
+		return nil, errors.New("-cert and -key go together")
+	}
+	if o.logLevel == "" {
+		o.logLevel = os.Getenv("GAROU_LOG")
+	}
+	return o, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "server:", err)
+		return 2
+	}
+	level, err := parseLevel(o.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "server:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	opts := []garou.ServerOption{
+		garou.WithLogger(log),
+		garou.WithMaxConnections(o.maxConns),
+		garou.WithMaxConnectionsPerAddr(o.maxConnsPerAddr),
+		garou.WithMaxHandshakes(o.maxHandshakes),
+		garou.WithIdleTimeout(o.idleTimeout),
+		garou.WithHandshakeTimeout(o.handshakeTimeout),
+		garou.WithMaxMessageSize(o.maxMessageSize),
+		garou.WithSendQueueBytes(o.sendQueue),
+		garou.WithHistorySize(o.history),
+		garou.WithMaxRoomsPerClient(o.maxRooms),
+		garou.WithMaxRoomMembers(o.maxMembers),
+		garou.WithRateLimit(o.rate, o.burst),
+	}
+	var certHost string
+	if o.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.certFile, o.keyFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "server: loading the certificate:", err)
+			return 1
+		}
+		if cert.Leaf != nil && len(cert.Leaf.DNSNames) > 0 {
+			certHost = cert.Leaf.DNSNames[0]
+		}
+		opts = append(opts, garou.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	}
+	srv, err := garou.NewServer(opts...)
+	if err != nil {
+		fmt.Fprintln(stderr, "server:", err)
+		return 2
+	}
+
+	// Bind the socket here rather than with ListenAndServe, so that the
+	// address (port 0 included) is known before anything is printed.
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(context.Background(), "udp", o.addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "server:", err)
+		return 1
+	}
+	defer pc.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	addr := pc.LocalAddr().String()
+	fmt.Fprintf(stdout, "garou server listening on %s\n", addr)
+	fmt.Fprintf(stdout, "certificate fingerprint %s\n", srv.Fingerprint())
+	fmt.Fprintf(stdout, "connect with:\n  %s\n", clientCommand(dialAddr(pc.LocalAddr()), srv.Fingerprint()))
+	if certHost != "" {
+		_, port, _ := net.SplitHostPort(addr)
+		fmt.Fprintf(stdout, "or, where the certificate's authority is trusted:\n  go run ./examples/client -name NAME -addr %s\n",
+			net.JoinHostPort(certHost, port))
+	}
+	fmt.Fprintln(stdout, "press Ctrl-C to stop")
+
+	// Serve does not watch ctx: ending its context would close the server
+	// at once, and a signal asks for the graceful Shutdown below.
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), pc) }()
+
+	select {
+	case err := <-served:
+		fmt.Fprintln(stderr, "server:", err)
+		return 1
+	case <-ctx.Done():
+	}
+	stop() // a second Ctrl-C kills the process at once
+	log.Info("shutting down", "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	code := 0
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("graceful shutdown did not complete; connections closed", "err", err)
+		code = 1
+	}
+	if err := <-served; err != nil {
+		fmt.Fprintln(stderr, "server:", err)
+		code = 1
+	}
+	log.Info("stopped")
+	return code
+}
+
+// parseLevel reads a log level: a name (debug, info, warn, error, any
+// case) or a number as slog counts them.
+func parseLevel(s string) (slog.Level, error) {
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return slog.Level(n), nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// dialAddr is the address a client on this machine dials: an unspecified
+// listening address (0.0.0.0, ::) is reached through the loopback.
+func dialAddr(a net.Addr) string {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return a.String()
+	}
+	ip := ua.IP
+	switch {
+	case ip == nil || ip.Equal(net.IPv4zero):
+		ip = net.IPv4(127, 0, 0, 1)
+	case ip.Equal(net.IPv6unspecified):
+		ip = net.IPv6loopback
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(ua.Port))
+}
+
+func clientCommand(addr, fingerprint string) string {
+	return fmt.Sprintf("go run ./examples/client -name NAME -addr %s -fingerprint %s", addr, fingerprint)
+}

@@ -1,0 +1,282 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// build compiles the program into a temporary directory.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "server")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+// output collects what a process writes and lets a test wait for it.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newOutput() *output { return &output{changed: make(chan struct{})} }
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.changed)
+	o.changed = make(chan struct{})
+	return o.buf.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// waitFor waits until the output matches re and returns the submatches.
+func (o *output) waitFor(ctx context.Context, re *regexp.Regexp) ([]string, error) {
+	for {
+		o.mu.Lock()
+		m := re.FindStringSubmatch(o.buf.String())
+		changed := o.changed
+		o.mu.Unlock()
+		if m != nil {
+			return m, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for /%s/: %w; output so far:\n%s", re, ctx.Err(), o)
+		}
+	}
+}
+
+// process is the server program running.
+type process struct {
+	cmd            *exec.Cmd
+	stdout, stderr *output
+	exited         chan struct{}
+	err            error // of Wait, once exited is closed
+}
+
+func start(t *testing.T, bin string, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...), stdout: newOutput(), stderr: newOutput(), exited: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+func (p *process) wait(ctx context.Context, t *testing.T) error {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-ctx.Done():
+		t.Fatalf("the server did not exit: %v\nstderr:\n%s", ctx.Err(), p.stderr)
+		return nil
+	}
+}
+
+var banner = regexp.MustCompile(`garou server listening on (\S+)\ncertificate fingerprint (\S+)\nconnect with:\n  (.+)\n`)
+
+// TestServer starts the program, chats through it with library clients and
+// stops it with SIGINT: the clients are told the server shut down, and the
+// program exits 0.
+func TestServer(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	p := start(t, bin, []string{"GAROU_LOG=debug"}, "-addr", "127.0.0.1:0", "-history", "10", "-rate", "20", "-burst", "40")
+	m, err := p.stdout.waitFor(ctx, banner)
+	require.NoError(t, err)
+	addr, fp := m[1], m[2]
+	require.Regexp(t, `^127\.0\.0\.1:\d+$`, addr)
+	require.Equal(t, "go run ./examples/client -name NAME -addr "+addr+" -fingerprint "+fp, m[3])
+
+	alice, err := garou.Dial(ctx, addr, "alice", garou.WithFingerprint(fp))
+	require.NoError(t, err)
+	defer alice.Close()
+	bob, err := garou.Dial(ctx, addr, "bob", garou.WithFingerprint(fp))
+	require.NoError(t, err)
+	defer bob.Close()
+
+	require.NoError(t, alice.Send(ctx, "hello bob"))
+	for {
+		msg, err := bob.Receive(ctx)
+		require.NoError(t, err)
+		if msg.Type == garou.TypeText {
+			require.Equal(t, "alice", msg.From.Name)
+			require.Equal(t, "hello bob", msg.Text)
+			break
+		}
+	}
+	users, err := bob.Users(ctx)
+	require.NoError(t, err)
+	require.Len(t, users, 2)
+
+	// GAROU_LOG=debug shows the debug lines.
+	_, err = p.stderr.waitFor(ctx, regexp.MustCompile(`level=DEBUG msg="garou: welcomed" .*user=bob`))
+	require.NoError(t, err)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+	for _, c := range []*garou.Client{alice, bob} {
+		for {
+			_, err := c.Receive(ctx)
+			if err != nil {
+				code, ok := garou.CloseCodeOf(err)
+				require.True(t, ok, "%v", err)
+				require.Equal(t, garou.CloseServerShutdown, code, "%v", err)
+				break
+			}
+		}
+	}
+	require.NoError(t, p.wait(ctx, t), "stderr:\n%s", p.stderr)
+	require.Contains(t, p.stderr.String(), `msg="shutting down"`)
+}
+
+// TestServerCertificate gives the program a certificate: clients verify it
+// against its authority, or pin the fingerprint the program prints.
+func TestServerCertificate(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	dir := t.TempDir()
+	der, certFile, keyFile := writeCert(t, dir, "chat.example")
+	p := start(t, bin, []string{"GAROU_LOG=warn"}, "-addr", "127.0.0.1:0", "-cert", certFile, "-key", keyFile)
+	m, err := p.stdout.waitFor(ctx, banner)
+	require.NoError(t, err)
+	addr, fp := m[1], m[2]
+	require.Equal(t, garou.Fingerprint(der), fp)
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	_, err = p.stdout.waitFor(ctx, regexp.MustCompile(`\n  go run \./examples/client -name NAME -addr chat\.example:`+port+`\n`))
+	require.NoError(t, err)
+
+	// Verified against its authority (the certificate is its own here).
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	verified, err := garou.Dial(ctx, addr, "vera",
+		garou.WithTLSConfig(&tls.Config{RootCAs: roots, ServerName: "chat.example"}))
+	require.NoError(t, err)
+	defer verified.Close()
+	// Pinned.
+	pinned, err := garou.Dial(ctx, addr, "pia", garou.WithFingerprint(fp))
+	require.NoError(t, err)
+	defer pinned.Close()
+	// Not trusted at all.
+	_, err = garou.Dial(ctx, addr, "eve")
+	require.ErrorContains(t, err, "certificate")
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	for _, c := range []*garou.Client{verified, pinned} {
+		for {
+			if _, err := c.Receive(ctx); err != nil {
+				code, _ := garou.CloseCodeOf(err)
+				require.Equal(t, garou.CloseServerShutdown, code, "%v", err)
+				break
+			}
+		}
+	}
+	require.NoError(t, p.wait(ctx, t), "stderr:\n%s", p.stderr)
+	// At level warn the info lines are not logged.
+	require.NotContains(t, p.stderr.String(), "level=INFO")
+}
+
+// TestServerBadFlags: invalid options are refused with exit status 2.
+func TestServerBadFlags(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-max-conns", "0"}, "max connections must be at least 1"},
+		{[]string{"-cert", "x.pem"}, "-cert and -key go together"},
+		{[]string{"-log", "loud"}, `log level "loud"`},
+		{[]string{"-max-message-size", "100"}, "max message size"},
+		{[]string{"stray"}, "unexpected arguments"},
+	} {
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, bin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "%v: %s", tc.args, &stderr)
+		require.Equal(t, 2, ee.ExitCode(), "%v: %s", tc.args, &stderr)
+		require.Contains(t, stderr.String(), tc.want, "%v", tc.args)
+	}
+}
+
+// writeCert writes a self-signed certificate for host and its key as PEM
+// files, and returns the certificate's DER bytes and the files.
+func writeCert(t *testing.T, dir, host string) (der []byte, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: host},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{host},
+	}
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return der, certFile, keyFile
+}
