@@ -381,6 +381,10 @@ func (c *Client) track(r *reply) {
 		if st := c.rooms[r.Room]; st == nil {
 			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq}
 			c.order = append(c.order, r.Room)
+		} else if r.LastSeq < st.lastSeq {
+			// The server lost the room's history (it restarted): follow
+			// its numbering from now on.
+			st.lastSeq = r.LastSeq
 		}
 		c.mu.Unlock()
 	case TypeText:

@@ -247,14 +247,14 @@ func WithAddr(addr string) ServerOption {
 }
 
 // WithMaxConnections limits the connected clients (handshakes included).
-// A client over the limit is refused with CodeServerFull and closed with
-// CloseServerFull. Default 100.
+// A connection over the limit is closed at once with CloseServerFull and a
+// reason. Default 100.
 func WithMaxConnections(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.maxConns = n })
 }
 
-// WithMaxConnectionsPerAddr limits the connections from one IP address.
-// Default 20.
+// WithMaxConnectionsPerAddr limits the connections from one IP address;
+// one over the limit is closed with CloseTooManyConns. Default 20.
 func WithMaxConnectionsPerAddr(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.maxConnsPerAddr = n })
 }
@@ -323,11 +323,12 @@ func WithMaxRoomMembers(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.maxRoomMembers = n })
 }
 
-// WithRateLimit sets each client's token bucket for texts and direct
-// messages: perSecond tokens a second, up to burst. A text over the limit is
-// answered with CodeRateLimited; a client that goes on (burst more refused
-// texts before its bucket refills) is closed with CloseFlooding. perSecond 0
-// disables the limit. Default 50 a second, burst 100.
+// WithRateLimit sets each client's token bucket for requests (texts,
+// direct messages, joins, leaves, lists): perSecond tokens a second, up to
+// burst. A request over the limit is answered with CodeRateLimited; a
+// client that goes on (more than max(burst, 10) refused or malformed frames
+// in a row) is closed with CloseFlooding. perSecond 0 disables the limit.
+// Default 50 a second, burst 100.
 func WithRateLimit(perSecond float64, burst int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.rate, c.burst = perSecond, burst })
 }

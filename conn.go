@@ -254,8 +254,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 // handle handles one request after the handshake. It returns false when the
 // connection is ending.
 func (c *conn) handle(req request) bool {
-	switch req.Type {
-	case frameText, frameDirect:
+	if req.Type != frameBye {
 		if c.s.cfg.rate > 0 && !c.allow() {
 			if c.strike() {
 				return false
@@ -263,6 +262,10 @@ func (c *conn) handle(req request) bool {
 			c.sendError(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
 			return true
 		}
+		c.strikes = 0
+	}
+	switch req.Type {
+	case frameText, frameDirect:
 		if err := c.say(req); err != nil {
 			c.sendError(req.Ref, asError(err))
 		}
@@ -272,19 +275,21 @@ func (c *conn) handle(req request) bool {
 			c.sendError(req.Ref, asError(err))
 		}
 	case frameLeave:
-		r := c.room(req.Room)
+		name := orDefault(req.Room, DefaultRoom)
+		r := c.room(name)
 		if r == nil || !c.s.leave(c, r, "left") {
-			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + req.Room})
+			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + name})
 			return true
 		}
-		c.runLeaveHook(req.Room, "left")
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: req.Room}, Ref: req.Ref}))
+		c.runLeaveHook(name, "left")
+		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: name}, Ref: req.Ref}))
 	case frameUsers:
 		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.onlineUsers()}, Ref: req.Ref}))
 	case frameMembers:
-		r := c.room(orDefault(req.Room, DefaultRoom))
+		name := orDefault(req.Room, DefaultRoom)
+		r := c.room(name)
 		if r == nil {
-			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + req.Room})
+			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + name})
 			return true
 		}
 		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
@@ -441,7 +446,6 @@ func (c *conn) allow() bool {
 	c.last = now
 	if c.tokens >= 1 {
 		c.tokens--
-		c.strikes = 0
 		return true
 	}
 	return false
@@ -486,7 +490,14 @@ func (c *conn) teardown(readErr error) {
 		c.closeConn()
 	}
 	if wdone != nil {
-		<-wdone // bounded: a graceful writer has a write deadline and a linger
+		// Bounded: a graceful writer has a write deadline and a linger,
+		// which Server.Close cuts short.
+		select {
+		case <-wdone:
+		case <-c.s.closedCh:
+			c.closeConn()
+			<-wdone
+		}
 	}
 	c.closeConn()
 }
@@ -552,9 +563,12 @@ func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
 		return
 	}
 	if !started {
-		c.s.wg.Go(c.closeConn)
+		c.s.goFor(c, c.closeConn)
 		return
 	}
+	// Stop reading at once: the user leaves its rooms now, while the bye
+	// is delivered.
+	_ = c.str.SetReadDeadline(time.Now())
 	// Bound the delivery: a client that does not read cannot hold the
 	// connection open.
 	_ = c.str.SetWriteDeadline(time.Now().Add(lingerTimeout))
@@ -566,7 +580,7 @@ func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
 func (c *conn) fail(close CloseCode, text, reason string) {
 	c.setCause(closeCause{code: close, text: text, reason: reason})
 	c.closeQueue(nil)
-	c.s.wg.Go(func() { _ = c.qc.CloseWithError(quic.ApplicationErrorCode(close), text) })
+	c.s.goFor(c, func() { _ = c.qc.CloseWithError(quic.ApplicationErrorCode(close), text) })
 }
 
 // enqueue puts a frame on the send queue without blocking. A client whose

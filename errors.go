@@ -50,11 +50,9 @@ const (
 	CodeTooLarge       ErrorCode = "too_large"       // a frame over the size limit
 	CodeBadName        ErrorCode = "bad_name"        // name empty, too long, or with forbidden characters
 	CodeNameTaken      ErrorCode = "name_taken"      // another online user has the name
-	CodeServerFull     ErrorCode = "server_full"     // the connection limit is reached
-	CodeTooManyConns   ErrorCode = "too_many_conns"  // the per-address connection limit is reached
 	CodeUnauthorized   ErrorCode = "unauthorized"    // the authenticator refused the hello
 	CodeProtocol       ErrorCode = "protocol"        // a frame out of place (second hello, no hello, ...)
-	CodeBadText        ErrorCode = "bad_text"        // empty text or invalid UTF-8
+	CodeBadText        ErrorCode = "bad_text"        // an empty text
 	CodeBadRoom        ErrorCode = "bad_room"        // invalid room name
 	CodeNotInRoom      ErrorCode = "not_in_room"     // the sender is not a member of the room
 	CodeNoSuchUser     ErrorCode = "no_such_user"    // direct message to a user who is not online
@@ -69,7 +67,6 @@ const (
 	CodeServerShutdown ErrorCode = "server_shutdown" // the server is closing the connection
 	CodeKicked         ErrorCode = "kicked"          // the host removed the user
 	CodeReplaced       ErrorCode = "replaced"        // the session was resumed on another connection
-	CodeSlowConsumer   ErrorCode = "slow_consumer"   // the client read too slowly
 )
 
 // Error is an error message or refusal from the server.

@@ -106,7 +106,9 @@ type ChatMessage struct {
 	User *User `json:"user,omitempty"`
 	// Users is a user list.
 	Users []User `json:"users,omitempty"`
-	// Reason says why a user left ("quit", "closed", "timeout", "kicked", ...).
+	// Reason says why a user left: "quit", "left", "timeout", "lost",
+	// "kicked", "slow", "flooding", "shutdown", "error", "reconnected"
+	// (PROTOCOL.md lists when each is given).
 	Reason string `json:"reason,omitempty"`
 	// Code is the error code of an error message.
 	Code ErrorCode `json:"code,omitempty"`

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode"
@@ -143,15 +144,21 @@ func (fr *frameReader) next() ([]byte, error) {
 	if n == 0 {
 		return nil, errEmptyFrame
 	}
-	if cap(fr.buf) < int(n) {
-		fr.buf = make([]byte, n, max(int(n), 512))
-	}
-	fr.buf = fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// Grow the buffer as the body arrives, not to the declared length at
+	// once: a peer that declares a large frame and sends little of it
+	// does not pin that much memory.
+	fr.buf = fr.buf[:0]
+	for len(fr.buf) < int(n) {
+		chunk := min(int(n)-len(fr.buf), max(len(fr.buf), 4096))
+		fr.buf = slices.Grow(fr.buf, chunk)
+		start := len(fr.buf)
+		fr.buf = fr.buf[:start+chunk]
+		if _, err := io.ReadFull(fr.r, fr.buf[start:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 	return fr.buf, nil
 }
@@ -168,7 +175,7 @@ func decodeRequest(body []byte) (request, error) {
 	if err := dec.Decode(&r); err != nil {
 		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + trimJSONError(err)}
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
 	}
 	switch r.Type {

@@ -407,6 +407,18 @@ func (s *Server) connList() []*conn {
 	return conns
 }
 
+// goFor runs f on a goroutine the server waits for, if c is still
+// registered: a registered connection's own goroutine is running, so the
+// wait group's count cannot be zero, and Serve's final Wait cannot have
+// begun.
+func (s *Server) goFor(c *conn, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; ok {
+		s.wg.Go(f)
+	}
+}
+
 func (s *Server) stop() { s.stopping.Do(func() { close(s.stopCh) }) }
 
 func (s *Server) waitServe() {

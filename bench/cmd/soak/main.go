@@ -44,7 +44,7 @@ func main() {
 // stats are the soak's counters.
 type stats struct {
 	sent, deliveries, directs, gaps, losses, dupes atomic.Int64
-	joins, leaves, reconnects, refused          atomic.Int64
+	joins, leaves, reconnects, refused             atomic.Int64
 }
 
 func run(n, homes int, duration time.Duration, rate float64) error {
