@@ -25,7 +25,10 @@ type conn struct {
 	log     *slog.Logger
 
 	// Set by the handshake on the serve goroutine, read-only after welcome.
-	user     User
+	user User
+	from *User // the sender stamped on texts: ID and name only, and
+	// allocated apart from the conn, so that history does not keep a
+	// closed connection alive
 	key      string
 	session  string
 	maxSize  int
@@ -337,7 +340,7 @@ func (c *conn) say(req request) error {
 		text = t
 	}
 	if r != nil {
-		msg, _, err := r.publish(c, &c.user, text)
+		msg, _, err := r.publish(c, c.from, text)
 		if err != nil {
 			return err
 		}
@@ -355,7 +358,7 @@ func (c *conn) direct(ref uint64, to, text string) error {
 	if target == nil {
 		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
 	}
-	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: &c.user, To: target.user.Name, Text: text, Time: time.Now().UTC()}
+	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
 	frame := mustEncode(reply{ChatMessage: msg})
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
 		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
@@ -656,7 +659,10 @@ func (c *conn) writeLoop() {
 	// However the writer ends, the connection is over: a write error means
 	// the stream is gone, and a drained closed queue means teardown.
 	defer c.closeConn()
+	// The coalescing buffer is borrowed per batch, so an idle connection
+	// holds none.
 	var buf []byte
+	defer func() { putWriteBuf(buf) }()
 	for {
 		select {
 		case <-c.wake:
@@ -672,6 +678,7 @@ func (c *conn) writeLoop() {
 		c.q, c.spare = c.spare[:0], nil
 		c.qmu.Unlock()
 
+		buf = getWriteBuf()
 		n := 0
 		for i, f := range batch {
 			n += len(f)
@@ -695,9 +702,8 @@ func (c *conn) writeLoop() {
 		if err := c.flush(&buf); err != nil {
 			return
 		}
-		if cap(buf) > 4*maxCoalesce {
-			buf = nil
-		}
+		putWriteBuf(buf)
+		buf = nil
 
 		c.qmu.Lock()
 		c.qbytes -= n
@@ -712,6 +718,20 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+var writeBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, maxCoalesce)
+	return &b
+}}
+
+func getWriteBuf() []byte { return (*writeBufs.Get().(*[]byte))[:0] }
+
+func putWriteBuf(b []byte) {
+	if b == nil || cap(b) > maxCoalesce {
+		return
+	}
+	writeBufs.Put(&b)
 }
 
 func (c *conn) flush(buf *[]byte) error {

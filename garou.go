@@ -58,8 +58,9 @@ type User struct {
 	ID string `json:"id"`
 	// Name is unique among online users.
 	Name string `json:"name"`
-	// JoinedAt is when the user connected.
-	JoinedAt time.Time `json:"joined_at"`
+	// JoinedAt is when the user connected. It is zero in the From of
+	// texts and direct messages, which carry only ID and Name.
+	JoinedAt time.Time `json:"joined_at,omitzero"`
 }
 
 // MessageType says what a [ChatMessage] is.

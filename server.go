@@ -469,6 +469,7 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 	}
 	c.key = key
 	c.session = session
+	c.from = &User{ID: c.user.ID, Name: c.user.Name}
 	s.names[key] = c
 	s.sessions[session] = c
 	s.handshakes--
