@@ -119,3 +119,16 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeReply is the client's cost per delivered text.
+func BenchmarkDecodeReply(b *testing.B) {
+	frame := mustEncode(reply{ChatMessage: ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 12345, ID: "d0745814-1a2b",
+		From: &User{ID: "d0745814-3", Name: "bench-client-12"}, Text: strings.Repeat("x", 100), Time: time.Now().UTC()}})
+	body := frame[frameHeaderLen:]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeReply(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

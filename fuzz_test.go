@@ -3,9 +3,12 @@ package garou
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
+	"time"
 )
 
 func frameOf(body string) []byte {
@@ -106,10 +109,37 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"type":"bye","code":"kicked","text":"bye","close":8}`,
 		`{"type":"text","time":"not a time"}`,
 		`{"type":"users","users":[{}]}`,
+		`{"type":"text","room":"lobby","seq":12,"id":"ab-3","from":{"id":"ab-1","name":"zoë"},"text":"héllo <b>","time":"2026-11-25T23:30:02.945716717Z","ref":0}`,
+		`{"type":"join","room":"r","user":{"id":"1","name":"a","joined_at":"2026-01-01T00:00:00+01:00"},"time":"2026-01-01T00:00:00Z"}`,
+		`{"type":"text","text":"a\"b\n"}`,
+		`{"type":"text","from":{"id":"1"},"from":{"name":"b"}}`,
+		`{"type":"ack","ref":9007199254740993,"seq":01}`,
+		` {"type" : "leave" , "reason":"quit"} `,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, _ = decodeReply(body)
+		// The fast path must agree with encoding/json whenever it answers.
+		var fast reply
+		if !fastDecodeReply(body, &fast) {
+			_, _ = decodeReply(body)
+			return
+		}
+		var slow reply
+		if err := json.Unmarshal(body, &slow); err != nil {
+			t.Fatalf("fast path accepted what encoding/json refuses (%v): %q", err, body)
+		}
+		if !fast.Time.Equal(slow.Time) {
+			t.Fatalf("time %v != %v", fast.Time, slow.Time)
+		}
+		fast.Time, slow.Time = time.Time{}, time.Time{}
+		for _, u := range []*User{fast.From, fast.User, slow.From, slow.User} {
+			if u != nil {
+				u.JoinedAt = u.JoinedAt.UTC()
+			}
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+		}
 	})
 }

@@ -188,15 +188,6 @@ func decodeRequest(body []byte) (request, error) {
 	}
 }
 
-// decodeReply decodes a server frame body.
-func decodeReply(body []byte) (reply, error) {
-	var r reply
-	if err := json.Unmarshal(body, &r); err != nil {
-		return r, fmt.Errorf("garou: malformed frame from server: %w", err)
-	}
-	return r, nil
-}
-
 func trimJSONError(err error) string {
 	s := strings.TrimPrefix(err.Error(), "json: ")
 	return truncate(s, 120)
