@@ -395,3 +395,26 @@ func TestUserListsFitTheClientLimit(t *testing.T) {
 	require.NoError(t, err)
 	require.Less(t, len(members), 61)
 }
+
+// TestSessionTokenSurvivesAResumeNeverWelcomed: a client whose resumed
+// connection is cut before it reads the welcome resumes again with the
+// token it holds (it used to be replaced at every resume, which left such
+// a client with a dead token and its name taken).
+func TestSessionTokenSurvivesAResumeNeverWelcomed(t *testing.T) {
+	srv := startServer(t)
+	first := rawDial(t, srv)
+	w := first.hello("ghost")
+	token := w.str("session")
+	require.NotEmpty(t, token)
+	// A resume whose welcome is never read: the hello arrives, the
+	// connection is then abandoned.
+	second := rawDial(t, srv)
+	second.sendJSON(map[string]any{"type": "hello", "name": "ghost", "session": token})
+	second.expect("welcome")
+	// The next resume still works with the same token, and keeps the user.
+	third := rawDial(t, srv)
+	third.sendJSON(map[string]any{"type": "hello", "name": "ghost", "session": token})
+	w3 := third.expect("welcome")
+	require.Equal(t, token, w3.str("session"))
+	require.Equal(t, []string{"ghost"}, names(srv.Users()))
+}

@@ -440,9 +440,10 @@ func newSessionToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// register admits a connection that said a valid hello under name. It
-// returns the connection it replaces (a resumed session), or an error code
-// for a refusal.
+// register admits a connection that said a valid hello under name. A hello
+// carrying the session token of a connection still registered resumes that
+// session: same user, same token, and register returns the connection it
+// replaces. Otherwise it returns an error code for a refusal.
 func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorCode, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -463,10 +464,9 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 		}
 		c.user = User{ID: s.newID(), Name: name, JoinedAt: time.Now().UTC()}
 		session = newSessionToken()
-	} else {
-		delete(s.sessions, session)
-		session = newSessionToken()
 	}
+	// A resumed session keeps its token: a client whose connection is cut
+	// again before it reads the welcome still holds the token that works.
 	c.key = key
 	c.session = session
 	c.from = &User{ID: c.user.ID, Name: c.user.Name}

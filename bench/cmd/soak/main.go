@@ -85,6 +85,20 @@ func run(n, homes int, duration time.Duration, rate float64) error {
 	for _, c := range cls {
 		actors.Go(func() { c.act(ctx, rate, n) })
 	}
+	// Heap every quarter of the run: growth that levels off is buffers and
+	// history filling up; growth that goes on is a leak.
+	actors.Go(func() {
+		t := time.NewTicker(duration / 4)
+		defer t.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fmt.Printf("  at %v: heap %.1f MiB, %d goroutines\n", time.Duration(i)*duration/4, serverMemory(), runtime.NumGoroutine())
+			}
+		}
+	})
 	actors.Wait()
 
 	// Let every client catch up with the last text of its measured rooms.
