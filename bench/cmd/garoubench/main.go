@@ -1,0 +1,20 @@
+// Command garoubench compares the Garou chat server with two baselines, a
+// minimal quic-go broadcast server and a gorilla/websocket hub over TLS, in
+// three scenarios: burst, paced and idle. See the README beside go.mod.
+package main
+
+import (
+	"os"
+
+	"github.com/garou-chat/garou/bench/internal/garouimpl"
+	"github.com/garou-chat/garou/bench/internal/harness"
+	"github.com/garou-chat/garou/bench/internal/impl"
+	"github.com/garou-chat/garou/bench/internal/quicmin"
+	"github.com/garou-chat/garou/bench/internal/wstls"
+)
+
+var impls = []impl.Impl{quicmin.Impl, wstls.Impl, garouimpl.Impl}
+
+func main() {
+	os.Exit(harness.Main(os.Args[1:], impls))
+}

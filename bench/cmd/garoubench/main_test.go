@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/garou-chat/garou/bench/internal/harness"
+)
+
+// TestMain lets the test binary stand in for garoubench when the harness
+// starts it as a load or server process.
+func TestMain(m *testing.M) {
+	if os.Getenv(harness.ChildEnv) != "" {
+		os.Exit(harness.Main(os.Args[1:], impls))
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs a tiny version of every scenario for every
+// implementation, through the same processes as a real run.
+func TestSmoke(t *testing.T) {
+	for _, im := range impls {
+		t.Run(im.Name, func(t *testing.T) {
+			cfg := harness.DefaultConfig()
+			cfg.Impls = im.Name
+			cfg.BurstClients, cfg.BurstMsgs, cfg.Window = 4, 50, 8
+			cfg.PacedClients, cfg.PacedRate, cfg.PacedDuration = 4, 200, 300*time.Millisecond
+			cfg.IdleConns, cfg.Settle = 20, 50*time.Millisecond
+			cfg.Timeout = time.Minute
+			results, err := harness.Run(context.Background(), cfg, impls, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(results) != 3 {
+				t.Fatalf("got %d results, want 3", len(results))
+			}
+			for _, r := range results {
+				if r.Errors != 0 || r.Lost != 0 || r.Received != r.Expected || r.Rate <= 0 {
+					t.Errorf("%s: %+v", r.Scenario, r)
+				}
+				switch r.Scenario {
+				case harness.Burst:
+					if want := int64(4 * 4 * 50); r.Received != want {
+						t.Errorf("burst received %d, want %d", r.Received, want)
+					}
+				case harness.Paced:
+					if r.P50 <= 0 || r.P999 < r.P50 {
+						t.Errorf("paced latencies p50 %v p99.9 %v", r.P50, r.P999)
+					}
+				case harness.Idle:
+					if r.Received != 20 || r.LivePerConn <= 0 {
+						t.Errorf("idle: %d connections, %v KiB live each", r.Received, r.LivePerConn)
+					}
+				}
+			}
+			var b strings.Builder
+			harness.WriteReport(&b, cfg, results)
+			for _, sc := range []string{"## burst", "## paced", "## idle"} {
+				if !strings.Contains(b.String(), sc) || !strings.Contains(b.String(), "| "+im.Name+" |") {
+					t.Errorf("report lacks %q or the %s row:\n%s", sc, im.Name, b.String())
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,316 @@
+// Package harness runs the benchmark: the orchestrator, the load
+// generator and the server, each in a process of its own started from the
+// same binary.
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/garou-chat/garou/bench/internal/impl"
+)
+
+// Scenarios, in the order they run.
+const (
+	Burst = "burst"
+	Paced = "paced"
+	Idle  = "idle"
+)
+
+// Config is every knob of a run. The orchestrator hands all of it to each
+// load process.
+type Config struct {
+	Impls     string
+	Scenarios string
+	Rounds    int
+
+	BurstClients int
+	BurstMsgs    int
+	TextSize     int
+	Window       int
+
+	PacedClients  int
+	PacedRate     float64
+	PacedDuration time.Duration
+
+	IdleConns       int
+	DialConcurrency int
+	Settle          time.Duration
+
+	QueueBytes int
+	Timeout    time.Duration
+	Verbose    bool
+	Profile    string
+	Round      int
+}
+
+// DefaultConfig is the quick run: all three scenarios for the three
+// implementations take about three minutes on two cores.
+func DefaultConfig() Config {
+	return Config{
+		Impls:           "quic-min,ws-tls,garou",
+		Scenarios:       "burst,paced,idle",
+		Rounds:          1,
+		BurstClients:    50,
+		BurstMsgs:       1000,
+		TextSize:        100,
+		Window:          64,
+		PacedClients:    100,
+		PacedRate:       500,
+		PacedDuration:   10 * time.Second,
+		IdleConns:       1000,
+		DialConcurrency: 32,
+		Settle:          2 * time.Second,
+		QueueBytes:      4 << 20,
+		Timeout:         2 * time.Minute,
+	}
+}
+
+func (c *Config) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Impls, "impls", c.Impls, "comma-separated implementations to run")
+	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle")
+	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds per implementation and scenario; the table shows the median")
+	fs.IntVar(&c.BurstClients, "burst-clients", c.BurstClients, "burst: clients, each sending and receiving")
+	fs.IntVar(&c.BurstMsgs, "burst-msgs", c.BurstMsgs, "burst: texts each client sends")
+	fs.IntVar(&c.TextSize, "text-size", c.TextSize, "bytes of each text")
+	fs.IntVar(&c.Window, "window", c.Window, "burst: texts a client may have in flight (sent, not yet received back); 0 for no limit")
+	fs.IntVar(&c.PacedClients, "paced-clients", c.PacedClients, "paced: clients, each sending and receiving")
+	fs.Float64Var(&c.PacedRate, "paced-rate", c.PacedRate, "paced: texts per second from all clients together")
+	fs.DurationVar(&c.PacedDuration, "paced-duration", c.PacedDuration, "paced: how long the clients send")
+	fs.IntVar(&c.IdleConns, "idle-conns", c.IdleConns, "idle: connections")
+	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "connections being set up at once")
+	fs.DurationVar(&c.Settle, "idle-settle", c.Settle, "idle: wait after the last connection before measuring memory")
+	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-client server send queue bound in bytes, for every implementation")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one scenario run of one implementation")
+	fs.BoolVar(&c.Verbose, "v", c.Verbose, "print progress")
+	fs.StringVar(&c.Profile, "profile", c.Profile, "directory for CPU and heap profiles of every server process")
+	fs.IntVar(&c.Round, "round", c.Round, "round number, for profile names (set by run for each load process)")
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Rounds < 1:
+		return errors.New("-rounds must be at least 1")
+	case c.BurstClients < 1 || c.BurstMsgs < 1 || c.PacedClients < 1 || c.IdleConns < 1:
+		return errors.New("client and message counts must be at least 1")
+	case c.TextSize < 40:
+		return errors.New("-text-size must be at least 40")
+	case c.Window < 0:
+		return errors.New("-window must not be negative")
+	case c.PacedRate <= 0 || c.PacedDuration <= 0:
+		return errors.New("-paced-rate and -paced-duration must be positive")
+	case c.DialConcurrency < 1:
+		return errors.New("-dial-concurrency must be at least 1")
+	case c.QueueBytes < 64<<10:
+		return errors.New("-queue-bytes must be at least 65536")
+	case c.Timeout <= 0:
+		return errors.New("-timeout must be positive")
+	}
+	return nil
+}
+
+// args renders the configuration as flags for a child process.
+func (c *Config) args() []string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	c.register(fs)
+	var out []string
+	fs.VisitAll(func(f *flag.Flag) { out = append(out, "-"+f.Name+"="+f.Value.String()) })
+	return out
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("garoubench "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+func lookup(impls []impl.Impl, name string) (impl.Impl, error) {
+	for _, im := range impls {
+		if im.Name == name {
+			return im, nil
+		}
+	}
+	names := make([]string, len(impls))
+	for i, im := range impls {
+		names[i] = im.Name
+	}
+	return impl.Impl{}, fmt.Errorf("unknown implementation %q (have %s)", name, strings.Join(names, ", "))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+const usage = `garoubench compares Garou with two baseline chat servers.
+
+usage:
+  garoubench [run] [flags]   run the scenarios and print the tables
+  garoubench load  [flags]   run one scenario (-scenarios) of one implementation (-impls), print its result
+  garoubench serve [flags]   run one server (started by load)
+
+flags of run and load:
+`
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, impls []impl.Impl) int {
+	sub := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
+	}
+	var err error
+	switch sub {
+	case "run", "load":
+		cfg := DefaultConfig()
+		fs := newFlagSet(sub)
+		cfg.register(fs)
+		fs.Usage = func() {
+			fmt.Fprint(os.Stderr, usage)
+			fs.PrintDefaults()
+		}
+		if err = fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if err = cfg.validate(); err != nil {
+			break
+		}
+		if sub == "run" {
+			err = runAll(cfg, impls, os.Stdout)
+		} else {
+			err = loadMain(cfg, impls)
+		}
+	case "serve":
+		err = serve(args, impls)
+	default:
+		err = fmt.Errorf("unknown command %q; try -h", sub)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "garoubench:", err)
+		return 1
+	}
+	return 0
+}
+
+// Run runs every scenario of cfg for every implementation, each in load
+// and server processes of its own, and returns one result per run.
+func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer) ([]Result, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	names := splitList(cfg.Impls)
+	for _, n := range names {
+		if _, err := lookup(impls, n); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Profile != "" {
+		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+			return nil, err
+		}
+		abs, err := filepath.Abs(cfg.Profile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Profile = abs
+	}
+	var results []Result
+	for _, sc := range splitList(cfg.Scenarios) {
+		switch sc {
+		case Burst, Paced, Idle:
+		default:
+			return results, fmt.Errorf("unknown scenario %q", sc)
+		}
+		for round := range cfg.Rounds {
+			for _, name := range names {
+				res, err := runLoad(ctx, cfg, name, sc, round+1)
+				if err != nil {
+					res = Result{Impl: name, Scenario: sc, Errors: 1, FirstErr: err.Error()}
+				}
+				res.Round = round + 1
+				if progress != nil {
+					fmt.Fprintf(progress, "%s %s round %d/%d: %s\n", sc, name, round+1, cfg.Rounds, res.summary())
+				}
+				results = append(results, res)
+			}
+		}
+	}
+	return results, nil
+}
+
+func runAll(cfg Config, impls []impl.Impl, out io.Writer) error {
+	results, err := Run(context.Background(), cfg, impls, os.Stderr)
+	if err != nil {
+		return err
+	}
+	WriteReport(out, cfg, results)
+	return nil
+}
+
+// runLoad runs one load process and reads its result.
+func runLoad(ctx context.Context, cfg Config, name, scenario string, round int) (Result, error) {
+	child := cfg
+	child.Impls, child.Scenarios, child.Round = name, scenario, round
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout+time.Minute)
+	defer cancel()
+	cmd, err := command(ctx, append([]string{"load"}, child.args()...)...)
+	if err != nil {
+		return Result{}, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	found := false
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), "result "); ok {
+			if err := json.Unmarshal([]byte(line), &res); err == nil {
+				found = true
+			}
+		}
+	}
+	werr := cmd.Wait()
+	if !found {
+		return Result{}, fmt.Errorf("load process gave no result: %v", werr)
+	}
+	return res, nil
+}
+
+// loadMain is the "load" subcommand: one scenario, one implementation.
+func loadMain(cfg Config, impls []impl.Impl) error {
+	im, err := lookup(impls, cfg.Impls)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	res := runScenario(ctx, cfg, im, cfg.Scenarios)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("result %s\n", b)
+	return nil
+}

@@ -1,0 +1,643 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/garou-chat/garou/bench/internal/impl"
+)
+
+// Result is what one load process measured.
+type Result struct {
+	Impl     string `json:"impl"`
+	Scenario string `json:"scenario"`
+	Round    int    `json:"round"`
+	Clients  int    `json:"clients"`
+
+	// Expected and Received count deliveries: one text arriving at one
+	// client. Lost is their difference.
+	Expected int64 `json:"expected"`
+	Received int64 `json:"received"`
+	Lost     int64 `json:"lost"`
+	// Errors counts failed dials and sends and connections that ended
+	// early; FirstErr is the first of them.
+	Errors   int64  `json:"errors"`
+	FirstErr string `json:"first_err,omitempty"`
+
+	// Seconds is the measured wall time: first send to last delivery, or
+	// first dial to last connection for idle.
+	Seconds float64 `json:"seconds"`
+	// Rate is deliveries per second, or connections per second for idle.
+	Rate float64 `json:"rate"`
+	// ServerCPU is the server's user+system CPU over the measured time, in
+	// microseconds; CPUPerDelivery divides it by Received.
+	ServerCPU      float64 `json:"server_cpu_us"`
+	CPUPerDelivery float64 `json:"cpu_us_per_delivery"`
+
+	// LoadCPU is the load process's CPU over the same time; Busy is both
+	// processes' CPU as a share of all the host's cores (near 100% means
+	// the host, not the server, is the limit).
+	LoadCPU float64 `json:"load_cpu_us"`
+	Busy    float64 `json:"busy_pct"`
+	// Other is the CPU that other processes of the host used meanwhile,
+	// as a share of all cores: past a few percent the figures are
+	// disturbed.
+	Other float64 `json:"other_pct"`
+
+	// Latency quantiles in milliseconds (paced).
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	P999 float64 `json:"p999_ms"`
+
+	// Memory per connection in KiB (idle): the server's VmRSS growth, and
+	// its live heap plus stacks growth after a forced collection.
+	RSSPerConn  float64 `json:"rss_kib_per_conn"`
+	LivePerConn float64 `json:"live_kib_per_conn"`
+	// CPUPerConnect is the server's CPU from the first dial to the last
+	// welcome divided by the connections, in milliseconds (idle).
+	CPUPerConnect float64 `json:"cpu_ms_per_connect"`
+}
+
+func (r Result) summary() string {
+	var b strings.Builder
+	switch r.Scenario {
+	case Burst:
+		fmt.Fprintf(&b, "%.0f deliveries/s, %.2f µs server CPU/delivery", r.Rate, r.CPUPerDelivery)
+	case Paced:
+		fmt.Fprintf(&b, "p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.2f µs server CPU/delivery", r.P50, r.P99, r.P999, r.CPUPerDelivery)
+	case Idle:
+		fmt.Fprintf(&b, "%.1f KiB RSS/conn, %.1f KiB live/conn, %.0f connects/s, %.2f ms server CPU/connect, CPU bench %.0f%% other %.0f%%",
+			r.RSSPerConn, r.LivePerConn, r.Rate, r.CPUPerConnect, r.Busy, r.Other)
+	}
+	if r.Scenario != Idle {
+		fmt.Fprintf(&b, ", %.2f µs load CPU/delivery, CPU bench %.0f%% other %.0f%%", r.LoadCPU/max(float64(r.Received), 1), r.Busy, r.Other)
+	}
+	if r.Scenario != Idle || r.Lost != 0 {
+		fmt.Fprintf(&b, ", lost %d", r.Lost)
+	}
+	if r.Errors > 0 {
+		fmt.Fprintf(&b, ", %d errors (first: %s)", r.Errors, r.FirstErr)
+	}
+	return b.String()
+}
+
+// errs counts errors and keeps the first.
+type errs struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	first error
+}
+
+func (e *errs) add(err error) {
+	if e.n.Add(1) == 1 {
+		e.mu.Lock()
+		e.first = err
+		e.mu.Unlock()
+	}
+}
+
+func (e *errs) fill(r *Result) {
+	r.Errors = e.n.Load()
+	e.mu.Lock()
+	if e.first != nil {
+		r.FirstErr = e.first.Error()
+	}
+	e.mu.Unlock()
+}
+
+func logf(cfg Config, format string, args ...any) {
+	if cfg.Verbose {
+		fmt.Fprintf(os.Stderr, "  "+format+"\n", args...)
+	}
+}
+
+// runScenario starts a server process and runs one scenario against it.
+func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string) Result {
+	res := Result{Impl: im.Name, Scenario: scenario}
+	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns}[scenario]
+	res.Clients = clients
+	profile := ""
+	if cfg.Profile != "" {
+		profile = filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-r%d", scenario, im.Name, cfg.Round))
+	}
+	srv, err := startServer(ctx, im.Name, clients+16, cfg.QueueBytes, cfg.Timeout+time.Minute, profile)
+	if err != nil {
+		res.Errors, res.FirstErr = 1, err.Error()
+		return res
+	}
+	var e errs
+	switch scenario {
+	case Burst:
+		burst(ctx, cfg, im, srv, &res, &e)
+	case Paced:
+		paced(ctx, cfg, im, srv, &res, &e)
+	case Idle:
+		idle(ctx, cfg, im, srv, &res, &e)
+	}
+	if err := srv.Stop(10 * time.Second); err != nil {
+		logf(cfg, "%s: server exit: %v", im.Name, err)
+	}
+	e.fill(&res)
+	return res
+}
+
+// dialAll connects n clients named prefix0, prefix1, ..., at most
+// cfg.DialConcurrency at a time. Failed dials leave nil entries.
+func dialAll(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, prefix string, n int, e *errs) []impl.Client {
+	clients := make([]impl.Client, n)
+	sem := make(chan struct{}, cfg.DialConcurrency)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i))
+			if err != nil {
+				e.add(fmt.Errorf("dial: %w", err))
+				return
+			}
+			clients[i] = c
+		})
+	}
+	wg.Wait()
+	return clients
+}
+
+func closeAll(cfg Config, clients []impl.Client) {
+	sem := make(chan struct{}, cfg.DialConcurrency)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = c.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// makeText builds a text of cfg.TextSize bytes that starts with the send
+// time in Unix nanoseconds.
+func makeText(size int, ts int64, sender, k int) string {
+	b := make([]byte, 0, size)
+	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(sender), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(k), 10)
+	b = append(b, ' ')
+	for len(b) < size {
+		b = append(b, 'x')
+	}
+	return string(b)
+}
+
+func sentAt(text string) (int64, bool) {
+	i := strings.IndexByte(text, ' ')
+	if i < 0 {
+		return 0, false
+	}
+	ts, err := strconv.ParseInt(text[:i], 10, 64)
+	return ts, err == nil
+}
+
+// textID returns the sender and number makeText put in a text.
+func textID(text string) (sender, k int, ok bool) {
+	f := strings.SplitN(text, " ", 4)
+	if len(f) < 4 {
+		return 0, 0, false
+	}
+	s, err1 := strconv.Atoi(f[1])
+	n, err2 := strconv.Atoi(f[2])
+	return s, n, err1 == nil && err2 == nil
+}
+
+// receiver counts the texts one client receives.
+type receiver struct {
+	expected int64
+	count    atomic.Int64
+	last     atomic.Int64 // Unix nanoseconds of the delivery that completed it
+	done     chan struct{}
+	exited   chan struct{}
+	onText   func(text string) // burst: flow control
+	lat      *hist             // paced: latencies; read after done
+}
+
+func (r *receiver) run(c impl.Client, closing *atomic.Bool, e *errs) {
+	defer close(r.exited)
+	completed := false
+	for {
+		_, text, err := c.Receive()
+		if err != nil {
+			if !closing.Load() {
+				e.add(fmt.Errorf("receive: %w", err))
+			}
+			if !completed {
+				close(r.done)
+			}
+			return
+		}
+		now := time.Now().UnixNano()
+		if r.lat != nil {
+			if ts, ok := sentAt(text); ok {
+				r.lat.add(now - ts)
+			}
+		}
+		if r.onText != nil {
+			r.onText(text)
+		}
+		if r.count.Add(1) == r.expected && !completed {
+			completed = true
+			r.last.Store(now)
+			close(r.done)
+		}
+	}
+}
+
+// waitAll waits for every receiver to finish, for the context to end, or
+// for deliveries to stall for stall.
+func waitAll(ctx context.Context, rs []*receiver, stall time.Duration) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var prev int64 = -1
+	lastMove := time.Now()
+	for {
+		done := true
+		var total int64
+		for _, r := range rs {
+			total += r.count.Load()
+			select {
+			case <-r.done:
+			default:
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if total != prev {
+			prev, lastMove = total, time.Now()
+		} else if time.Since(lastMove) > stall {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// selfCPU is this process's user+system CPU in microseconds.
+func selfCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano()/1e3 + ru.Stime.Nano()/1e3
+}
+
+// cpuMark is the CPU time of the server, of this process and of the whole
+// host at one moment, in microseconds.
+type cpuMark struct{ server, load, host int64 }
+
+func markCPU(srv *serverProc) cpuMark {
+	return cpuMark{server: srv.CPU(), load: selfCPU(), host: hostBusy()}
+}
+
+// hostBusy reads the host's non-idle CPU time from /proc/stat.
+func hostBusy() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // not idle, not iowait, no guest time
+			busy += n
+		}
+	}
+	return busy * 1e4 // USER_HZ ticks of 10 ms
+}
+
+// finish fills the delivery counts, timing and CPU of a burst or paced run.
+func finish(res *Result, rs []*receiver, start time.Time, c0, c1 cpuMark) {
+	end := start
+	for _, r := range rs {
+		res.Received += r.count.Load()
+		res.Expected += r.expected
+		if t := r.last.Load(); t == 0 {
+			end = time.Now() // incomplete: it ran to the stall or timeout
+		} else if tt := time.Unix(0, t); tt.After(end) {
+			end = tt
+		}
+	}
+	res.Lost = max(res.Expected-res.Received, 0)
+	res.Seconds = end.Sub(start).Seconds()
+	if res.Seconds > 0 {
+		res.Rate = float64(res.Received) / res.Seconds
+	}
+	res.ServerCPU = float64(c1.server - c0.server)
+	res.LoadCPU = float64(c1.load - c0.load)
+	if res.Received > 0 {
+		res.CPUPerDelivery = res.ServerCPU / float64(res.Received)
+	}
+	if res.Seconds > 0 {
+		all := 1e6 * res.Seconds * float64(runtime.NumCPU())
+		res.Busy = 100 * (res.ServerCPU + res.LoadCPU) / all
+		res.Other = max(100*(float64(c1.host-c0.host)-res.ServerCPU-res.LoadCPU)/all, 0)
+	}
+}
+
+// connect dials n clients and starts a receiver on each, set up by setup
+// first; it returns nil receivers if any dial failed.
+func connect(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, n int, expected int64, e *errs, closing *atomic.Bool, setup func(*receiver)) ([]impl.Client, []*receiver) {
+	clients := dialAll(ctx, cfg, im, srv, "c", n, e)
+	for _, c := range clients {
+		if c == nil {
+			return clients, nil
+		}
+	}
+	rs := make([]*receiver, n)
+	for i, c := range clients {
+		rs[i] = &receiver{expected: expected, done: make(chan struct{}), exited: make(chan struct{})}
+		setup(rs[i])
+		go rs[i].run(c, closing, e)
+	}
+	return clients, rs
+}
+
+const stallLimit = 15 * time.Second
+
+// burst: every client sends BurstMsgs texts as fast as its window allows;
+// everyone receives everything.
+func burst(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *Result, e *errs) {
+	n, m := cfg.BurstClients, cfg.BurstMsgs
+	// Flow control: a sender may have Window texts that have not yet
+	// reached every client. So no client ever lags more than n*Window
+	// texts behind, and no server queue needs more than that.
+	var windows []chan struct{}
+	var reached [][]atomic.Int32
+	if cfg.Window > 0 {
+		windows = make([]chan struct{}, n)
+		reached = make([][]atomic.Int32, n)
+		for i := range n {
+			windows[i] = make(chan struct{}, cfg.Window)
+			reached[i] = make([]atomic.Int32, m)
+		}
+	}
+	setup := func(r *receiver) {
+		if windows == nil {
+			return
+		}
+		r.onText = func(text string) {
+			i, k, ok := textID(text)
+			if ok && i < n && k < m && reached[i][k].Add(1) == int32(n) {
+				select {
+				case <-windows[i]:
+				default:
+				}
+			}
+		}
+	}
+	var closing atomic.Bool
+	clients, rs := connect(ctx, cfg, im, srv, n, int64(n)*int64(m), e, &closing, setup)
+	defer func() {
+		closing.Store(true)
+		closeAll(cfg, clients)
+	}()
+	if rs == nil {
+		return
+	}
+	logf(cfg, "%s: %d clients connected", im.Name, n)
+	senders := 1
+	if im.BlockingSend {
+		senders = cfg.Window
+		if senders == 0 {
+			senders = 64
+		}
+	}
+	begin, stop := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		var next atomic.Int64
+		for range senders {
+			wg.Go(func() {
+				<-begin
+				for {
+					k := int(next.Add(1) - 1)
+					if k >= m {
+						return
+					}
+					if windows != nil {
+						select {
+						case windows[i] <- struct{}{}:
+						case <-stop:
+							return
+						}
+					}
+					text := makeText(cfg.TextSize, time.Now().UnixNano(), i, k)
+					if err := c.Send(ctx, text); err != nil {
+						if !closing.Load() {
+							e.add(fmt.Errorf("send: %w", err))
+						}
+						return
+					}
+				}
+			})
+		}
+	}
+	c0 := markCPU(srv)
+	start := time.Now()
+	close(begin)
+	waitAll(ctx, rs, stallLimit)
+	c1 := markCPU(srv)
+	finish(res, rs, start, c0, c1)
+	closing.Store(true)
+	close(stop)
+	closeAll(cfg, clients)
+	clients = nil
+	wg.Wait()
+}
+
+// paced: PacedClients clients send PacedRate texts a second between them
+// for PacedDuration, evenly spread; every delivery's latency is measured
+// from the time the text was due to be sent.
+func paced(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *Result, e *errs) {
+	n := cfg.PacedClients
+	step := time.Duration(float64(time.Second) / cfg.PacedRate) // between two texts of all clients
+	interval := step * time.Duration(n)                         // between two texts of one client
+	plan := make([]int, n)
+	var total int64
+	for i := range n {
+		offset := step * time.Duration(i)
+		if offset < cfg.PacedDuration {
+			plan[i] = int((cfg.PacedDuration - offset + interval - 1) / interval)
+		}
+		total += int64(plan[i])
+	}
+	var closing atomic.Bool
+	clients, rs := connect(ctx, cfg, im, srv, n, total, e, &closing, func(r *receiver) { r.lat = &hist{} })
+	defer func() {
+		closing.Store(true)
+		closeAll(cfg, clients)
+	}()
+	if rs == nil {
+		return
+	}
+	logf(cfg, "%s: %d clients connected, %d texts planned", im.Name, n, total)
+	start := time.Now().Add(100 * time.Millisecond)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			var inflight chan struct{}
+			if im.BlockingSend {
+				inflight = make(chan struct{}, max(cfg.Window, 1))
+			}
+			var sends sync.WaitGroup
+			defer sends.Wait()
+			for k := range plan[i] {
+				due := start.Add(step*time.Duration(i) + interval*time.Duration(k))
+				if d := time.Until(due); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-stop:
+						return
+					}
+				}
+				text := makeText(cfg.TextSize, due.UnixNano(), i, k)
+				if inflight == nil {
+					if err := c.Send(ctx, text); err != nil {
+						if !closing.Load() {
+							e.add(fmt.Errorf("send: %w", err))
+						}
+						return
+					}
+					continue
+				}
+				select {
+				case inflight <- struct{}{}:
+				case <-stop:
+					return
+				}
+				sends.Go(func() {
+					defer func() { <-inflight }()
+					if err := c.Send(ctx, text); err != nil && !closing.Load() {
+						e.add(fmt.Errorf("send: %w", err))
+					}
+				})
+			}
+		})
+	}
+	time.Sleep(time.Until(start))
+	c0 := markCPU(srv)
+	waitAll(ctx, rs, stallLimit)
+	c1 := markCPU(srv)
+	finish(res, rs, start, c0, c1)
+	closing.Store(true)
+	close(stop)
+	closeAll(cfg, clients)
+	clients = nil
+	wg.Wait()
+	var h hist
+	for _, r := range rs {
+		<-r.exited
+		h.merge(r.lat)
+	}
+	res.P50 = h.quantile(0.50) / 1e6
+	res.P99 = h.quantile(0.99) / 1e6
+	res.P999 = h.quantile(0.999) / 1e6
+}
+
+// idle: IdleConns clients connect and do nothing; the server's memory is
+// compared before and after.
+func idle(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *Result, e *errs) {
+	before, err := srv.Stats()
+	if err != nil {
+		e.add(fmt.Errorf("stats: %w", err))
+		return
+	}
+	c0 := markCPU(srv)
+	start := time.Now()
+	clients := dialAll(ctx, cfg, im, srv, "c", cfg.IdleConns, e)
+	res.Seconds = time.Since(start).Seconds()
+	c1 := markCPU(srv)
+	var closing atomic.Bool
+	defer func() {
+		closing.Store(true)
+		closeAll(cfg, clients)
+	}()
+	k := 0
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		k++
+		// Drain whatever arrives (Garou's join notices) as an application
+		// would; these clients never send.
+		go func() {
+			for {
+				if _, _, err := c.Receive(); err != nil {
+					if !closing.Load() {
+						e.add(fmt.Errorf("receive: %w", err))
+					}
+					return
+				}
+			}
+		}()
+	}
+	res.Received = int64(k)
+	res.Expected = int64(cfg.IdleConns)
+	res.ServerCPU = float64(c1.server - c0.server)
+	res.LoadCPU = float64(c1.load - c0.load)
+	if res.Seconds > 0 {
+		res.Rate = float64(k) / res.Seconds
+		all := 1e6 * res.Seconds * float64(runtime.NumCPU())
+		res.Busy = 100 * (res.ServerCPU + res.LoadCPU) / all
+		res.Other = max(100*(float64(c1.host-c0.host)-res.ServerCPU-res.LoadCPU)/all, 0)
+	}
+	if k > 0 {
+		res.CPUPerConnect = res.ServerCPU / 1e3 / float64(k)
+	}
+	logf(cfg, "%s: %d connections in %.2fs", im.Name, k, res.Seconds)
+	select {
+	case <-time.After(cfg.Settle):
+	case <-ctx.Done():
+	}
+	after, err := srv.Stats()
+	if err != nil {
+		e.add(fmt.Errorf("stats: %w", err))
+		return
+	}
+	logf(cfg, "%s: before %+v after %+v", im.Name, before, after)
+	if k > 0 {
+		res.RSSPerConn = float64(after.RSSKiB-before.RSSKiB) / float64(k)
+		live := func(s Stats) float64 { return float64(s.HeapBytes + s.StackBytes) }
+		res.LivePerConn = (live(after) - live(before)) / 1024 / float64(k)
+	}
+	if ctx.Err() != nil {
+		e.add(errors.New("timed out"))
+	}
+}

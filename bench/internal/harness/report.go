@@ -1,0 +1,198 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// baseline is the implementation the ratio columns compare with.
+const baseline = "ws-tls"
+
+// summary is the median of one implementation's rounds in one scenario.
+type summary struct {
+	Result
+	rounds int
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// summarize takes the median of every figure over the rounds, and the
+// worst of the losses and errors.
+func summarize(rs []Result) summary {
+	s := summary{Result: rs[0], rounds: len(rs)}
+	pick := func(f func(Result) float64) float64 {
+		xs := make([]float64, len(rs))
+		for i, r := range rs {
+			xs[i] = f(r)
+		}
+		return median(xs)
+	}
+	s.Rate = pick(func(r Result) float64 { return r.Rate })
+	s.Seconds = pick(func(r Result) float64 { return r.Seconds })
+	s.CPUPerDelivery = pick(func(r Result) float64 { return r.CPUPerDelivery })
+	s.Busy = pick(func(r Result) float64 { return r.Busy })
+	s.Other = pick(func(r Result) float64 { return r.Other })
+	s.P50 = pick(func(r Result) float64 { return r.P50 })
+	s.P99 = pick(func(r Result) float64 { return r.P99 })
+	s.P999 = pick(func(r Result) float64 { return r.P999 })
+	s.RSSPerConn = pick(func(r Result) float64 { return r.RSSPerConn })
+	s.LivePerConn = pick(func(r Result) float64 { return r.LivePerConn })
+	s.CPUPerConnect = pick(func(r Result) float64 { return r.CPUPerConnect })
+	for _, r := range rs {
+		s.Lost = max(s.Lost, r.Lost)
+		s.Errors = max(s.Errors, r.Errors)
+		if s.FirstErr == "" {
+			s.FirstErr = r.FirstErr
+		}
+	}
+	return s
+}
+
+func group(results []Result, scenario string) (order []string, by map[string]summary) {
+	raw := map[string][]Result{}
+	for _, r := range results {
+		if r.Scenario != scenario {
+			continue
+		}
+		if _, ok := raw[r.Impl]; !ok {
+			order = append(order, r.Impl)
+		}
+		raw[r.Impl] = append(raw[r.Impl], r)
+	}
+	by = map[string]summary{}
+	for k, v := range raw {
+		by[k] = summarize(v)
+	}
+	return order, by
+}
+
+// num formats a figure with three significant digits, and thousands
+// separators for large ones.
+func num(x float64) string {
+	switch {
+	case math.IsNaN(x) || math.IsInf(x, 0):
+		return "–"
+	case math.Abs(x) >= 1000:
+		s := strconv.FormatInt(int64(math.Round(x)), 10)
+		var b strings.Builder
+		for i, c := range s {
+			if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+				b.WriteByte(',')
+			}
+			b.WriteRune(c)
+		}
+		return b.String()
+	case math.Abs(x) >= 100:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case math.Abs(x) >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	}
+}
+
+// ratio is x over the baseline's figure, as "1.23x".
+func ratio(x float64, by map[string]summary, f func(summary) float64) string {
+	b, ok := by[baseline]
+	if !ok || f(b) == 0 || b.Errors > 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(x/f(b), 'f', 2, 64) + "x"
+}
+
+func errCell(s summary) string {
+	if s.Errors == 0 {
+		return "0"
+	}
+	msg := s.FirstErr
+	if len(msg) > 60 {
+		msg = msg[:60] + "…"
+	}
+	msg = strings.ReplaceAll(msg, "|", "/")
+	return fmt.Sprintf("%d (%s)", s.Errors, msg)
+}
+
+// WriteReport prints one markdown table per scenario, one row per
+// implementation, with the median over rounds and ratios to ws-tls.
+func WriteReport(w io.Writer, cfg Config, results []Result) {
+	host, _ := os.Hostname()
+	fmt.Fprintf(w, "# garoubench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "%s, %s/%s, %d CPUs, GOMAXPROCS %d, host %s; rounds %d (median shown; lost and errors: worst round).\n",
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), host, cfg.Rounds)
+	fmt.Fprintf(w, "Server and load run in separate processes on the same host; \"x ws\" is the ratio to ws-tls.\n")
+	fmt.Fprintf(w, "CPU bench / other: share of all cores used by the server and load processes / by the rest of the host.\n")
+	disturbed := 0.0
+	for _, r := range results {
+		disturbed = max(disturbed, r.Other)
+	}
+	defer func() {
+		if disturbed > 10 {
+			fmt.Fprintf(w, "\nWarning: other processes used up to %.0f%% of the host's CPU during a measurement; the figures are disturbed.\n", disturbed)
+		}
+	}()
+	for _, sc := range splitList(cfg.Scenarios) {
+		order, by := group(results, sc)
+		if len(order) == 0 {
+			continue
+		}
+		fmt.Fprintln(w)
+		switch sc {
+		case Burst:
+			fmt.Fprintf(w, "## burst: %d clients × %d texts of %d B, window %d (%s deliveries)\n\n",
+				cfg.BurstClients, cfg.BurstMsgs, cfg.TextSize, cfg.Window,
+				num(float64(cfg.BurstClients)*float64(cfg.BurstClients)*float64(cfg.BurstMsgs)))
+			fmt.Fprintln(w, "| impl | deliveries/s | x ws | server CPU µs/delivery | x ws | seconds | CPU bench / other | lost | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|")
+			for _, name := range order {
+				s := by[name]
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %d | %s |\n", name,
+					num(s.Rate), ratio(s.Rate, by, func(s summary) float64 { return s.Rate }),
+					num(s.CPUPerDelivery), ratio(s.CPUPerDelivery, by, func(s summary) float64 { return s.CPUPerDelivery }),
+					num(s.Seconds), s.Busy, s.Other, s.Lost, errCell(s))
+			}
+		case Paced:
+			fmt.Fprintf(w, "## paced: %d clients, %s texts/s for %v (%s deliveries/s), latency from due send time to each delivery\n\n",
+				cfg.PacedClients, num(cfg.PacedRate), cfg.PacedDuration, num(cfg.PacedRate*float64(cfg.PacedClients)))
+			fmt.Fprintln(w, "| impl | deliveries/s | p50 ms | p99 ms | p99.9 ms | p99 x ws | server CPU µs/delivery | x ws | CPU bench / other | lost | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+			for _, name := range order {
+				s := by[name]
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %d | %s |\n", name,
+					num(s.Rate), num(s.P50), num(s.P99), num(s.P999),
+					ratio(s.P99, by, func(s summary) float64 { return s.P99 }),
+					num(s.CPUPerDelivery), ratio(s.CPUPerDelivery, by, func(s summary) float64 { return s.CPUPerDelivery }),
+					s.Busy, s.Other, s.Lost, errCell(s))
+			}
+		case Idle:
+			fmt.Fprintf(w, "## idle: %d connections, memory measured %v after the last one\n\n", cfg.IdleConns, cfg.Settle)
+			fmt.Fprintln(w, "| impl | RSS KiB/conn | x ws | live heap+stack KiB/conn | x ws | connects/s | x ws | server CPU ms/connect | x ws | CPU bench / other | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+			for _, name := range order {
+				s := by[name]
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %s |\n", name,
+					num(s.RSSPerConn), ratio(s.RSSPerConn, by, func(s summary) float64 { return s.RSSPerConn }),
+					num(s.LivePerConn), ratio(s.LivePerConn, by, func(s summary) float64 { return s.LivePerConn }),
+					num(s.Rate), ratio(s.Rate, by, func(s summary) float64 { return s.Rate }),
+					num(s.CPUPerConnect), ratio(s.CPUPerConnect, by, func(s summary) float64 { return s.CPUPerConnect }),
+					s.Busy, s.Other, errCell(s))
+			}
+		}
+	}
+}
