@@ -45,6 +45,7 @@ type Client struct {
 	name    string // as asked in the hello
 	user    User
 	session string
+	server  string // the server run that welcomed the client
 	srvMax  int
 	rooms   map[string]*roomState
 	order   []string // rooms in join order
@@ -55,7 +56,9 @@ type Client struct {
 	err     error // why the client stopped
 }
 
-type roomState struct{ lastSeq uint64 }
+// roomState is what resuming a room needs: the last sequence number
+// received, and the room's sequence number when it was last (re)joined.
+type roomState struct{ lastSeq, joinedSeq uint64 }
 
 // clientConn is one QUIC connection of a Client.
 type clientConn struct {
@@ -131,7 +134,7 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 		c.cancel()
 		return nil, err
 	}
-	c.setConn(cc)
+	_ = c.setConn(cc) // nobody can have closed c yet
 	c.wg.Go(func() { c.run(cc) })
 	return c, nil
 }
@@ -145,9 +148,15 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 		return nil, fmt.Errorf("garou: open UDP socket: %w", err)
 	}
 	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{})}
+	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
+	// welcome short.
+	stop := context.AfterFunc(ctx, func() { cc.close(CloseNormal, "cancelled") })
 	defer func() {
-		if err != nil {
+		if !stop() || err != nil {
 			cc.close(CloseNormal, "handshake failed")
+			if err == nil {
+				err = ctx.Err()
+			}
 		}
 	}()
 	cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
@@ -161,7 +170,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	cc.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
 	c.mu.Lock()
 	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
-		MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
+		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
 	c.mu.Unlock()
 	if err := cc.write(mustEncode(hello)); err != nil {
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
@@ -191,6 +200,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 		c.user = *r.User
 	}
 	c.session = r.Session
+	c.server = r.Server
 	c.srvMax = r.MaxSize
 	c.mu.Unlock()
 	return cc, nil
@@ -234,11 +244,19 @@ func (cc *clientConn) close(code CloseCode, reason string) {
 	})
 }
 
-func (c *Client) setConn(cc *clientConn) {
+// setConn makes cc the current connection. It reports false, having
+// closed cc, when the client was closed meanwhile: Close cancels c.ctx
+// before it looks for the current connection under c.mu.
+func (c *Client) setConn(cc *clientConn) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		cc.close(CloseNormal, "bye")
+		return false
+	}
 	c.cur = cc
 	close(c.ready)
-	c.mu.Unlock()
+	return true
 }
 
 // run reads the current connection; when it is lost, it reconnects, until
@@ -262,7 +280,10 @@ func (c *Client) run(cc *clientConn) {
 			c.stop(rerr)
 			return
 		}
-		c.setConn(next)
+		if !c.setConn(next) {
+			c.stop(ErrClosed)
+			return
+		}
 		cc = next
 	}
 }
@@ -285,7 +306,14 @@ func (c *Client) shouldReconnect(err error) bool {
 func (c *Client) reconnect() (*clientConn, error) {
 	var last error
 	for attempt := range c.cfg.reconnects {
-		d := min(c.cfg.backoffMax, c.cfg.backoffMin<<min(attempt, 20))
+		d := c.cfg.backoffMin
+		for range attempt {
+			if d >= c.cfg.backoffMax/2 {
+				d = c.cfg.backoffMax
+				break
+			}
+			d *= 2
+		}
 		t := time.NewTimer(rand.N(d) + 1)
 		select {
 		case <-c.quit:
@@ -299,7 +327,7 @@ func (c *Client) reconnect() (*clientConn, error) {
 		}
 		last = err
 		var ce *CloseError
-		if errors.As(err, &ce) {
+		if errors.As(err, &ce) && ce.Code != CloseServerFull && ce.Code != CloseTooManyConns {
 			return nil, err // refused: trying again will not help
 		}
 		c.log.Info("garou: reconnect failed", "attempt", attempt+1, "err", err)
@@ -379,12 +407,10 @@ func (c *Client) track(r *reply) {
 	case frameJoined:
 		c.mu.Lock()
 		if st := c.rooms[r.Room]; st == nil {
-			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq}
+			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq, joinedSeq: r.LastSeq}
 			c.order = append(c.order, r.Room)
-		} else if r.LastSeq < st.lastSeq {
-			// The server lost the room's history (it restarted): follow
-			// its numbering from now on.
-			st.lastSeq = r.LastSeq
+		} else {
+			st.joinedSeq = r.LastSeq
 		}
 		c.mu.Unlock()
 	case TypeText:
@@ -395,16 +421,33 @@ func (c *Client) track(r *reply) {
 		c.mu.Unlock()
 	case TypeGap:
 		c.mu.Lock()
-		if st := c.rooms[r.Room]; st != nil && r.GapTo > st.lastSeq {
-			st.lastSeq = r.GapTo
+		if st := c.rooms[r.Room]; st != nil {
+			switch {
+			case r.GapTo == 0:
+				// The server lost the room's past (it restarted): follow
+				// its numbering from the join on.
+				st.lastSeq = st.joinedSeq
+			case r.GapTo > st.lastSeq:
+				st.lastSeq = r.GapTo
+			}
 		}
 		c.mu.Unlock()
+	case TypeError:
+		// A room of the hello refused (full, rejected by a hook): it is
+		// not the client's any more, and is not asked for again.
+		if r.Ref == 0 && r.Room != "" && r.Code != CodeNotDelivered {
+			c.mu.Lock()
+			delete(c.rooms, r.Room)
+			c.order = slices.DeleteFunc(c.order, func(s string) bool { return s == r.Room })
+			c.mu.Unlock()
+		}
 	}
 }
 
-// request sends req and waits for the reply with its ref. A request other
-// than a text is retried once on a new connection if the connection is
-// lost before the reply.
+// request sends req and waits for the reply with its ref. If the connection
+// is lost before the reply, a text or direct message fails with
+// ErrConnectionLost (it may have been accepted); any other request, being
+// idempotent, is sent again on the next connection.
 func (c *Client) request(ctx context.Context, req request) (reply, error) {
 	for {
 		cc, err := c.conn(ctx)
@@ -427,6 +470,11 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			if req.Type == frameText || req.Type == frameDirect {
 				return reply{}, ErrConnectionLost
 			}
+			select { // retry once the connection is replaced
+			case <-cc.lost:
+			case <-ctx.Done():
+				return reply{}, ctx.Err()
+			}
 			continue
 		}
 		select {
@@ -439,6 +487,14 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			c.forget(req.Ref)
 			return reply{}, ctx.Err()
 		case <-cc.lost:
+			select { // the reply may have come just before the loss
+			case r := <-ch:
+				if r.Type == TypeError {
+					return r, &Error{Code: r.Code, Text: r.Text}
+				}
+				return r, nil
+			default:
+			}
 			c.forget(req.Ref)
 			if req.Type == frameText || req.Type == frameDirect {
 				return reply{}, ErrConnectionLost

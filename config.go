@@ -170,7 +170,7 @@ func defaultClientConfig() clientConfig {
 		localAddr:      DefaultLocalAddr,
 		connectTimeout: DefaultConnectTimeout,
 		keepAlive:      DefaultKeepAlive,
-		idleTimeout:    2 * DefaultKeepAlive,
+		idleTimeout:    0, // derived from the keep-alive in validate
 		maxMessageSize: DefaultMaxMessageSize,
 		logger:         slog.New(slog.DiscardHandler),
 		rooms:          []string{DefaultRoom},
@@ -182,6 +182,12 @@ func defaultClientConfig() clientConfig {
 }
 
 func (c *clientConfig) validate() error {
+	if c.idleTimeout == 0 {
+		c.idleTimeout = 2 * c.keepAlive
+		if c.keepAlive <= 0 {
+			c.idleTimeout = 2 * DefaultKeepAlive
+		}
+	}
 	switch {
 	case c.connectTimeout <= 0:
 		return optErr("connect timeout must be positive, got %v", c.connectTimeout)
@@ -203,7 +209,7 @@ func (c *clientConfig) validate() error {
 		return optErr("logger must not be nil")
 	case c.insecure && c.fingerprint != "":
 		return optErr("WithInsecureSkipVerify and WithFingerprint exclude each other")
-	case len(c.rooms) > 0 && hasDuplicate(c.rooms):
+	case hasDuplicate(c.rooms):
 		return optErr("WithRooms names a room twice")
 	}
 	if c.fingerprint != "" {
@@ -267,7 +273,8 @@ func WithMaxHandshakes(n int) ServerOption {
 
 // WithIdleTimeout sets the QUIC idle timeout: a connection with no packet
 // for this long is dropped (the smaller of both sides' values applies).
-// Default 300 s on the server; on the client, twice the keep-alive period.
+// Default 300 s on the server; on the client, twice the keep-alive period
+// (60 s with the default keep-alive, and when keep-alives are off).
 func WithIdleTimeout(d time.Duration) SharedOption {
 	return sharedOption{
 		server: func(c *serverConfig) { c.idleTimeout = d },
@@ -429,16 +436,20 @@ func WithRooms(rooms ...string) ClientOption {
 }
 
 // WithReceiveBuffer sets how many messages the client buffers for Receive.
-// When the buffer is full the client stops reading, and a server eventually
-// disconnects it as a slow consumer: call Receive promptly. Default 1024.
+// When the buffer is full the client stops reading: requests (Send, Join,
+// ...) then wait for their acknowledgements too, and a server eventually
+// disconnects the client as a slow consumer. Call Receive promptly, from a
+// goroutine of its own. Default 1024.
 func WithReceiveBuffer(n int) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.receiveBuffer = n })
 }
 
 // WithReconnect sets how many times in a row the client tries to reconnect
 // after losing its connection; 0 turns reconnecting off. The client does
-// not reconnect after the server refused, kicked or replaced it, or shut
-// down. Default 10.
+// not reconnect when the server ended the session on purpose (any close
+// code: shutdown, kicked, replaced, slow consumer, flooding, ...), and
+// stops trying when a reconnect is refused, except for the transient
+// CloseServerFull and CloseTooManyConns. Default 10.
 func WithReconnect(attempts int) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.reconnects = attempts })
 }

@@ -123,7 +123,11 @@ func (c *conn) run() error {
 	if !c.hello(req, deadline) {
 		return nil
 	}
-	_ = str.SetReadDeadline(time.Time{})
+	c.mu.Lock()
+	if c.cause == nil { // a finish during the hello keeps its deadline
+		_ = str.SetReadDeadline(time.Time{})
+	}
+	c.mu.Unlock()
 
 	for {
 		body, err := fr.next()
@@ -192,6 +196,10 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	if req.Rooms != nil {
 		rooms = *req.Rooms
 	}
+	for i := range rooms {
+		// Sequence numbers of another run of the server mean nothing here.
+		rooms[i].lostRun = req.Server != "" && req.Server != c.s.idPfx
+	}
 	if len(rooms) > c.s.cfg.maxRoomsPerClient {
 		return refuse(CloseProtocol, CodeRoomLimit, "too many rooms in hello")
 	}
@@ -206,13 +214,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		n, err := auth(ctx, Hello{Name: req.Name, Token: req.Token, RemoteAddr: c.qc.RemoteAddr()})
 		cancel()
 		if err != nil {
-			text := "not authorized"
-			if e, ok := errors.AsType[*Error](err); ok {
-				text = e.Text
-			} else {
-				c.log.Warn("garou: authenticator failed", "name", req.Name, "err", err)
-			}
-			return refuse(CloseUnauthorized, CodeUnauthorized, text)
+			return refuse(CloseUnauthorized, CodeUnauthorized, c.refusal(err, "not authorized"))
 		}
 		if n != name {
 			if err := ValidateName(n); err != nil {
@@ -243,8 +245,9 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	}
 	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
 	c.pushFront(c.encodeList(reply{
-		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.onlineUsers()},
+		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.Users()},
 		Session:     c.session,
+		Server:      c.s.idPfx,
 		MaxSize:     c.s.cfg.maxMessageSize,
 	}))
 	c.cork(false)
@@ -281,18 +284,18 @@ func (c *conn) handle(req request) bool {
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
 		if r == nil || !c.s.leave(c, r, "left") {
-			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + name})
+			c.sendError(req.Ref, notInRoom(name))
 			return true
 		}
 		c.runLeaveHook(name, "left")
 		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: name}, Ref: req.Ref}))
 	case frameUsers:
-		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.onlineUsers()}, Ref: req.Ref}))
+		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.Users()}, Ref: req.Ref}))
 	case frameMembers:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
 		if r == nil {
-			c.sendError(req.Ref, &Error{Code: CodeNotInRoom, Text: "you are not in room " + name})
+			c.sendError(req.Ref, notInRoom(name))
 			return true
 		}
 		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
@@ -316,7 +319,7 @@ func (c *conn) say(req request) error {
 	if req.Type == frameText {
 		in.Room = orDefault(req.Room, DefaultRoom)
 		if r = c.room(in.Room); r == nil {
-			return &Error{Code: CodeNotInRoom, Text: "you are not in room " + in.Room}
+			return notInRoom(in.Room)
 		}
 	} else {
 		if req.To == "" {
@@ -328,11 +331,7 @@ func (c *conn) say(req request) error {
 	if f := c.s.cfg.filter; f != nil {
 		t, err := f(c.qc.Context(), in)
 		if err != nil {
-			if e, ok := errors.AsType[*Error](err); ok {
-				return &Error{Code: CodeRejected, Text: e.Text}
-			}
-			c.log.Warn("garou: message filter failed", "err", err)
-			return &Error{Code: CodeRejected, Text: "message rejected"}
+			return &Error{Code: CodeRejected, Text: c.refusal(err, "message rejected")}
 		}
 		if t == "" {
 			return &Error{Code: CodeRejected, Text: "message rejected"}
@@ -340,7 +339,7 @@ func (c *conn) say(req request) error {
 		text = t
 	}
 	if r != nil {
-		msg, _, err := r.publish(c, c.from, text)
+		msg, err := r.publish(c, c.from, text)
 		if err != nil {
 			return err
 		}
@@ -363,12 +362,17 @@ func (c *conn) direct(ref uint64, to, text string) error {
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
 		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
 	}
-	target.enqueue(frame)
+	if !target.enqueue(frame) {
+		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+	}
 	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, ID: msg.ID, To: msg.To}, Ref: ref}))
 	return nil
 }
 
 func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
+	if c.ending() {
+		return &Error{Code: CodeShuttingDown, Text: "your connection is ending"}
+	}
 	spec.Room = orDefault(spec.Room, DefaultRoom)
 	if err := ValidateRoom(spec.Room); err != nil {
 		return &Error{Code: CodeBadRoom, Text: err.Error()}
@@ -382,11 +386,7 @@ func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
 	}
 	if hook := c.s.cfg.onJoin; hook != nil && !in {
 		if err := hook(c.qc.Context(), c.user, spec.Room); err != nil {
-			text := "you may not join " + spec.Room
-			if e, ok := errors.AsType[*Error](err); ok {
-				text = e.Text
-			}
-			return &Error{Code: CodeRejected, Text: text}
+			return &Error{Code: CodeRejected, Text: c.refusal(err, "you may not join "+spec.Room)}
 		}
 	}
 	return c.s.join(c, spec, ref)
@@ -427,6 +427,16 @@ func (c *conn) encodeList(r reply) []byte {
 		f = mustEncode(r)
 	}
 	return f
+}
+
+// refusal is the text a client gets for a hook's error: the reason given
+// to Refuse, or def for any other error, which is logged instead.
+func (c *conn) refusal(err error, def string) string {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.Text
+	}
+	c.log.Warn("garou: hook failed", "user", c.user.Name, "err", err)
+	return def
 }
 
 func asError(err error) *Error {
@@ -583,23 +593,27 @@ func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
 func (c *conn) fail(close CloseCode, text, reason string) {
 	c.setCause(closeCause{code: close, text: text, reason: reason})
 	c.closeQueue(nil)
-	c.s.goFor(c, func() { _ = c.qc.CloseWithError(quic.ApplicationErrorCode(close), text) })
+	c.s.goFor(c, c.closeConn)
 }
 
-// enqueue puts a frame on the send queue without blocking. A client whose
+// enqueue puts a frame on the send queue without blocking, and reports
+// whether it did (not when the connection is ending). A client whose
 // queue passes the bound is disconnected as a slow consumer.
-func (c *conn) enqueue(frame []byte) {
+func (c *conn) enqueue(frame []byte) bool {
 	c.qmu.Lock()
 	if c.qclosed {
 		c.qmu.Unlock()
-		return
+		return false
 	}
 	if c.qbytes+len(frame) > c.s.cfg.sendQueueBytes {
 		c.qclosed = true
+		if c.corked {
+			c.q, c.qbytes = nil, 0
+		}
 		c.qmu.Unlock()
 		c.log.Warn("garou: slow consumer disconnected", "user", c.user.Name, "queued", c.qbytes)
 		c.fail(CloseSlowConsumer, "you read too slowly", "slow")
-		return
+		return false
 	}
 	c.q = append(c.q, frame)
 	c.qbytes += len(frame)
@@ -608,6 +622,7 @@ func (c *conn) enqueue(frame []byte) {
 	if first {
 		c.signal()
 	}
+	return true
 }
 
 func (c *conn) signal() {
@@ -647,6 +662,11 @@ func (c *conn) closeQueue(final []byte) {
 	if !c.qclosed {
 		c.qclosed = true
 		c.final = final
+		if c.corked {
+			// Ended during its hello: no welcome will come, so the
+			// replies of its rooms must not go out without it.
+			c.q, c.qbytes = nil, 0
+		}
 	}
 	c.qmu.Unlock()
 	c.signal()
@@ -659,6 +679,12 @@ func (c *conn) writeLoop() {
 	// However the writer ends, the connection is over: a write error means
 	// the stream is gone, and a drained closed queue means teardown.
 	defer c.closeConn()
+	defer func() {
+		c.qmu.Lock()
+		c.qclosed = true
+		c.q, c.qbytes = nil, 0
+		c.qmu.Unlock()
+	}()
 	// The coalescing buffer is borrowed per batch, so an idle connection
 	// holds none.
 	var buf []byte

@@ -65,6 +65,8 @@ func fastDecodeReply(body []byte, r *reply) bool {
 			r.Code = ErrorCode(s.str())
 		case "session":
 			r.Session = s.str()
+		case "server":
+			r.Server = s.str()
 		case "seq":
 			r.Seq = s.uint()
 		case "ref":

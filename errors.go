@@ -25,9 +25,6 @@ var (
 	// ErrInvalidText is returned by Send for an empty text or one that is
 	// not valid UTF-8.
 	ErrInvalidText = errors.New("garou: invalid text")
-	// ErrNotInRoom is returned when sending to or asking about a room the
-	// client has not joined.
-	ErrNotInRoom = errors.New("garou: not in room")
 	// ErrConnectionLost is returned by a Send whose connection was lost
 	// before the server acknowledged it: the text may or may not have been
 	// accepted; if it was, it is in the room's history.
@@ -68,6 +65,10 @@ const (
 	CodeKicked         ErrorCode = "kicked"          // the host removed the user
 	CodeReplaced       ErrorCode = "replaced"        // the session was resumed on another connection
 )
+
+func notInRoom(room string) *Error {
+	return &Error{Code: CodeNotInRoom, Text: "you are not in room " + room}
+}
 
 // Error is an error message or refusal from the server.
 type Error struct {

@@ -51,12 +51,8 @@ func (h *memoryHistory) Append(room string, m ChatMessage) {
 		r = &ring{}
 		h.rooms[room] = r
 	}
-	if r.n < h.size {
-		if len(r.buf) < h.size {
-			r.buf = append(r.buf, m)
-		} else {
-			r.buf[(r.start+r.n)%h.size] = m
-		}
+	if r.n < h.size { // filling up: start stays 0
+		r.buf = append(r.buf, m)
 		r.n++
 		return
 	}

@@ -36,11 +36,14 @@ type Incoming struct {
 type MessageFunc func(ctx context.Context, m Incoming) (text string, err error)
 
 // JoinFunc is asked before u joins room; an error refuses the join. It runs
-// on the joining user's own goroutine.
+// on the joining user's own goroutine. A client resuming its session asks
+// again for each room it takes back from its lost connection, which runs
+// no LeaveFunc for those rooms.
 type JoinFunc func(ctx context.Context, u User, room string) error
 
 // LeaveFunc is told after u left room, with the leave's reason. It runs on
-// the leaving user's own goroutine, after the leave was broadcast.
+// the leaving user's own goroutine, after the leave was broadcast. It has
+// no context: it must return promptly, since Server.Close waits for it.
 type LeaveFunc func(u User, room, reason string)
 
 // RoomInfo describes a room, as Server.Rooms lists it.

@@ -49,6 +49,7 @@ type request struct {
 	Name    string      `json:"name,omitempty"`
 	Token   string      `json:"token,omitempty"`
 	Session string      `json:"session,omitempty"`
+	Server  string      `json:"server,omitempty"`
 	MaxSize int         `json:"max_size,omitempty"`
 	Rooms   *[]joinSpec `json:"rooms,omitempty"`
 
@@ -68,6 +69,8 @@ type joinSpec struct {
 	Room    string  `json:"room"`
 	Since   *uint64 `json:"since,omitempty"`
 	History int     `json:"history,omitempty"`
+
+	lostRun bool // Since counts in an earlier run of the server
 }
 
 // reply is every frame the server sends: a ChatMessage plus the fields of
@@ -76,6 +79,9 @@ type reply struct {
 	ChatMessage
 	Ref     uint64 `json:"ref,omitempty"`
 	Session string `json:"session,omitempty"`
+	// Server identifies the server's run, in "welcome": a client resuming
+	// on another run (the server restarted) cannot resume by number.
+	Server  string `json:"server,omitempty"`
 	MaxSize int    `json:"max_size,omitempty"`
 	// LastSeq is a room's latest sequence number, in "joined".
 	LastSeq uint64 `json:"last_seq,omitempty"`

@@ -24,13 +24,8 @@ type room struct {
 
 func (r *room) users() []User {
 	r.mu.Lock()
-	users := make([]User, len(r.members))
-	for i, m := range r.members {
-		users[i] = m.user
-	}
-	r.mu.Unlock()
-	sortUsers(users)
-	return users
+	defer r.mu.Unlock()
+	return r.usersLocked()
 }
 
 // broadcastLocked puts one encoded frame on every member's queue except
@@ -43,8 +38,7 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 		}
 		if len(frame)-frameHeaderLen > m.maxSize {
 			if notice == nil {
-				notice = mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: r.name,
-					Code: CodeNotDelivered, Text: "a message was over your size limit and was not delivered"}})
+				notice = notDelivered(r.name)
 			}
 			m.enqueue(notice)
 			continue
@@ -53,20 +47,20 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 	}
 }
 
-// publish sequences text from c (nil: the server) in the room and delivers
-// it. It returns the message and its encoded frame.
-func (r *room) publish(c *conn, from *User, text string) (ChatMessage, []byte, error) {
+// publish sequences text from c (nil: the server) in the room, keeps it
+// and delivers it.
+func (r *room) publish(c *conn, from *User, text string) (ChatMessage, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c != nil {
 		if _, ok := r.index[c]; !ok {
-			return ChatMessage{}, nil, &Error{Code: CodeNotInRoom, Text: "you are not in room " + r.name}
+			return ChatMessage{}, notInRoom(r.name)
 		}
 	} else if r.deleted {
-		return ChatMessage{}, nil, ErrNoSuchRoom
+		return ChatMessage{}, ErrNoSuchRoom
 	}
 	if r.s.draining.Load() {
-		return ChatMessage{}, nil, &Error{Code: CodeShuttingDown, Text: "server shutting down"}
+		return ChatMessage{}, &Error{Code: CodeShuttingDown, Text: "server shutting down"}
 	}
 	msg := ChatMessage{
 		Type: TypeText,
@@ -79,15 +73,15 @@ func (r *room) publish(c *conn, from *User, text string) (ChatMessage, []byte, e
 	}
 	frame, err := encodeFrame(reply{ChatMessage: msg})
 	if err != nil {
-		return ChatMessage{}, nil, err
+		return ChatMessage{}, err
 	}
 	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
-		return ChatMessage{}, nil, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 	}
 	r.seq++
 	r.s.cfg.history.Append(r.name, msg)
 	r.broadcastLocked(frame, nil)
-	return msg, frame, nil
+	return msg, nil
 }
 
 // join adds c to the room named spec.Room, creating it if needed: c gets a
@@ -110,6 +104,9 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 		return nil
 	}
 	old := r.byUser[c.user.ID]
+	if old != nil && !s.current(c) {
+		return &Error{Code: CodeReplaced, Text: "the session was resumed on another connection"}
+	}
 	if old == nil && len(r.members) >= s.cfg.maxRoomMembers {
 		return &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
 	}
@@ -136,7 +133,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec) {
 	switch {
 	case spec.Since != nil:
 		since := *spec.Since
-		if since > r.seq {
+		if since > r.seq || spec.lostRun {
 			// The server no longer knows this room's past (it restarted):
 			// what came after since is lost, with no known end.
 			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: since + 1}}))
@@ -160,8 +157,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec) {
 	for _, m := range msgs {
 		f := mustEncode(reply{ChatMessage: m})
 		if len(f)-frameHeaderLen > c.maxSize {
-			f = mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: r.name, Code: CodeNotDelivered,
-				Text: "a message was over your size limit and was not delivered"}})
+			f = notDelivered(r.name)
 		}
 		c.enqueue(f)
 	}
@@ -225,6 +221,13 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 		s.roomsMu.Unlock()
 	}
 	return was
+}
+
+// notDelivered tells a client that a message of room was over its size
+// limit.
+func notDelivered(room string) []byte {
+	return mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: room, Code: CodeNotDelivered,
+		Text: "a message was over your size limit and was not delivered"}})
 }
 
 // mustEncode encodes a frame built by the server itself; only a bug makes

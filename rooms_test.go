@@ -418,3 +418,23 @@ func TestSessionTokenSurvivesAResumeNeverWelcomed(t *testing.T) {
 	require.Equal(t, token, w3.str("session"))
 	require.Equal(t, []string{"ghost"}, names(srv.Users()))
 }
+
+// TestResumeOnAnotherServerRunGetsGap: a client resuming with the numbers
+// of an earlier run of the server (it restarted) is told that what came
+// after them is unknown, and follows the new numbering.
+func TestResumeOnAnotherServerRunGetsGap(t *testing.T) {
+	srv := startServer(t)
+	talker := dial(t, srv, "talker")
+	for i := range 3 {
+		require.NoError(t, talker.Send(ctxT(t), fmt.Sprint(i)))
+	}
+	raw := rawDial(t, srv)
+	raw.sendJSON(map[string]any{"type": "hello", "name": "back", "server": "an-earlier-run",
+		"rooms": []map[string]any{{"room": garou.DefaultRoom, "since": 1}}})
+	raw.expect("welcome")
+	j := raw.expect("joined")
+	require.Equal(t, uint64(3), j.num("last_seq"))
+	g := raw.expect("gap")
+	require.Equal(t, uint64(2), g.num("from_seq"))
+	require.Zero(t, g.num("to_seq"), "unknown end")
+}

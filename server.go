@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,18 +256,8 @@ func sortUsers(u []User) {
 		if c := a.JoinedAt.Compare(b.JoinedAt); c != 0 {
 			return c
 		}
-		return compareStrings(a.Name, b.Name)
+		return strings.Compare(a.Name, b.Name)
 	})
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Rooms lists the rooms that have members, sorted by name.
@@ -283,7 +274,7 @@ func (s *Server) Rooms() []RoomInfo {
 		out = append(out, RoomInfo{Name: r.name, Members: len(r.members), LastSeq: r.seq})
 		r.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b RoomInfo) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -317,7 +308,7 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	msg, _, err := r.publish(nil, nil, text)
+	msg, err := r.publish(nil, nil, text)
 	return msg, err
 }
 
@@ -380,7 +371,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every connection at once, telling clients the server is
 // shutting down, and returns once every goroutine the server owns has
-// ended. It is idempotent; Serve returns nil.
+// ended (a hook that ignores its context delays it). It is idempotent;
+// Serve returns nil.
 func (s *Server) Close() error {
 	s.closeConns()
 	s.waitServe()
@@ -452,7 +444,7 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 	}
 	key := nameKey(name)
 	if session != "" {
-		if o := s.sessions[session]; o != nil && o != c {
+		if o := s.sessions[session]; o != nil && o != c && !o.ending() {
 			old = o
 			c.user = o.user
 			key = o.key
@@ -477,6 +469,15 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 	return old, "", ""
 }
 
+// current reports whether c is its user's current connection: a resumed
+// session takes the rooms of the connection it replaced, never the other
+// way round. Called with a room's lock held (s.mu is taken after it).
+func (s *Server) current(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names[c.key] == c
+}
+
 // unregister forgets a connection; it is called once, by its teardown.
 func (s *Server) unregister(c *conn) {
 	s.mu.Lock()
@@ -496,9 +497,6 @@ func (s *Server) unregister(c *conn) {
 		delete(s.sessions, c.session)
 	}
 }
-
-// onlineUsers returns every welcomed user; for welcomes and user lists.
-func (s *Server) onlineUsers() []User { return s.Users() }
 
 // lookupName returns the welcomed connection of the user called name.
 func (s *Server) lookupName(name string) *conn {

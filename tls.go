@@ -85,7 +85,8 @@ func serverTLS(cfg *tls.Config) (*tls.Config, string, error) {
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{ALPN}
 	fp := ""
-	if len(cfg.Certificates) > 0 && len(cfg.Certificates[0].Certificate) > 0 {
+	if cfg.GetCertificate == nil && cfg.GetConfigForClient == nil &&
+		len(cfg.Certificates) > 0 && len(cfg.Certificates[0].Certificate) > 0 {
 		fp = Fingerprint(cfg.Certificates[0].Certificate[0])
 	} else if cfg.GetCertificate == nil && cfg.GetConfigForClient == nil {
 		return nil, "", optErr("TLS config has no certificate")
