@@ -33,39 +33,9 @@ func TestTwentyClientsFiftyMessages(t *testing.T) {
 		}
 	}
 
-	var wg sync.WaitGroup
-	for i, c := range cls {
-		wg.Go(func() {
-			for k := range perClient {
-				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
-			}
-		})
-	}
-	orders := make([][]string, clients)
-	for i, c := range cls {
-		wg.Go(func() {
-			for len(orders[i]) < clients*perClient {
-				m, err := c.Receive(ctxT(t))
-				if !assert.NoError(t, err) {
-					return
-				}
-				require.Equal(t, garou.TypeText, m.Type, "only texts are expected now, got %+v", m)
-				orders[i] = append(orders[i], m.Text)
-			}
-		})
-	}
-	wg.Wait()
-	for i := 1; i < clients; i++ {
-		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
-	}
-	next := make([]int, clients)
-	for _, s := range orders[0] {
-		var from, k int
-		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
-		require.NoError(t, err)
-		require.Equal(t, next[from], k, "sender %d out of order", from)
-		next[from]++
-	}
+	orders := chatAll(t, cls, perClient)
+	require.Len(t, orders[0], clients*perClient)
+	requireOneOrder(t, orders)
 
 	// Leaves: each client closes in turn; every remaining client sees
 	// exactly that leave, once.

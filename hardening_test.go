@@ -99,36 +99,7 @@ func TestLossyNetworkDeliversExactlyOnceInOrder(t *testing.T) {
 		defer cli.Close()
 		cls[i] = cli
 	}
-	var wg sync.WaitGroup
-	for i, c := range cls {
-		wg.Go(func() {
-			for k := range perClient {
-				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
-			}
-		})
-	}
-	orders := make([][]string, clients)
-	for i, c := range cls {
-		wg.Go(func() {
-			seen := map[string]bool{}
-			for len(orders[i]) < clients*perClient {
-				m, err := c.Receive(ctxT(t))
-				if !assert.NoError(t, err) {
-					return
-				}
-				if m.Type != garou.TypeText {
-					continue
-				}
-				assert.False(t, seen[m.Text], "duplicate %q", m.Text)
-				seen[m.Text] = true
-				orders[i] = append(orders[i], m.Text)
-			}
-		})
-	}
-	wg.Wait()
-	for i := 1; i < clients; i++ {
-		require.Equal(t, orders[0], orders[i])
-	}
+	requireOneOrder(t, chatAll(t, cls, perClient))
 	mu.Lock()
 	dropped := srvConn.drops()
 	for _, l := range lossy {

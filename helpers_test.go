@@ -2,12 +2,15 @@ package garou_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -78,5 +81,57 @@ func nextCtx(t testing.TB, ctx context.Context, cli *garou.Client, types ...garo
 				return m
 			}
 		}
+	}
+}
+
+// chatAll has every client send perClient texts "i:k" concurrently and
+// returns, per client, the texts it received in order, once every client
+// has received all of them. A text received twice fails the test.
+func chatAll(t *testing.T, cls []*garou.Client, perClient int) [][]string {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, c := range cls {
+		wg.Go(func() {
+			for k := range perClient {
+				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
+			}
+		})
+	}
+	orders := make([][]string, len(cls))
+	for i, c := range cls {
+		wg.Go(func() {
+			seen := map[string]bool{}
+			for len(orders[i]) < len(cls)*perClient {
+				m, err := c.Receive(ctxT(t))
+				if !assert.NoError(t, err) {
+					return
+				}
+				if m.Type != garou.TypeText {
+					continue
+				}
+				assert.False(t, seen[m.Text], "duplicate %q", m.Text)
+				seen[m.Text] = true
+				orders[i] = append(orders[i], m.Text)
+			}
+		})
+	}
+	wg.Wait()
+	return orders
+}
+
+// requireOneOrder checks that every client saw the same order, in which
+// each sender's texts come in the order sent.
+func requireOneOrder(t *testing.T, orders [][]string) {
+	t.Helper()
+	for i := 1; i < len(orders); i++ {
+		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
+	}
+	next := map[int]int{}
+	for _, s := range orders[0] {
+		var from, k int
+		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
+		require.NoError(t, err)
+		require.Equal(t, next[from], k, "sender %d out of order", from)
+		next[from]++
 	}
 }
