@@ -68,7 +68,7 @@ type clientConn struct {
 	qc   *quic.Conn
 	str  *quic.Stream
 	fr   frameReader
-	wmu  sync.Mutex
+	wsem chan struct{} // one writer at a time, waiting with a context
 	lost chan struct{} // closed when the connection ended
 	bye  *reply        // the server's last frame, if it sent one
 }
@@ -147,7 +147,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	if err != nil {
 		return nil, fmt.Errorf("garou: open UDP socket: %w", err)
 	}
-	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{})}
+	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{}), wsem: make(chan struct{}, 1)}
 	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
 	// welcome short.
 	stop := context.AfterFunc(ctx, func() { cc.close(CloseNormal, "cancelled") })
@@ -172,7 +172,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
 		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
 	c.mu.Unlock()
-	if err := cc.write(mustEncode(hello)); err != nil {
+	if err := cc.write(ctx, mustEncode(hello)); err != nil {
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -226,10 +226,30 @@ func byeError(r *reply) error {
 	return ce
 }
 
-func (cc *clientConn) write(frame []byte) error {
-	cc.wmu.Lock()
-	defer cc.wmu.Unlock()
-	_, err := cc.str.Write(frame)
+// write writes one frame, giving up when ctx ends: a server that reads
+// slowly (QUIC flow control) cannot hold a caller past its context. A
+// frame cut short leaves the stream out of step, so the connection is
+// then closed (and the client reconnects).
+func (cc *clientConn) write(ctx context.Context, frame []byte) error {
+	select {
+	case cc.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-cc.wsem }()
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = cc.str.SetWriteDeadline(time.Now())
+	})
+	n, err := cc.str.Write(frame)
+	if !stop() {
+		<-fired
+		_ = cc.str.SetWriteDeadline(time.Time{})
+	}
+	if err != nil && n > 0 {
+		_ = cc.qc.CloseWithError(quic.ApplicationErrorCode(CloseProtocol), "frame write interrupted")
+	}
 	return err
 }
 
@@ -465,8 +485,11 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			c.forget(req.Ref)
 			return reply{}, ErrTooLarge
 		}
-		if err := cc.write(frame); err != nil {
+		if err := cc.write(ctx, frame); err != nil {
 			c.forget(req.Ref)
+			if ctx.Err() != nil {
+				return reply{}, ctx.Err()
+			}
 			if req.Type == frameText || req.Type == frameDirect {
 				return reply{}, ErrConnectionLost
 			}

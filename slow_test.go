@@ -1,10 +1,12 @@
 package garou_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/garou-chat/garou"
 	"github.com/stretchr/testify/assert"
@@ -66,4 +68,35 @@ func TestSlowConsumerIsCutAndDelaysNoOne(t *testing.T) {
 		}
 	}
 	require.NotContains(t, names(srv.Users()), "slow")
+}
+
+// TestSendHonoursItsContextWhenTheServerReadsSlowly: a server that stops
+// reading (here, a message filter stuck on this user) cannot hold Send
+// past its context, even once QUIC flow control blocks the stream.
+func TestSendHonoursItsContextWhenTheServerReadsSlowly(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, garou.WithRateLimit(0, 0), garou.WithMessageFilter(func(ctx context.Context, m garou.Incoming) (string, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return m.Text, nil
+	}))
+	defer close(release)
+	c := dial(t, srv, "stuck", garou.WithReconnect(0))
+	big := strings.Repeat("x", 60<<10)
+	// Fill the server's receive window: these sends wait for acks that do
+	// not come, and some of them block on flow control.
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); wg.Wait() }()
+	for range 60 {
+		wg.Go(func() { _ = c.Send(ctx, big) })
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	err := c.Send(short, big)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
 }
