@@ -75,7 +75,9 @@ func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
 		})
 	}
 	few, many := allocs(10), allocs(1000)
-	if many > few {
+	// One allocation of slack for pools (the race detector empties them at
+	// random): an allocation per recipient would add 990.
+	if many > few+1 {
 		t.Fatalf("a broadcast to 1000 allocates %.1f times, to 10 %.1f: something allocates per recipient", many, few)
 	}
 	t.Logf("allocations per broadcast: %.1f (10 recipients), %.1f (1000 recipients)", few, many)
