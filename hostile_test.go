@@ -289,6 +289,30 @@ func requireBye(t *testing.T, code garou.CloseCode, bye rawMsg, wantClose garou.
 
 var hostileServedN atomic.Int64
 
+// malloryJoined starts a server with opts, a bystander alice, and a raw
+// client, mallory, that said hello and whose join alice has seen.
+func malloryJoined(t *testing.T, opts ...garou.ServerOption) (*garou.Server, *garou.Client, *rawClient) {
+	t.Helper()
+	srv := startServer(t, opts...)
+	alice := bystander(t, srv)
+	m := rawDial(t, srv)
+	m.hello("mallory")
+	awaitJoin(t, alice, "mallory")
+	return srv, alice, m
+}
+
+// requireEjected checks the end of an attack: mallory's connection ends
+// with the bye and close code given, alice sees mallory leave for reason,
+// the server forgets mallory, and alice is still served.
+func requireEjected(t *testing.T, srv *garou.Server, alice *garou.Client, m *rawClient, close garou.CloseCode, code garou.ErrorCode, reason string) {
+	t.Helper()
+	c, bye := m.closed()
+	requireBye(t, c, bye, close, code)
+	require.Equal(t, reason, awaitLeave(t, alice, "mallory", rawWait).Reason)
+	requireGone(t, srv, "mallory")
+	requireServed(t, alice)
+}
+
 // requireServed checks that cli is served promptly: three texts it sends
 // are acknowledged and come back, in order, and no text from anyone else
 // arrives meanwhile (so nothing an attacker said was relayed before them).
@@ -482,11 +506,7 @@ func TestHostileRandomBytes(t *testing.T) {
 }
 
 func TestHostileWrongShape(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	_, alice, m := malloryJoined(t)
 
 	for i, body := range []string{
 		`{"type":"text","text":5,"ref":1}`,
@@ -515,26 +535,13 @@ func TestHostileWrongShape(t *testing.T) {
 // TestHostileEmptyFrame: a zero length prefix is a protocol error that ends
 // the connection.
 func TestHostileEmptyFrame(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 	m.write([]byte{0, 0, 0, 0})
-	code, bye := m.closed()
-	requireBye(t, code, bye, garou.CloseProtocol, garou.CodeBadFrame)
-	require.Equal(t, "error", awaitLeave(t, alice, "mallory", rawWait).Reason)
-	requireGone(t, srv, "mallory")
-	requireServed(t, alice)
+	requireEjected(t, srv, alice, m, garou.CloseProtocol, garou.CodeBadFrame, "error")
 }
 
 func TestHostileUnknownType(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 	m.send(`{"type":"shout","ref":3,"text":"HELLO"}`)
 	m.expectError(garou.CodeUnknownType, 3)
 	m.send(`{"type":"TEXT","ref":4,"text":"hi"}`) // types are case-sensitive
@@ -555,12 +562,7 @@ func TestHostileUnknownType(t *testing.T) {
 }
 
 func TestHostileInvalidUTF8(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 	for _, text := range []string{"bad \xff byte", "\xc3", "surrogate \xed\xa0\x80", "overlong \xc0\xaf"} {
 		m.send(`{"type":"text","ref":9,"text":"` + text + `"}`)
 		// The frame is refused whole, before it is parsed: no ref.
@@ -609,11 +611,7 @@ func TestHostileNames(t *testing.T) {
 // TestHostileForgedFrom: fields the server stamps (from, id, seq, time) or
 // that the protocol does not define are refused, never relayed.
 func TestHostileForgedFrom(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	_, alice, m := malloryJoined(t)
 
 	a := alice.User()
 	for i, v := range []map[string]any{
@@ -657,11 +655,7 @@ func TestHostileSecondHello(t *testing.T) {
 // TestHostileIgnoresBye: a client that reads its bye but never closes the
 // connection is closed by the server after the linger, with the bye's code.
 func TestHostileIgnoresBye(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 	m.send(`{"type":"hello","name":"mallory"}`)
 	start := time.Now()
 	code, bye := m.closedIgnoringBye()
@@ -724,11 +718,7 @@ func TestHostileHandshakeDeadlineFromConnect(t *testing.T) {
 }
 
 func TestHostileExtraStreams(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 
 	// The server grants one bidirectional stream and no unidirectional
 	// one: QUIC flow control refuses more.
@@ -760,11 +750,7 @@ func TestHostileFlooding(t *testing.T) {
 	const burst = 3
 	threshold := max(burst, 10) // refused frames in a row before the close
 	// One token every 100 s: none comes back during the test.
-	srv := startServer(t, garou.WithRateLimit(0.01, burst))
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t, garou.WithRateLimit(0.01, burst))
 
 	// Everything in one write, as fast as it goes: the burst, the
 	// refusals, the one refusal too many, and one more text.
@@ -798,11 +784,7 @@ func TestHostileFlooding(t *testing.T) {
 func TestHostileBadFrameFlood(t *testing.T) {
 	const burst = 3
 	threshold := max(burst, 10)
-	srv := startServer(t, garou.WithRateLimit(0.01, burst))
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t, garou.WithRateLimit(0.01, burst))
 
 	var b []byte
 	for i := 1; i <= threshold+1; i++ {
@@ -813,21 +795,13 @@ func TestHostileBadFrameFlood(t *testing.T) {
 	for i := 1; i <= threshold; i++ {
 		m.expectError(garou.CodeUnknownType, uint64(i))
 	}
-	code, bye := m.closed()
-	requireBye(t, code, bye, garou.CloseFlooding, garou.CodeRateLimited)
-	require.Equal(t, "flooding", awaitLeave(t, alice, "mallory", rawWait).Reason)
-	requireGone(t, srv, "mallory")
-	requireServed(t, alice)
+	requireEjected(t, srv, alice, m, garou.CloseFlooding, garou.CodeRateLimited, "flooding")
 }
 
 // TestHostileKickedClientKeepsTalking: a kicked client that ignores its
 // bye and goes on sending is not heard, and leaves its rooms at once.
 func TestHostileKickedClientKeepsTalking(t *testing.T) {
-	srv := startServer(t)
-	alice := bystander(t, srv)
-	m := rawDial(t, srv)
-	m.hello("mallory")
-	awaitJoin(t, alice, "mallory")
+	srv, alice, m := malloryJoined(t)
 
 	require.NoError(t, srv.Kick("mallory", "behave"))
 	m.send(`{"type":"text","ref":1,"text":"you cannot kick me"}`)
