@@ -86,8 +86,12 @@ func TestNameRules(t *testing.T) {
 		_, err := dialErr(t, srv, bad)
 		require.ErrorIs(t, err, garou.ErrInvalidName, "%q", bad)
 	}
-	// Taken, case-insensitively: refused by the server with its code.
-	for _, taken := range []string{"Alice", "alice"} {
+	dial(t, srv, "José") // precomposed é
+	dial(t, srv, "ape")
+	dial(t, srv, "sam")
+	// Taken: refused by the server with its code, whatever the case,
+	// width, normal form or script it is written in.
+	for _, taken := range []string{"Alice", "alice", "ＡＬＩＣＥ", "José", "аре", "ſam"} {
 		_, err := dialErr(t, srv, taken)
 		require.Error(t, err)
 		code, ok := garou.CloseCodeOf(err)

@@ -12,6 +12,9 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Frame types that never reach Receive: the handshake, requests and their
@@ -271,6 +274,29 @@ func mixedScript(s string) bool {
 	return latin && other
 }
 
-// nameKey is the key under which a name is unique: names that differ only
-// in case are the same name.
-func nameKey(name string) string { return strings.ToLower(name) }
+// nameKey is the key under which a name is unique. Names that look the
+// same are the same name: the key is compatibility-normalised (NFKC: full
+// width "ａ" is "a", "ſ" is "s", a letter and its combining accent are the
+// accented letter), case-folded, and Greek and Cyrillic letters drawn like
+// Latin ones are taken as those ("аре" in Cyrillic is "ape").
+func nameKey(name string) string {
+	folded := cases.Fold().String(norm.NFKC.String(name))
+	return strings.Map(func(r rune) rune {
+		if l, ok := latinLookalike[r]; ok {
+			return l
+		}
+		return r
+	}, folded)
+}
+
+// latinLookalike maps lower-case Greek and Cyrillic letters to the Latin
+// letters they are drawn like in common fonts.
+var latinLookalike = map[rune]rune{
+	// Cyrillic
+	'а': 'a', 'в': 'b', 'е': 'e', 'ё': 'e', 'һ': 'h', 'і': 'i', 'ї': 'i', 'ј': 'j', 'к': 'k',
+	'м': 'm', 'н': 'h', 'о': 'o', 'р': 'p', 'с': 'c', 'т': 't', 'у': 'y', 'х': 'x', 'ѕ': 's',
+	'ԁ': 'd', 'ԛ': 'q', 'ԝ': 'w', 'ӏ': 'l', 'ү': 'y',
+	// Greek
+	'α': 'a', 'β': 'b', 'ε': 'e', 'η': 'n', 'ι': 'i', 'κ': 'k', 'ν': 'v', 'ο': 'o', 'ρ': 'p',
+	'τ': 't', 'υ': 'u', 'χ': 'x', 'γ': 'y', 'ω': 'w',
+}
