@@ -148,21 +148,23 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 		return nil, fmt.Errorf("garou: open UDP socket: %w", err)
 	}
 	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{}), wsem: make(chan struct{}, 1)}
-	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
-	// welcome short.
-	stop := context.AfterFunc(ctx, func() { cc.close(CloseNormal, "cancelled") })
 	defer func() {
-		if !stop() || err != nil {
+		if err != nil {
 			cc.close(CloseNormal, "handshake failed")
-			if err == nil {
-				err = ctx.Err()
-			}
 		}
 	}()
 	cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
 	if err != nil {
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 	}
+	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
+	// welcome short.
+	stop := context.AfterFunc(ctx, func() { cc.close(CloseNormal, "cancelled") })
+	defer func() {
+		if !stop() && err == nil {
+			err = ctx.Err() // cc was closed under us
+		}
+	}()
 	cc.str, err = cc.qc.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
