@@ -569,12 +569,16 @@ func (c *conn) finish(close CloseCode, code ErrorCode, text, reason string) {
 }
 
 func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
+	// One critical section: whether the writer has started decides whether
+	// this end is graceful, and run starts it only while no cause is set.
 	c.mu.Lock()
-	started := c.wdone != nil
-	c.mu.Unlock()
-	if !c.setCause(closeCause{code: close, text: e.Text, reason: reason, graceful: started}) {
+	if c.cause != nil {
+		c.mu.Unlock()
 		return
 	}
+	started := c.wdone != nil
+	c.cause = &closeCause{code: close, text: e.Text, reason: reason, graceful: started}
+	c.mu.Unlock()
 	if !started {
 		c.s.goFor(c, c.closeConn)
 		return

@@ -289,6 +289,20 @@ func requireBye(t *testing.T, code garou.CloseCode, bye rawMsg, wantClose garou.
 
 var hostileServedN atomic.Int64
 
+// requireDialsAgain waits until a normal client can connect again, once an
+// attacker's connections have been released.
+func requireDialsAgain(t *testing.T, srv *garou.Server) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c, err := dialErr(t, srv, "bob", garou.WithReconnect(0))
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}, rawWait, 50*time.Millisecond)
+}
+
 // malloryJoined starts a server with opts, a bystander alice, and a raw
 // client, mallory, that said hello and whose join alice has seen.
 func malloryJoined(t *testing.T, opts ...garou.ServerOption) (*garou.Server, *garou.Client, *rawClient) {
@@ -841,14 +855,7 @@ func TestHostileConnectionsPerAddress(t *testing.T) {
 	}
 	require.Equal(t, "quit", awaitLeave(t, alice, "mallory1", rawWait).Reason)
 	requireGone(t, srv, "mallory1")
-	require.Eventually(t, func() bool {
-		c, err := dialErr(t, srv, "bob", garou.WithReconnect(0))
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	}, rawWait, 50*time.Millisecond)
+	requireDialsAgain(t, srv)
 	requireServed(t, alice)
 }
 
@@ -866,13 +873,6 @@ func TestHostileHandshakeSlots(t *testing.T) {
 		require.Equal(t, garou.CloseHandshakeTimeout, connClosed(t, qc))
 	}
 	// The slots are free again.
-	require.Eventually(t, func() bool {
-		c, err := dialErr(t, srv, "bob", garou.WithReconnect(0))
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	}, rawWait, 50*time.Millisecond)
+	requireDialsAgain(t, srv)
 	requireServed(t, alice)
 }
