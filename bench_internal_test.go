@@ -85,8 +85,8 @@ func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
 
 func BenchmarkEncodeFrame(b *testing.B) {
 	u := &User{ID: "abcd-1", Name: "alice", JoinedAt: time.Now()}
-	msg := reply{ChatMessage: ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 42, ID: "abcd-2", From: u,
-		Text: strings.Repeat("x", 100), Time: time.Now()}}
+	msg := textFrame(&ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 42, ID: "abcd-2", From: u,
+		Text: strings.Repeat("x", 100), Time: time.Now()})
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := encodeFrame(msg); err != nil {
@@ -124,8 +124,8 @@ func BenchmarkDecodeRequest(b *testing.B) {
 
 // BenchmarkDecodeReply is the client's cost per delivered text.
 func BenchmarkDecodeReply(b *testing.B) {
-	frame := mustEncode(reply{ChatMessage: ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 12345, ID: "d0745814-1a2b",
-		From: &User{ID: "d0745814-3", Name: "bench-client-12"}, Text: strings.Repeat("x", 100), Time: time.Now().UTC()}})
+	frame := mustEncode(textFrame(&ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 12345, ID: "d0745814-1a2b",
+		From: &User{ID: "d0745814-3", Name: "bench-client-12"}, Text: strings.Repeat("x", 100), Time: time.Now().UTC()}))
 	body := frame[frameHeaderLen:]
 	b.ReportAllocs()
 	for b.Loop() {

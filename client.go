@@ -198,9 +198,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
 	c.mu.Lock()
-	if r.User != nil {
-		c.user = *r.User
-	}
+	c.user = *r.User.user()
 	c.session = r.Session
 	c.server = r.Server
 	c.srvMax = r.MaxSize
@@ -221,11 +219,7 @@ func (c *Client) connErr(cc *clientConn, err error) error {
 }
 
 func byeError(r *reply) error {
-	ce := &CloseError{Code: r.Close, Reason: r.Text, Remote: true}
-	if r.Code != "" {
-		ce.Err = &Error{Code: r.Code, Text: r.Text}
-	}
-	return ce
+	return &CloseError{Code: r.Close, Reason: r.Text, Remote: true}
 }
 
 // write writes one frame, giving up when ctx ends: a server that reads
@@ -416,7 +410,7 @@ func (c *Client) read(cc *clientConn) error {
 			continue
 		}
 		select {
-		case c.incoming <- r.ChatMessage:
+		case c.incoming <- r.message():
 		case <-c.quit:
 			return ErrClosed
 		}
@@ -425,7 +419,7 @@ func (c *Client) read(cc *clientConn) error {
 
 // track keeps the per-room state resuming needs.
 func (c *Client) track(r *reply) {
-	switch r.Type {
+	switch MessageType(r.Type) {
 	case frameJoined:
 		c.mu.Lock()
 		if st := c.rooms[r.Room]; st == nil {
@@ -457,7 +451,7 @@ func (c *Client) track(r *reply) {
 	case TypeError:
 		// A room of the hello refused (full, rejected by a hook): it is
 		// not the client's any more, and is not asked for again.
-		if r.Ref == 0 && r.Room != "" && r.Code != CodeNotDelivered {
+		if r.Ref == 0 && r.Room != "" && ErrorCode(r.Code) != CodeNotDelivered {
 			c.mu.Lock()
 			delete(c.rooms, r.Room)
 			c.order = slices.DeleteFunc(c.order, func(s string) bool { return s == r.Room })
@@ -504,8 +498,8 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 		}
 		select {
 		case r := <-ch:
-			if r.Type == TypeError {
-				return r, &Error{Code: r.Code, Text: r.Text}
+			if r.Type == string(TypeError) {
+				return r, &Error{Code: ErrorCode(r.Code), Text: r.Text}
 			}
 			return r, nil
 		case <-ctx.Done():
@@ -514,8 +508,8 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 		case <-cc.lost:
 			select { // the reply may have come just before the loss
 			case r := <-ch:
-				if r.Type == TypeError {
-					return r, &Error{Code: r.Code, Text: r.Text}
+				if r.Type == string(TypeError) {
+					return r, &Error{Code: ErrorCode(r.Code), Text: r.Text}
 				}
 				return r, nil
 			default:
@@ -635,7 +629,7 @@ func (c *Client) Join(ctx context.Context, room string, history int) ([]User, er
 		return nil, err
 	}
 	r, err := c.request(ctx, request{Type: frameJoin, Room: room, History: history})
-	return r.Users, err
+	return fromWireList(r.Users), err
 }
 
 // Leave leaves room.
@@ -653,13 +647,13 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 // Users returns the users online on the server.
 func (c *Client) Users(ctx context.Context) ([]User, error) {
 	r, err := c.request(ctx, request{Type: frameUsers})
-	return r.Users, err
+	return fromWireList(r.Users), err
 }
 
 // Members returns the members of a room the client is in.
 func (c *Client) Members(ctx context.Context, room string) ([]User, error) {
 	r, err := c.request(ctx, request{Type: frameMembers, Room: room})
-	return r.Users, err
+	return fromWireList(r.Users), err
 }
 
 // Receive returns the next message from the server, in order: texts (its

@@ -114,10 +114,10 @@ func (c *conn) run() error {
 	req, derr := decodeRequest(body)
 	switch {
 	case derr != nil:
-		c.finishWith(CloseProtocol, derr.(*Error), "")
+		c.finish(CloseProtocol, derr.(*Error).Text, "")
 		return nil
 	case req.Type != frameHello:
-		c.finish(CloseProtocol, CodeProtocol, `the first frame must be a "hello"`, "")
+		c.finish(CloseProtocol, `the first frame must be a "hello"`, "")
 		return nil
 	}
 	if !c.hello(req, deadline) {
@@ -160,13 +160,13 @@ func (c *conn) readFailed(err error) error {
 	switch {
 	case errors.As(err, &tl):
 		c.log.Warn("garou: frame too large", "user", c.user.Name, "size", tl.size)
-		c.finish(CloseTooLarge, CodeTooLarge, tl.Error(), "error")
+		c.finish(CloseTooLarge, tl.Error(), "error")
 	case errors.Is(err, errEmptyFrame):
-		c.finish(CloseProtocol, CodeBadFrame, "empty frame", "error")
+		c.finish(CloseProtocol, "empty frame", "error")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		c.finish(CloseProtocol, CodeBadFrame, "stream ended inside a frame", "error")
+		c.finish(CloseProtocol, "stream ended inside a frame", "error")
 	case isTimeout(err) && !c.welcomed:
-		c.finish(CloseHandshakeTimeout, CodeHandshakeSlow, "no hello within the handshake deadline", "")
+		c.finish(CloseHandshakeTimeout, "no hello within the handshake deadline", "")
 	}
 	return err
 }
@@ -178,19 +178,19 @@ func isTimeout(err error) bool {
 
 // hello handles the first frame. It reports whether the client was welcomed.
 func (c *conn) hello(req request, deadline time.Time) bool {
-	refuse := func(close CloseCode, code ErrorCode, text string) bool {
-		c.log.Info("garou: hello refused", "name", req.Name, "code", code, "text", text)
-		c.finish(close, code, text, "")
+	refuse := func(close CloseCode, text string) bool {
+		c.log.Info("garou: hello refused", "name", req.Name, "code", close, "text", text)
+		c.finish(close, text, "")
 		return false
 	}
 	if req.MaxSize != 0 && req.MaxSize < MinMessageSize {
-		return refuse(CloseProtocol, CodeProtocol, "max_size below the protocol minimum")
+		return refuse(CloseProtocol, "max_size below the protocol minimum")
 	}
 	if req.MaxSize != 0 {
 		c.maxSize = req.MaxSize
 	}
 	if err := ValidateName(req.Name); err != nil {
-		return refuse(CloseNameRejected, CodeBadName, err.Error())
+		return refuse(CloseBadName, err.Error())
 	}
 	rooms := []joinSpec{{Room: DefaultRoom}}
 	if req.Rooms != nil {
@@ -201,36 +201,37 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		rooms[i].lostRun = req.Server != "" && req.Server != c.s.idPfx
 	}
 	if len(rooms) > c.s.cfg.maxRoomsPerClient {
-		return refuse(CloseProtocol, CodeRoomLimit, "too many rooms in hello")
+		return refuse(CloseProtocol, "too many rooms in hello")
 	}
 	for _, r := range rooms {
 		if err := ValidateRoom(r.Room); err != nil {
-			return refuse(CloseProtocol, CodeBadRoom, err.Error())
+			return refuse(CloseProtocol, err.Error())
 		}
 	}
-	name := req.Name
+	id := Identity{Name: req.Name}
 	if auth := c.s.cfg.auth; auth != nil {
 		ctx, cancel := context.WithDeadline(c.qc.Context(), deadline)
-		n, err := auth(ctx, Hello{Name: req.Name, Token: req.Token, RemoteAddr: c.qc.RemoteAddr()})
+		got, err := auth(ctx, Hello{Name: req.Name, Token: req.Token, RemoteAddr: c.qc.RemoteAddr()})
 		cancel()
 		if err != nil {
-			return refuse(CloseUnauthorized, CodeUnauthorized, c.refusal(err, "not authorized"))
+			return refuse(CloseUnauthorized, c.refusal(err, "not authorized"))
 		}
-		if n != name {
-			if err := ValidateName(n); err != nil {
-				c.log.Error("garou: authenticator returned an invalid name", "name", n, "err", err)
-				return refuse(CloseInternal, CodeInternal, "the server could not name you")
+		got.Name = orDefault(got.Name, req.Name)
+		if got.Name != req.Name {
+			if err := ValidateName(got.Name); err != nil {
+				c.log.Error("garou: authenticator returned an invalid name", "name", got.Name, "err", err)
+				return refuse(CloseInternal, "the server could not name you")
 			}
-			name = n
 		}
+		if len(got.ID) > maxIdentityID {
+			c.log.Error("garou: authenticator returned an ID over 128 bytes", "name", got.Name)
+			return refuse(CloseInternal, "the server could not identify you")
+		}
+		id = got
 	}
-	old, code, text := c.s.register(c, name, req.Session)
-	if code != "" {
-		closeCode := CloseNameRejected
-		if code == CodeServerShutdown {
-			closeCode = CloseServerShutdown
-		}
-		return refuse(closeCode, code, text)
+	old, code, text := c.s.register(c, id, req.Session)
+	if code != CloseNormal {
+		return refuse(code, text)
 	}
 	// The hello's rooms are joined before the welcome is sent, so that a
 	// client that has its welcome is in its rooms and misses nothing said
@@ -239,20 +240,15 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	c.cork(true)
 	for _, spec := range rooms {
 		if err := c.joinRoom(spec, 0); err != nil {
-			e := asError(err)
-			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: spec.Room, Code: e.Code, Text: e.Text}}))
+			e := c.asError(err)
+			c.enqueue(mustEncode(errorFrame(0, spec.Room, e)))
 		}
 	}
 	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
-	c.pushFront(c.encodeList(reply{
-		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.Users()},
-		Session:     c.session,
-		Server:      c.s.idPfx,
-		MaxSize:     c.s.cfg.maxMessageSize,
-	}))
+	c.pushFront(c.encodeList(welcomeFrame(&c.user, c.s.Users(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	c.cork(false)
 	if old != nil {
-		old.finish(CloseReplaced, CodeReplaced, "the session was resumed on another connection", "reconnected")
+		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
 	}
 	return true
 }
@@ -273,12 +269,12 @@ func (c *conn) handle(req request) bool {
 	switch req.Type {
 	case frameText, frameDirect:
 		if err := c.say(req); err != nil {
-			c.sendError(req.Ref, asError(err))
+			c.sendError(req.Ref, c.asError(err))
 		}
 	case frameJoin:
 		spec := joinSpec{Room: req.Room, Since: req.Since, History: req.History}
 		if err := c.joinRoom(spec, req.Ref); err != nil {
-			c.sendError(req.Ref, asError(err))
+			c.sendError(req.Ref, c.asError(err))
 		}
 	case frameLeave:
 		name := orDefault(req.Room, DefaultRoom)
@@ -288,9 +284,9 @@ func (c *conn) handle(req request) bool {
 			return true
 		}
 		c.runLeaveHook(name, "left")
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: name}, Ref: req.Ref}))
+		c.enqueue(mustEncode(ackLeave(req.Ref, name)))
 	case frameUsers:
-		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Users: c.s.Users()}, Ref: req.Ref}))
+		c.enqueue(c.encodeList(usersFrame(req.Ref, "", c.s.Users())))
 	case frameMembers:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
@@ -298,12 +294,12 @@ func (c *conn) handle(req request) bool {
 			c.sendError(req.Ref, notInRoom(name))
 			return true
 		}
-		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: TypeUsers, Room: r.name, Users: r.users()}, Ref: req.Ref}))
+		c.enqueue(c.encodeList(usersFrame(req.Ref, r.name, r.users())))
 	case frameBye:
-		c.finish(CloseNormal, "", "bye", "quit")
+		c.finish(CloseNormal, "bye", "quit")
 		return false
 	case frameHello:
-		c.finish(CloseProtocol, CodeProtocol, "a second hello", "error")
+		c.finish(CloseProtocol, "a second hello", "error")
 		return false
 	}
 	return true
@@ -343,7 +339,7 @@ func (c *conn) say(req request) error {
 		if err != nil {
 			return err
 		}
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: r.name, Seq: msg.Seq, ID: msg.ID}, Ref: req.Ref}))
+		c.enqueue(mustEncode(ackText(req.Ref, r.name, msg.Seq, msg.ID)))
 		return nil
 	}
 	return c.direct(req.Ref, req.To, text)
@@ -351,27 +347,27 @@ func (c *conn) say(req request) error {
 
 func (c *conn) direct(ref uint64, to, text string) error {
 	if c.s.draining.Load() {
-		return &Error{Code: CodeShuttingDown, Text: "server shutting down"}
+		return &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	target := c.s.lookupName(to)
 	if target == nil {
 		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
 	}
 	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
-	frame := mustEncode(reply{ChatMessage: msg})
+	frame := mustEncode(textFrame(&msg))
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
 		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
 	}
 	if !target.enqueue(frame) {
 		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
 	}
-	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, ID: msg.ID, To: msg.To}, Ref: ref}))
+	c.enqueue(mustEncode(ackDirect(ref, msg.ID, msg.To)))
 	return nil
 }
 
 func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
 	if c.ending() {
-		return &Error{Code: CodeShuttingDown, Text: "your connection is ending"}
+		return &Error{Code: CodeShutdown, Text: "your connection is ending"}
 	}
 	spec.Room = orDefault(spec.Room, DefaultRoom)
 	if err := ValidateRoom(spec.Room); err != nil {
@@ -432,22 +428,25 @@ func (c *conn) encodeList(r reply) []byte {
 // refusal is the text a client gets for a hook's error: the reason given
 // to Refuse, or def for any other error, which is logged instead.
 func (c *conn) refusal(err error, def string) string {
-	if e, ok := errors.AsType[*Error](err); ok {
-		return e.Text
+	if r, ok := errors.AsType[*refusal](err); ok {
+		return r.reason
 	}
 	c.log.Warn("garou: hook failed", "user", c.user.Name, "err", err)
 	return def
 }
 
-func asError(err error) *Error {
+// asError is the error reply for err: an *Error as it is, anything else
+// (a failure of the server's) logged and answered as "internal".
+func (c *conn) asError(err error) *Error {
 	if e, ok := errors.AsType[*Error](err); ok {
 		return e
 	}
-	return &Error{Code: CodeInternal, Text: err.Error()}
+	c.log.Error("garou: request failed", "user", c.user.Name, "err", err)
+	return &Error{Code: CodeInternal, Text: "the server failed; try again"}
 }
 
 func (c *conn) sendError(ref uint64, e *Error) {
-	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Code: e.Code, Text: e.Text}, Ref: ref}))
+	c.enqueue(mustEncode(errorFrame(ref, "", e)))
 }
 
 // allow takes a token from the bucket.
@@ -469,7 +468,7 @@ func (c *conn) allow() bool {
 func (c *conn) strike() bool {
 	c.strikes++
 	if c.strikes > max(c.s.cfg.burst, 10) {
-		c.finish(CloseFlooding, CodeRateLimited, "too many refused frames", "flooding")
+		c.finish(CloseFlooding, "too many refused frames", "flooding")
 		return true
 	}
 	return false
@@ -564,11 +563,7 @@ func (c *conn) setCause(cause closeCause) bool {
 // a "bye" frame with code and text, then the stream is closed; the client
 // closes the connection on reading it, or the server does after a linger.
 // It never blocks.
-func (c *conn) finish(close CloseCode, code ErrorCode, text, reason string) {
-	c.finishWith(close, &Error{Code: code, Text: text}, reason)
-}
-
-func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
+func (c *conn) finish(close CloseCode, text, reason string) {
 	// One critical section: whether the writer has started decides whether
 	// this end is graceful, and run starts it only while no cause is set.
 	c.mu.Lock()
@@ -577,7 +572,7 @@ func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
 		return
 	}
 	started := c.wdone != nil
-	c.cause = &closeCause{code: close, text: e.Text, reason: reason, graceful: started}
+	c.cause = &closeCause{code: close, text: text, reason: reason, graceful: started}
 	c.mu.Unlock()
 	if !started {
 		c.s.goFor(c, c.closeConn)
@@ -589,7 +584,7 @@ func (c *conn) finishWith(close CloseCode, e *Error, reason string) {
 	// Bound the delivery: a client that does not read cannot hold the
 	// connection open.
 	_ = c.str.SetWriteDeadline(time.Now().Add(lingerTimeout))
-	c.closeQueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameBye, Code: e.Code, Text: e.Text}, Close: close}))
+	c.closeQueue(mustEncode(byeFrame(close, text)))
 }
 
 // fail closes the connection at once, dropping what is queued. It never

@@ -41,6 +41,7 @@ func fastDecodeReply(body []byte, r *reply) bool {
 	if s.eat('}') {
 		return s.end()
 	}
+	var seenFrom, seenUser bool
 	for s.ok {
 		key := s.rawString()
 		s.ws()
@@ -50,7 +51,7 @@ func fastDecodeReply(body []byte, r *reply) bool {
 		s.ws()
 		switch string(key) {
 		case "type":
-			r.Type = MessageType(s.str())
+			r.Type = s.str()
 		case "room":
 			r.Room = s.str()
 		case "id":
@@ -62,7 +63,7 @@ func fastDecodeReply(body []byte, r *reply) bool {
 		case "reason":
 			r.Reason = s.str()
 		case "code":
-			r.Code = ErrorCode(s.str())
+			r.Code = s.str()
 		case "session":
 			r.Session = s.str()
 		case "server":
@@ -84,14 +85,16 @@ func fastDecodeReply(body []byte, r *reply) bool {
 				return false
 			}
 		case "from":
-			if r.From != nil { // encoding/json would merge duplicates
+			if seenFrom { // encoding/json would merge duplicates
 				return false
 			}
+			seenFrom = true
 			r.From = s.user()
 		case "user":
-			if r.User != nil {
+			if seenUser {
 				return false
 			}
+			seenUser = true
 			r.User = s.user()
 		default:
 			return false
@@ -182,11 +185,11 @@ func (s *scanner) uint() uint64 {
 }
 
 // user reads {"id":..,"name":..[,"joined_at":..]}.
-func (s *scanner) user() *User {
-	u := new(User)
+func (s *scanner) user() wireUser {
+	var u wireUser
 	if !s.eat('{') {
 		s.ok = false
-		return nil
+		return u
 	}
 	s.ws()
 	if s.eat('}') {
@@ -197,7 +200,7 @@ func (s *scanner) user() *User {
 		s.ws()
 		if !s.eat(':') {
 			s.ok = false
-			return nil
+			return u
 		}
 		s.ws()
 		switch string(key) {
@@ -211,7 +214,7 @@ func (s *scanner) user() *User {
 			}
 		default:
 			s.ok = false
-			return nil
+			return u
 		}
 		s.ws()
 		if s.eat('}') {
@@ -219,9 +222,9 @@ func (s *scanner) user() *User {
 		}
 		if !s.eat(',') {
 			s.ok = false
-			return nil
+			return u
 		}
 		s.ws()
 	}
-	return nil
+	return u
 }

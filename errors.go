@@ -34,43 +34,40 @@ var (
 	ErrFingerprintMismatch = errors.New("garou: server certificate fingerprint does not match the pinned one")
 	// ErrInvalidOption wraps every error from validating options.
 	ErrInvalidOption = errors.New("garou: invalid option")
+	// ErrNoSuchUser is returned by Server.Kick for a name that is not
+	// online.
+	ErrNoSuchUser = errors.New("garou: no such user")
+	// ErrNoSuchRoom is returned by Server.Publish for a room with no
+	// members.
+	ErrNoSuchRoom = errors.New("garou: no such room")
 )
 
-// ErrorCode is the machine-readable code of an error message from the
-// server. The codes are listed in PROTOCOL.md.
+// ErrorCode is the machine-readable code of an "error" frame: the server
+// refused one request and the connection stays open. PROTOCOL.md §10
+// lists when each is sent. How a connection ends is a [CloseCode] instead;
+// a few failures can happen either way and have the same name in both
+// (too_large, shutdown, internal).
 type ErrorCode string
 
-// Error codes sent by the server.
+// Error codes of refused requests.
 const (
-	CodeBadFrame       ErrorCode = "bad_frame"       // malformed JSON or wrong shape
-	CodeUnknownType    ErrorCode = "unknown_type"    // a frame type the server does not know
-	CodeTooLarge       ErrorCode = "too_large"       // a frame over the size limit
-	CodeBadName        ErrorCode = "bad_name"        // name empty, too long, or with forbidden characters
-	CodeNameTaken      ErrorCode = "name_taken"      // another online user has the name
-	CodeUnauthorized   ErrorCode = "unauthorized"    // the authenticator refused the hello
-	CodeProtocol       ErrorCode = "protocol"        // a frame out of place (second hello, no hello, ...)
-	CodeBadText        ErrorCode = "bad_text"        // an empty text
-	CodeBadRoom        ErrorCode = "bad_room"        // invalid room name
-	CodeNotInRoom      ErrorCode = "not_in_room"     // the sender is not a member of the room
-	CodeNoSuchUser     ErrorCode = "no_such_user"    // direct message to a user who is not online
-	CodeRoomLimit      ErrorCode = "room_limit"      // the client is in the maximum number of rooms
-	CodeRoomFull       ErrorCode = "room_full"       // the room has the maximum number of members
-	CodeRejected       ErrorCode = "rejected"        // a hook rejected the request
-	CodeRateLimited    ErrorCode = "rate_limited"    // the client sends faster than allowed
-	CodeShuttingDown   ErrorCode = "shutting_down"   // the server is shutting down and accepts nothing new
-	CodeNotDelivered   ErrorCode = "not_delivered"   // a message was over this client's size limit
-	CodeInternal       ErrorCode = "internal"        // the server failed; the request may be retried
-	CodeHandshakeSlow  ErrorCode = "handshake_slow"  // no hello within the handshake deadline
-	CodeServerShutdown ErrorCode = "server_shutdown" // the server is closing the connection
-	CodeKicked         ErrorCode = "kicked"          // the host removed the user
-	CodeReplaced       ErrorCode = "replaced"        // the session was resumed on another connection
+	CodeBadFrame     ErrorCode = "bad_frame"     // malformed JSON, an unknown field, a field of the wrong type
+	CodeUnknownType  ErrorCode = "unknown_type"  // a frame type the server does not know
+	CodeTooLarge     ErrorCode = "too_large"     // a text that would exceed a size limit once stamped
+	CodeBadText      ErrorCode = "bad_text"      // an empty text
+	CodeBadRoom      ErrorCode = "bad_room"      // an invalid room name
+	CodeNotInRoom    ErrorCode = "not_in_room"   // the sender is not a member of the room
+	CodeNoSuchUser   ErrorCode = "no_such_user"  // a direct message to a user who is not online
+	CodeRoomLimit    ErrorCode = "room_limit"    // the client is in the maximum number of rooms
+	CodeRoomFull     ErrorCode = "room_full"     // the room has the maximum number of members
+	CodeRejected     ErrorCode = "rejected"      // the message filter or the join hook refused
+	CodeRateLimited  ErrorCode = "rate_limited"  // the client sends faster than allowed
+	CodeShutdown     ErrorCode = "shutdown"      // the server is shutting down and accepts nothing new
+	CodeNotDelivered ErrorCode = "not_delivered" // a message was over this client's size limit
+	CodeInternal     ErrorCode = "internal"      // the server failed; the request may be retried
 )
 
-func notInRoom(room string) *Error {
-	return &Error{Code: CodeNotInRoom, Text: "you are not in room " + room}
-}
-
-// Error is an error message or refusal from the server.
+// Error is a request refused by the server: an "error" frame.
 type Error struct {
 	Code ErrorCode
 	Text string
@@ -83,56 +80,86 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("garou: %s: %s", e.Code, e.Text)
 }
 
-// Refuse returns an error that a hook uses to refuse or reject with a reason
-// the client receives. Errors not made by Refuse reach the client as a
-// generic refusal, so internal details do not leak.
-func Refuse(reason string) error { return &Error{Code: CodeRejected, Text: reason} }
+func notInRoom(room string) *Error {
+	return &Error{Code: CodeNotInRoom, Text: "you are not in room " + room}
+}
+
+// Refuse returns an error with which a hook refuses, giving the reason the
+// client is told. An authenticator's refusal ends the connection with
+// [CloseUnauthorized]; a message filter's or join hook's refuses the
+// request with [CodeRejected]. Errors not made by Refuse reach the client
+// with a generic reason, so that internal details do not leak; they are
+// logged.
+func Refuse(reason string) error { return &refusal{reason: reason} }
+
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return "garou: refused: " + r.reason }
 
 // CloseCode is the QUIC application error code with which a Garou
-// connection is closed. The codes are listed in PROTOCOL.md.
+// connection is closed, announced in the "bye" frame that precedes a
+// graceful close. PROTOCOL.md §12 lists when each is used.
+//
+// The codes fall in two ranges: from 0x100 to 0x1ff the client should
+// reconnect, with backoff, and resume ([CloseCode.Reconnect]); from 0x200
+// to 0x2ff the failure is final and reconnecting would fail the same way.
 type CloseCode uint64
 
 // Close codes.
 const (
-	CloseNormal           CloseCode = 0x00 // the client said bye, or closed
-	CloseServerShutdown   CloseCode = 0x01 // the server is shutting down
-	CloseServerFull       CloseCode = 0x02 // connection limit reached
-	CloseNameRejected     CloseCode = 0x03 // name invalid or taken
-	CloseTooLarge         CloseCode = 0x04 // a frame over the size limit
-	CloseProtocol         CloseCode = 0x05 // protocol violation
-	CloseSlowConsumer     CloseCode = 0x06 // the send queue passed its bound
-	CloseUnauthorized     CloseCode = 0x07 // the authenticator refused
-	CloseKicked           CloseCode = 0x08 // the host kicked the user
-	CloseFlooding         CloseCode = 0x09 // went on sending over the rate limit
-	CloseReplaced         CloseCode = 0x0a // the session resumed on a new connection
-	CloseHandshakeTimeout CloseCode = 0x0b // no hello within the deadline
-	CloseTooManyConns     CloseCode = 0x0c // per-address connection limit reached
-	CloseInternal         CloseCode = 0x0d // the server failed
+	CloseNormal CloseCode = 0x000 // the client said bye, or closed
+
+	// Reconnect: the client tries again, with backoff, and resumes.
+	CloseServerShutdown   CloseCode = 0x100 // the server is shutting down or restarting
+	CloseServerFull       CloseCode = 0x101 // connection or handshake limit reached
+	CloseTooManyConns     CloseCode = 0x102 // per-address connection limit reached
+	CloseSlowConsumer     CloseCode = 0x103 // the send queue passed its bound
+	CloseHandshakeTimeout CloseCode = 0x104 // no hello within the deadline
+	CloseInternal         CloseCode = 0x105 // the server failed
+
+	// Final: trying again will not help.
+	CloseBadName      CloseCode = 0x200 // the name breaks the name rules
+	CloseNameTaken    CloseCode = 0x201 // another online user has the name
+	CloseUnauthorized CloseCode = 0x202 // the authenticator refused
+	CloseProtocol     CloseCode = 0x203 // a protocol violation
+	CloseTooLarge     CloseCode = 0x204 // a frame over the size limit
+	CloseFlooding     CloseCode = 0x205 // went on sending refused frames
+	CloseKicked       CloseCode = 0x206 // the host removed the user
+	CloseReplaced     CloseCode = 0x207 // the session resumed on another connection
 )
 
+// closeCodeNames are the close codes' names: the "code" of a "bye".
 var closeCodeNames = map[CloseCode]string{
 	CloseNormal:           "normal",
-	CloseServerShutdown:   "server shutdown",
-	CloseServerFull:       "server full",
-	CloseNameRejected:     "name rejected",
-	CloseTooLarge:         "message too large",
-	CloseProtocol:         "protocol violation",
-	CloseSlowConsumer:     "slow consumer",
+	CloseServerShutdown:   "shutdown",
+	CloseServerFull:       "server_full",
+	CloseTooManyConns:     "too_many_connections",
+	CloseSlowConsumer:     "slow_consumer",
+	CloseHandshakeTimeout: "handshake_timeout",
+	CloseInternal:         "internal",
+	CloseBadName:          "bad_name",
+	CloseNameTaken:        "name_taken",
 	CloseUnauthorized:     "unauthorized",
-	CloseKicked:           "kicked",
+	CloseProtocol:         "protocol",
+	CloseTooLarge:         "too_large",
 	CloseFlooding:         "flooding",
+	CloseKicked:           "kicked",
 	CloseReplaced:         "replaced",
-	CloseHandshakeTimeout: "handshake timeout",
-	CloseTooManyConns:     "too many connections from address",
-	CloseInternal:         "internal error",
 }
 
+// String returns the code's name as PROTOCOL.md gives it ("name_taken").
 func (c CloseCode) String() string {
 	if s, ok := closeCodeNames[c]; ok {
 		return s
 	}
-	return fmt.Sprintf("close code %#x", uint64(c))
+	return fmt.Sprintf("close_code_%#x", uint64(c))
 }
+
+// Reconnect reports whether a connection closed with c is worth
+// reconnecting to (the range 0x100 to 0x1ff): the server shut down, was
+// full, failed, or cut a client that read too slowly. A code of an unknown
+// range is taken as final.
+func (c CloseCode) Reconnect() bool { return c >= 0x100 && c <= 0x1ff }
 
 // CloseError reports how a connection ended: the close code and the reason
 // sent with it. Remote is true when the peer closed the connection.
@@ -140,23 +167,12 @@ type CloseError struct {
 	Code   CloseCode
 	Reason string
 	Remote bool
-	// Err is the server's last word before closing (a "bye" frame), when
-	// it arrived; errors.As reaches it through Unwrap.
-	Err *Error
-}
-
-// Unwrap returns the server's error message, if any.
-func (e *CloseError) Unwrap() error {
-	if e.Err == nil {
-		return nil
-	}
-	return e.Err
 }
 
 func (e *CloseError) Error() string {
 	who := "locally"
 	if e.Remote {
-		who = "by peer"
+		who = "by the server"
 	}
 	if e.Reason == "" {
 		return fmt.Sprintf("garou: connection closed %s: %v", who, e.Code)

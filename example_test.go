@@ -58,11 +58,11 @@ func ExampleServer_Publish() {
 	defer pc.Close()
 	srv, err := garou.NewServer(
 		garou.WithLogger(slog.New(slog.DiscardHandler)),
-		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (string, error) {
+		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
 			if h.Token != "secret" {
-				return "", garou.Refuse("unknown token")
+				return garou.Identity{}, garou.Refuse("unknown token")
 			}
-			return h.Name, nil
+			return garou.Identity{ID: "player-1"}, nil // the name of the hello
 		}),
 	)
 	if err != nil {
@@ -89,6 +89,6 @@ func ExampleServer_Publish() {
 	}
 	fmt.Printf("%s: %s (from the server: %v)\n", msg.Room, msg.Text, msg.From == nil)
 	// Output:
-	// garou: connection closed by peer: unauthorized: unknown token
+	// garou: connection closed by the server: unauthorized: unknown token
 	// match-7: round 2 starts (from the server: true)
 }

@@ -133,10 +133,8 @@ func FuzzDecodeReply(f *testing.F) {
 			t.Fatalf("time %v != %v", fast.Time, slow.Time)
 		}
 		fast.Time, slow.Time = time.Time{}, time.Time{}
-		for _, u := range []*User{fast.From, fast.User, slow.From, slow.User} {
-			if u != nil {
-				u.JoinedAt = u.JoinedAt.UTC()
-			}
+		for _, u := range []*wireUser{&fast.From, &fast.User, &slow.From, &slow.User} {
+			u.JoinedAt = u.JoinedAt.UTC()
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)

@@ -53,14 +53,20 @@ const ALPN = "garou/1"
 
 // User is a connected user as the server sees it.
 type User struct {
-	// ID is assigned by the server and stays the same across a resumed
-	// session.
-	ID string `json:"id"`
+	// ID is the user's stable ID: the one the authenticator gave
+	// ([Identity]), or one the server assigned, which stays the same across
+	// a resumed session.
+	ID string
 	// Name is unique among online users.
-	Name string `json:"name"`
+	Name string
 	// JoinedAt is when the user connected. It is zero in the From of
 	// texts and direct messages, which carry only ID and Name.
-	JoinedAt time.Time `json:"joined_at,omitzero"`
+	JoinedAt time.Time
+	// Data is the host's own data about the user, as the authenticator
+	// returned it in [Identity]. The server hands it to hooks and returns
+	// it from Server.Users, Server.Members and in the From of
+	// Server-side messages; it never goes on the wire, so clients see nil.
+	Data any
 }
 
 // MessageType says what a [ChatMessage] is.
@@ -76,46 +82,45 @@ const (
 	TypeJoin MessageType = "join"
 	// TypeLeave tells that User left Room; Reason says why.
 	TypeLeave MessageType = "leave"
-	// TypeUsers carries a user list (Users), in answer to a request.
-	TypeUsers MessageType = "users"
-	// TypeError is an error from the server (Code, Text).
+	// TypeError is an error from the server not tied to a request (Code,
+	// Text, and Room when it is about a room): a room of the hello that
+	// could not be joined, or a message over this client's size limit.
 	TypeError MessageType = "error"
-	// TypeGap says that the texts of Room numbered From to To were missed
-	// and are no longer kept (To is 0 when the end is unknown, after the
-	// server lost its history).
+	// TypeGap says that the texts of Room numbered GapFrom to GapTo were
+	// missed and are no longer kept (GapTo is 0 when the end is unknown,
+	// after the server lost its history).
 	TypeGap MessageType = "gap"
 )
 
 // ChatMessage is one message from the server. Which fields are set depends
-// on Type; the JSON form is the wire form documented in PROTOCOL.md.
+// on Type. It is not the wire form: PROTOCOL.md specifies that.
 type ChatMessage struct {
-	Type MessageType `json:"type"`
-	// Room is the room a text, join, leave, gap or member list belongs to.
-	Room string `json:"room,omitempty"`
+	Type MessageType
+	// Room is the room a text, join, leave, gap or error belongs to.
+	Room string
 	// Seq is the room's sequence number of a text (1, 2, 3, ... within a
 	// room's lifetime; it never goes back while the server runs).
-	Seq uint64 `json:"seq,omitempty"`
+	Seq uint64
 	// ID is the server-assigned message ID.
-	ID string `json:"id,omitempty"`
-	// From is the sender, stamped by the server.
-	From *User `json:"from,omitempty"`
+	ID string
+	// From is the sender, stamped by the server; nil for a text the
+	// server published itself.
+	From *User
 	// To is the recipient's name, on direct messages.
-	To string `json:"to,omitempty"`
+	To string
 	// Text is the text said, or the error's description.
-	Text string `json:"text,omitempty"`
+	Text string
 	// User is who joined or left.
-	User *User `json:"user,omitempty"`
-	// Users is a user list.
-	Users []User `json:"users,omitempty"`
+	User *User
 	// Reason says why a user left: "quit", "left", "timeout", "lost",
 	// "kicked", "slow", "flooding", "shutdown", "error", "reconnected"
 	// (PROTOCOL.md lists when each is given).
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Code is the error code of an error message.
-	Code ErrorCode `json:"code,omitempty"`
+	Code ErrorCode
 	// GapFrom and GapTo bound a gap (inclusive).
-	GapFrom uint64 `json:"from_seq,omitempty"`
-	GapTo   uint64 `json:"to_seq,omitempty"`
+	GapFrom uint64
+	GapTo   uint64
 	// Time is when the server accepted the message.
-	Time time.Time `json:"time,omitzero"`
+	Time time.Time
 }

@@ -12,12 +12,29 @@ type Hello struct {
 	RemoteAddr net.Addr
 }
 
-// AuthFunc decides whether a client may connect. It returns the name the
-// user will have (h.Name to accept, another valid name to rename) or an
-// error to refuse: the client is told the reason given to [Refuse], or a
-// generic one for other errors (which are logged). ctx ends with the
-// handshake deadline. It runs on the connecting client's own goroutine.
-type AuthFunc func(ctx context.Context, h Hello) (name string, err error)
+// Identity is who the authenticator says a connecting user is.
+type Identity struct {
+	// ID is the user's stable ID in the host's own terms (an account or
+	// player ID), at most 128 bytes. Empty: the server assigns an ID that
+	// lasts the session. Only one connection per ID is online: a second
+	// hello with an ID already online is refused as the name is
+	// ([CloseNameTaken]) unless it resumes that session.
+	ID string
+	// Name is the name the user has, which must pass [ValidateName] and
+	// be free. Empty: the name of the hello.
+	Name string
+	// Data is the host's own data about the user (a player record, say).
+	// The server keeps it in [User.Data] for every later hook and for
+	// Server.Users and Server.Members; it is never sent to clients.
+	Data any
+}
+
+// AuthFunc decides whether a client may connect and who it is. It returns
+// the user's [Identity], or an error to refuse: the client is told the
+// reason given to [Refuse], or a generic one for other errors (which are
+// logged), and the connection ends with [CloseUnauthorized]. ctx ends with
+// the handshake deadline. It runs on the connecting client's own goroutine.
+type AuthFunc func(ctx context.Context, h Hello) (Identity, error)
 
 // Incoming is a text or direct message as the message filter sees it.
 type Incoming struct {
@@ -53,3 +70,6 @@ type RoomInfo struct {
 	// LastSeq is the sequence number of the room's latest text.
 	LastSeq uint64
 }
+
+// maxIdentityID bounds Identity.ID, in bytes.
+const maxIdentityID = 128

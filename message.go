@@ -17,19 +17,16 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// Frame types that never reach Receive: the handshake, requests and their
-// replies. The types a client receives are the MessageType constants.
+// Client frame types (PROTOCOL.md §5). "users" and "bye" are server frame
+// types too.
 const (
 	frameHello   = "hello"
-	frameWelcome = "welcome"
 	frameJoin    = "join"
-	frameJoined  = "joined"
 	frameLeave   = "leave"
 	frameUsers   = "users"
 	frameMembers = "members"
 	frameText    = "text"
 	frameDirect  = "direct"
-	frameAck     = "ack"
 	frameBye     = "bye"
 )
 
@@ -74,24 +71,6 @@ type joinSpec struct {
 	History int     `json:"history,omitempty"`
 
 	lostRun bool // Since counts in an earlier run of the server
-}
-
-// reply is every frame the server sends: a ChatMessage plus the fields of
-// the handshake and of replies to requests.
-type reply struct {
-	ChatMessage
-	Ref     uint64 `json:"ref,omitempty"`
-	Session string `json:"session,omitempty"`
-	// Server identifies the server's run, in "welcome": a client resuming
-	// on another run (the server restarted) cannot resume by number.
-	Server  string `json:"server,omitempty"`
-	MaxSize int    `json:"max_size,omitempty"`
-	// LastSeq is a room's latest sequence number, in "joined".
-	LastSeq uint64 `json:"last_seq,omitempty"`
-	// Close is the close code that follows a "bye".
-	Close CloseCode `json:"close,omitempty"`
-	// Truncated says a user list was cut to fit the client's size limit.
-	Truncated bool `json:"truncated,omitempty"`
 }
 
 var encBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -60,7 +60,7 @@ func (r *room) publish(c *conn, from *User, text string) (ChatMessage, error) {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
 	if r.s.draining.Load() {
-		return ChatMessage{}, &Error{Code: CodeShuttingDown, Text: "server shutting down"}
+		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	msg := ChatMessage{
 		Type: TypeText,
@@ -71,7 +71,7 @@ func (r *room) publish(c *conn, from *User, text string) (ChatMessage, error) {
 		Text: text,
 		Time: time.Now().UTC(),
 	}
-	frame, err := encodeFrame(reply{ChatMessage: msg})
+	frame, err := encodeFrame(textFrame(&msg))
 	if err != nil {
 		return ChatMessage{}, err
 	}
@@ -100,12 +100,12 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	defer r.mu.Unlock()
 
 	if _, ok := r.index[c]; ok {
-		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
+		c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
 		return nil
 	}
 	old := r.byUser[c.user.ID]
 	if old != nil && !s.current(c) {
-		return &Error{Code: CodeReplaced, Text: "the session was resumed on another connection"}
+		return &Error{Code: CodeShutdown, Text: "your connection is ending: the session was resumed on another connection"}
 	}
 	if old == nil && len(r.members) >= s.cfg.maxRoomMembers {
 		return &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
@@ -116,10 +116,10 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	}
 	r.addLocked(c)
 	c.addRoom(r)
-	c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
+	c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
 	r.replayLocked(c, spec)
 	if old == nil {
-		r.broadcastLocked(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeJoin, Room: r.name, User: &c.user, Time: time.Now().UTC()}}), c)
+		r.broadcastLocked(mustEncode(joinFrame(r.name, &c.user, time.Now().UTC())), c)
 	}
 	return nil
 }
@@ -136,7 +136,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec) {
 		if since > r.seq || spec.lostRun {
 			// The server no longer knows this room's past (it restarted):
 			// what came after since is lost, with no known end.
-			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: since + 1}}))
+			c.enqueue(mustEncode(gapFrame(r.name, since+1, 0)))
 			return
 		}
 		if since == r.seq {
@@ -149,13 +149,13 @@ func (r *room) replayLocked(c *conn, spec joinSpec) {
 			if oldest != 0 {
 				to = oldest - 1
 			}
-			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: since + 1, GapTo: to}}))
+			c.enqueue(mustEncode(gapFrame(r.name, since+1, to)))
 		}
 	case spec.History > 0:
 		msgs = h.Last(r.name, spec.History)
 	}
 	for _, m := range msgs {
-		f := mustEncode(reply{ChatMessage: m})
+		f := mustEncode(textFrame(&m))
 		if len(f)-frameHeaderLen > c.maxSize {
 			f = notDelivered(r.name)
 		}
@@ -202,8 +202,7 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 	r.mu.Lock()
 	was := r.removeLocked(c)
 	if was {
-		r.broadcastLocked(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeLeave, Room: r.name, User: &c.user,
-			Reason: reason, Time: time.Now().UTC()}}), nil)
+		r.broadcastLocked(mustEncode(leaveFrame(r.name, &c.user, reason, time.Now().UTC())), nil)
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()
@@ -226,8 +225,8 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 // notDelivered tells a client that a message of room was over its size
 // limit.
 func notDelivered(room string) []byte {
-	return mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: room, Code: CodeNotDelivered,
-		Text: "a message was over your size limit and was not delivered"}})
+	return mustEncode(errorFrame(0, room, &Error{Code: CodeNotDelivered,
+		Text: "a message was over your size limit and was not delivered"}))
 }
 
 // mustEncode encodes a frame built by the server itself; only a bug makes

@@ -108,17 +108,17 @@ func TestDirectMessageReachesOnlyItsTarget(t *testing.T) {
 
 func TestAuthenticatorAcceptsRenamesRefuses(t *testing.T) {
 	var seen atomic.Pointer[garou.Hello]
-	srv := startServer(t, garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (string, error) {
+	srv := startServer(t, garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
 		seen.Store(&h)
 		switch h.Token {
 		case "ok":
-			return h.Name, nil
+			return garou.Identity{}, nil
 		case "vip":
-			return "VIP " + h.Name, nil
+			return garou.Identity{ID: "account-7", Name: "VIP " + h.Name, Data: 42}, nil
 		case "boom":
-			return "", errors.New("database down")
+			return garou.Identity{}, errors.New("database down")
 		}
-		return "", garou.Refuse("bad token")
+		return garou.Identity{}, garou.Refuse("bad token")
 	}))
 	a := dial(t, srv, "ann", garou.WithToken("ok"))
 	require.Equal(t, "ann", a.User().Name)
@@ -128,15 +128,26 @@ func TestAuthenticatorAcceptsRenamesRefuses(t *testing.T) {
 
 	v := dial(t, srv, "bo", garou.WithToken("vip"))
 	require.Equal(t, "VIP bo", v.User().Name)
-
-	_, err := dialErr(t, srv, "eve", garou.WithToken("forged"))
+	require.Equal(t, "account-7", v.User().ID, "the authenticator's ID is the user's")
+	require.Nil(t, v.User().Data, "application data stays on the server")
+	for _, u := range srv.Users() {
+		if u.ID == "account-7" {
+			require.Equal(t, 42, u.Data)
+		}
+	}
+	// One connection per ID: the same account from elsewhere is refused.
+	_, err := dialErr(t, srv, "bo2", garou.WithToken("vip"))
 	code, _ := garou.CloseCodeOf(err)
+	require.Equal(t, garou.CloseNameTaken, code, "%v", err)
+
+	_, err = dialErr(t, srv, "eve", garou.WithToken("forged"))
+	code, _ = garou.CloseCodeOf(err)
 	require.Equal(t, garou.CloseUnauthorized, code)
-	requireCode(t, err, garou.CodeUnauthorized)
 	require.Contains(t, err.Error(), "bad token")
 
 	_, err = dialErr(t, srv, "eve", garou.WithToken("boom"))
-	requireCode(t, err, garou.CodeUnauthorized)
+	code, _ = garou.CloseCodeOf(err)
+	require.Equal(t, garou.CloseUnauthorized, code)
 	require.NotContains(t, err.Error(), "database", "internal errors must not leak")
 	require.Equal(t, []string{"ann", "VIP bo"}, names(srv.Users()))
 }
@@ -241,7 +252,6 @@ func TestServerPublishKickAndRooms(t *testing.T) {
 		if err != nil {
 			code, _ := garou.CloseCodeOf(err)
 			require.Equal(t, garou.CloseKicked, code)
-			requireCode(t, err, garou.CodeKicked)
 			require.Contains(t, err.Error(), "behave")
 			break
 		}

@@ -19,12 +19,6 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// ErrNoSuchUser is returned by Server.Kick for a name that is not online.
-var ErrNoSuchUser = errors.New("garou: no such user")
-
-// ErrNoSuchRoom is returned by Server.Publish for a room with no members.
-var ErrNoSuchRoom = errors.New("garou: no such room")
-
 // lingerTimeout bounds how long a connection closed gracefully (refusal,
 // kick, shutdown) waits for the client to read its last frame and close.
 const lingerTimeout = 5 * time.Second
@@ -59,6 +53,7 @@ type Server struct {
 	perAddr    map[string]int
 	handshakes int
 	names      map[string]*conn // nameKey → welcomed connection
+	byID       map[string]*conn // user ID → welcomed connection
 	sessions   map[string]*conn
 
 	roomsMu  sync.Mutex
@@ -108,6 +103,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		conns:    make(map[*conn]struct{}),
 		perAddr:  make(map[string]int),
 		names:    make(map[string]*conn),
+		byID:     make(map[string]*conn),
 		sessions: make(map[string]*conn),
 		rooms:    make(map[string]*room),
 	}
@@ -322,7 +318,7 @@ func (s *Server) Kick(name, reason string) error {
 	if c == nil {
 		return ErrNoSuchUser
 	}
-	c.finish(CloseKicked, CodeKicked, orDefault(reason, "kicked by the server"), "kicked")
+	c.finish(CloseKicked, orDefault(reason, "kicked by the server"), "kicked")
 	return nil
 }
 
@@ -351,7 +347,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.roomsMu.Unlock()
 	for _, c := range s.connList() {
-		c.finish(CloseServerShutdown, CodeServerShutdown, "server shutting down", "shutdown")
+		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
 	}
 	done := make(chan struct{})
 	go func() {
@@ -432,19 +428,19 @@ func newSessionToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// register admits a connection that said a valid hello under name. A hello
+// register admits a connection that said a valid hello as id. A hello
 // carrying the session token of a connection still registered resumes that
 // session: same user, same token, and register returns the connection it
-// replaces. Otherwise it returns an error code for a refusal.
-func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorCode, text string) {
+// replaces. Otherwise it returns the close code of a refusal.
+func (s *Server) register(c *conn, id Identity, session string) (old *conn, code CloseCode, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.isStopped() {
-		return nil, CodeServerShutdown, "server shutting down"
+		return nil, CloseServerShutdown, "server shutting down"
 	}
-	key := nameKey(name)
+	key := nameKey(id.Name)
 	if session != "" {
-		if o := s.sessions[session]; o != nil && o != c && !o.ending() {
+		if o := s.sessions[session]; o != nil && o != c && !o.ending() && (id.ID == "" || id.ID == o.user.ID) {
 			old = o
 			c.user = o.user
 			key = o.key
@@ -452,21 +448,25 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 	}
 	if old == nil {
 		if s.names[key] != nil {
-			return nil, CodeNameTaken, fmt.Sprintf("the name %q is taken", name)
+			return nil, CloseNameTaken, fmt.Sprintf("the name %q is taken", id.Name)
 		}
-		c.user = User{ID: s.newID(), Name: name, JoinedAt: time.Now().UTC()}
+		if id.ID != "" && s.byID[id.ID] != nil {
+			return nil, CloseNameTaken, "you are already online"
+		}
+		c.user = User{ID: orDefault(id.ID, s.newID()), Name: id.Name, JoinedAt: time.Now().UTC(), Data: id.Data}
 		session = newSessionToken()
 	}
 	// A resumed session keeps its token: a client whose connection is cut
 	// again before it reads the welcome still holds the token that works.
 	c.key = key
 	c.session = session
-	c.from = &User{ID: c.user.ID, Name: c.user.Name}
+	c.from = &User{ID: c.user.ID, Name: c.user.Name, Data: c.user.Data}
 	s.names[key] = c
+	s.byID[c.user.ID] = c
 	s.sessions[session] = c
 	s.handshakes--
 	c.welcomed = true
-	return old, "", ""
+	return old, CloseNormal, ""
 }
 
 // current reports whether c is its user's current connection: a resumed
@@ -492,6 +492,9 @@ func (s *Server) unregister(c *conn) {
 	}
 	if s.names[c.key] == c {
 		delete(s.names, c.key)
+	}
+	if s.byID[c.user.ID] == c {
+		delete(s.byID, c.user.ID)
 	}
 	if s.sessions[c.session] == c {
 		delete(s.sessions, c.session)

@@ -132,7 +132,7 @@ func TestHandshakeDeadline(t *testing.T) {
 				body, err := io.ReadAll(str)
 				require.NoError(t, err)
 				require.InDelta(t, deadline.Seconds(), time.Since(start).Seconds(), 0.1)
-				require.Contains(t, string(body), `"code":"handshake_slow"`)
+				require.Contains(t, string(body), `"code":"handshake_timeout"`)
 			}
 			<-qc.Context().Done()
 			// At the deadline, or after the linger when the stream was open.

@@ -131,10 +131,10 @@ func run() int {
 // explain describes a failure to connect, with the server's own reason
 // when it gave one.
 func explain(err error) string {
-	if e, ok := errors.AsType[*garou.Error](err); ok {
-		return "the server refused: " + term.Sanitize(orText(e.Text, string(e.Code)))
-	}
 	if ce, ok := errors.AsType[*garou.CloseError](err); ok {
+		if !ce.Code.Reconnect() {
+			return "the server refused: " + term.Sanitize(orText(ce.Reason, ce.Code.String()))
+		}
 		return "the server closed the connection: " + term.Sanitize(orText(ce.Reason, ce.Code.String()))
 	}
 	msg := term.Sanitize(err.Error())
@@ -262,10 +262,10 @@ func (s *session) loop(ctx context.Context, lines <-chan input, next chan<- stru
 // explainLost describes why the connection ended.
 func explainLost(err error) string {
 	if ce, ok := errors.AsType[*garou.CloseError](err); ok {
-		if ce.Err != nil && ce.Err.Text != "" {
-			return term.Sanitize(ce.Code.String() + ": " + ce.Err.Text)
+		if ce.Reason != "" {
+			return term.Sanitize(ce.Code.String() + ": " + ce.Reason)
 		}
-		return term.Sanitize(orText(ce.Reason, ce.Code.String()))
+		return term.Sanitize(ce.Code.String())
 	}
 	return term.Sanitize(err.Error())
 }
@@ -483,8 +483,6 @@ func format(m garou.ChatMessage) string {
 			return fmt.Sprintf("%s %s !!! texts from #%d on were lost (the server restarted)", t, room, m.GapFrom)
 		}
 		return fmt.Sprintf("%s %s !!! missed texts #%d to #%d: no longer kept", t, room, m.GapFrom, m.GapTo)
-	case garou.TypeUsers:
-		return fmt.Sprintf("%s online (%d): %s", t, len(m.Users), names(m.Users))
 	case garou.TypeError:
 		where := ""
 		if m.Room != "" {

@@ -49,7 +49,7 @@ func TestDemo(t *testing.T) {
 		"  leave   games   bob left (left)",
 		"  leave   lobby   carol left (quit)",
 		"  leave   lobby   bob left (quit)",
-		`» the server shuts down; alice's connection closes with "server shutdown"`,
+		`» the server shuts down; alice's connection closes with "shutdown"`,
 		"",
 		"done.",
 	}

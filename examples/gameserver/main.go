@@ -56,18 +56,17 @@ func main() {
 	}
 	srv, err := garou.NewServer(
 		garou.WithLogger(log),
-		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (string, error) {
+		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
 			p, ok := tokens[h.Token]
 			if !ok {
-				return "", garou.Refuse("unknown token")
+				return garou.Identity{}, garou.Refuse("unknown token")
 			}
-			return p.name, nil // the token decides the name, whatever was asked
+			// The token decides who plays, whatever name was asked.
+			return garou.Identity{ID: "player:" + p.name, Name: p.name, Data: p}, nil
 		}),
 		garou.WithJoinHook(func(_ context.Context, u garou.User, room string) error {
-			for _, p := range tokens {
-				if p.name == u.Name && p.match == room {
-					return nil
-				}
+			if p, ok := u.Data.(player); ok && p.match == room {
+				return nil
 			}
 			return garou.Refuse("you play in another match")
 		}),
