@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,6 +71,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"type":"members","ref":6,"room":"x"}`,
 		`{"type":"bye"}`,
 		`{"type":"text","text":5}`,
+		`{"type":"join","since":-1}`,
+		`{"type":"hello","rooms":{"room":"x"}}`,
+		`{"type":"hello","rooms":[{"room":"x","since":1.5}]}`,
 		`{"type":"text","from":{"id":"1","name":"bob"},"text":"spoof"}`,
 		`{"type":"nope"}`,
 		"{\"type\":\"text\",\"text\":\"\xff\"}",
@@ -89,6 +93,12 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			if e.Code != CodeBadFrame && e.Code != CodeUnknownType {
 				t.Fatalf("code %q", e.Code)
+			}
+			// The text speaks of the protocol, not of the Go decoder.
+			for _, leak := range []string{"Go ", "garou.", "json:", "struct", "uint", "int64", "[]"} {
+				if strings.Contains(e.Text, leak) {
+					t.Fatalf("error text leaks %q: %s", leak, e.Text)
+				}
 			}
 			return
 		}

@@ -161,7 +161,7 @@ func decodeRequest(body []byte) (request, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + trimJSONError(err)}
+		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + jsonProblem(err)}
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
@@ -176,9 +176,42 @@ func decodeRequest(body []byte) (request, error) {
 	}
 }
 
-func trimJSONError(err error) string {
-	s := strings.TrimPrefix(err.Error(), "json: ")
-	return truncate(s, 120)
+// jsonProblem says what is wrong with a frame in the protocol's terms,
+// not the decoder's (no Go type names).
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("not valid JSON (at byte %d)", syn.Offset)
+	case errors.As(err, &typ) && typ.Field == "":
+		return "the frame must be a JSON object, not " + jsonKind(typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q cannot be %s", truncate(typ.Field, 32), jsonKind(typ.Value))
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the JSON object is incomplete"
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return "unknown field " + truncate(f, 40)
+	}
+	return "not a valid frame"
+}
+
+// jsonKind names a JSON value kind as encoding/json reports it, with its
+// article: "an array", "a number".
+func jsonKind(v string) string {
+	switch {
+	case v == "":
+		return "that value"
+	case v == "array" || v == "object":
+		return "an " + v
+	case v == "number":
+		return "a number"
+	case strings.HasPrefix(v, "number "):
+		return "the number " + truncate(v[len("number "):], 24)
+	default:
+		return "a " + v
+	}
 }
 
 func truncate(s string, n int) string {
