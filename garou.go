@@ -49,7 +49,7 @@ const DefaultRoom = "lobby"
 
 // ALPN is the TLS application protocol Garou negotiates; it carries the
 // protocol version.
-const ALPN = "garou/1"
+const ALPN = "garou/2"
 
 // User is a connected user as the server sees it.
 type User struct {

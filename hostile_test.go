@@ -47,10 +47,10 @@ type rawClient struct {
 }
 
 // rawTLS is what any client in any language needs: TLS 1.3 (QUIC's
-// minimum) with the ALPN "garou/1". The tests skip verification; real
+// minimum) with the ALPN garou.ALPN. The tests skip verification; real
 // clients verify or pin (PROTOCOL.md).
 func rawTLS() *tls.Config {
-	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"garou/1"}}
+	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{garou.ALPN}}
 }
 
 // rawConn opens a QUIC connection to srv, closed when the test ends.
