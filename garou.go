@@ -28,18 +28,23 @@
 //
 // # Hooks
 //
-// A host program decides who may connect and what may be said with
-// [WithAuthenticator], [WithMessageFilter], [WithJoinHook] and
-// [WithLeaveHook], and speaks itself with [Server.Publish] and [Server.Kick].
-// Hooks run on the goroutine that reads the connection of the user they are
-// about, never on a shared path: a slow hook delays only that user.
+// A host program decides who may connect, who they are and what may be
+// said with [WithAuthenticator] (which returns an [Identity]: a stable user
+// ID, a name, and data of the host's that every later hook receives in
+// [User.Data]), [WithMessageFilter], [WithJoinHook] and [WithLeaveHook],
+// and speaks itself with [Server.Publish] and [Server.Kick]. Hooks run on
+// the goroutine that reads the connection of the user they are about,
+// never on a shared path: a slow hook delays only that user.
 //
 // # Errors
 //
-// Sentinel errors (ErrX) are compared with [errors.Is]. A refusal or an error
-// message from the server is an [*Error] carrying an [ErrorCode]; the end of
-// a connection is a [*CloseError] carrying a [CloseCode]. Both are inspected
-// with [errors.As]; [CloseCodeOf] is a shortcut.
+// Sentinel errors (ErrX) are compared with [errors.Is]. A request the
+// server refused is an [*Error] carrying an [ErrorCode]; the end of a
+// connection is a [*CloseError] carrying a [CloseCode]. Both are inspected
+// with [errors.As]; [CloseCodeOf] is a shortcut. Close codes come in two
+// ranges: [CloseCode.Reconnect] reports the codes after which a client
+// reconnects and resumes (the server shut down, was full, or failed); the
+// others are final (a bad or taken name, a refusal, a kick).
 package garou
 
 import "time"
