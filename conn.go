@@ -243,7 +243,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: spec.Room, Code: e.Code, Text: e.Text}}))
 		}
 	}
-	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
 	c.pushFront(c.encodeList(reply{
 		ChatMessage: ChatMessage{Type: frameWelcome, User: &c.user, Users: c.s.Users()},
 		Session:     c.session,
@@ -487,6 +487,9 @@ func (c *conn) teardown(readErr error) {
 	}
 	c.mu.Unlock()
 	reason := leaveReason(cause, readErr)
+	if c.welcomed {
+		c.log.Info("garou: disconnected", "user", c.user.Name, "id", c.user.ID, "reason", reason)
+	}
 	c.s.unregister(c)
 	for _, r := range rooms {
 		if c.s.leave(c, r, reason) {

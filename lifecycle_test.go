@@ -3,7 +3,9 @@ package garou_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,4 +156,38 @@ func TestPublishHonoursItsContext(t *testing.T) {
 	require.Equal(t, "in time", got.Text)
 	require.Nil(t, got.From)
 	require.Equal(t, uint64(2), got.Seq)
+}
+
+// lineWriter sends each write (one log record each) to a channel.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	w <- string(p)
+	return len(p), nil
+}
+
+// TestLogsConnectAndDisconnect: at the default level the server logs where
+// it serves once (the fingerprint is the host's to show), and one line per
+// client welcomed and per client gone, with who and why.
+func TestLogsConnectAndDisconnect(t *testing.T) {
+	lines := make(lineWriter, 100)
+	log := slog.New(slog.NewTextHandler(lines, nil))
+	srv := startServer(t, garou.WithLogger(log))
+	alice := dial(t, srv, "alice")
+	require.NoError(t, alice.Close())
+
+	var got []string
+	for {
+		l := <-lines
+		got = append(got, l)
+		if strings.Contains(l, "garou: disconnected") {
+			break
+		}
+	}
+	require.Len(t, got, 3, "%q", got)
+	require.Contains(t, got[0], `level=INFO msg="garou: serving" addr=`+addrOf(srv)+"\n")
+	require.Contains(t, got[1], `level=INFO msg="garou: welcomed" remote=127.0.0.1:`)
+	require.Contains(t, got[1], "user=alice id="+alice.User().ID+" resumed=false")
+	require.Contains(t, got[2], `level=INFO msg="garou: disconnected" remote=127.0.0.1:`)
+	require.Contains(t, got[2], "user=alice id="+alice.User().ID+" reason=quit")
 }

@@ -192,7 +192,9 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		tr.Close()
 		return fmt.Errorf("garou: listen: %w", err)
 	}
-	s.log.Info("garou: serving", "addr", ln.Addr().String(), "fingerprint", s.fp)
+	// The fingerprint is the host's to show (Fingerprint), with the way
+	// its clients connect: logged here too, it would be shown twice.
+	s.log.Info("garou: serving", "addr", ln.Addr().String())
 	s.setReady()
 
 	actx, cancel := context.WithCancel(ctx)
