@@ -190,6 +190,9 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	ln, err := tr.Listen(s.tls, s.quic)
 	if err != nil {
 		tr.Close()
+		s.mu.Lock()
+		s.addr = nil
+		s.mu.Unlock()
 		return fmt.Errorf("garou: listen: %w", err)
 	}
 	// The fingerprint is the host's to show (Fingerprint), with the way
