@@ -124,9 +124,9 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 // certificates dynamically.
 func (s *Server) Fingerprint() string { return s.fp }
 
-// Addr returns the address the server listens on: nil until Serve has its
-// socket, which is as soon as Ready is closed. With ListenAndServe and a
-// port of 0, it is the port picked.
+// Addr returns the address the server listens on, or nil when it does not
+// serve. It is set as Serve starts, so at the latest when Ready is closed;
+// with ListenAndServe and a port of 0, it has the port picked.
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
