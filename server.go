@@ -124,9 +124,10 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 // certificates dynamically.
 func (s *Server) Fingerprint() string { return s.fp }
 
-// Addr returns the address the server listens on, or nil when it does not
-// serve. It is set as Serve starts, so at the latest when Ready is closed;
-// with ListenAndServe and a port of 0, it has the port picked.
+// Addr returns the address the server listens on (or listened on, once
+// stopped), or nil if it never served. It is set as Serve starts, so at
+// the latest when Ready is closed; with ListenAndServe and a port of 0, it
+// has the port picked.
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
