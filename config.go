@@ -24,6 +24,7 @@ const (
 	DefaultMaxRoomMembers    = 1000
 	DefaultRate              = 50
 	DefaultBurst             = 100
+	DefaultShutdownTimeout   = 5 * time.Second
 
 	DefaultLocalAddr      = "0.0.0.0:0"
 	DefaultConnectTimeout = 10 * time.Second
@@ -83,6 +84,7 @@ type serverConfig struct {
 	maxRoomMembers    int
 	rate              float64
 	burst             int
+	shutdownTimeout   time.Duration
 	tlsConfig         *tls.Config
 	logger            *slog.Logger
 	auth              AuthFunc
@@ -106,6 +108,7 @@ func defaultServerConfig() serverConfig {
 		maxRoomMembers:    DefaultMaxRoomMembers,
 		rate:              DefaultRate,
 		burst:             DefaultBurst,
+		shutdownTimeout:   DefaultShutdownTimeout,
 		logger:            slog.Default(),
 	}
 }
@@ -134,6 +137,8 @@ func (c *serverConfig) validate() error {
 		return optErr("max room members must be at least 1, got %d", c.maxRoomMembers)
 	case c.rate < 0 || (c.rate > 0 && c.burst < 1):
 		return optErr("rate must be 0 (unlimited) or positive with a burst of at least 1, got %v/%d", c.rate, c.burst)
+	case c.shutdownTimeout <= 0:
+		return optErr("shutdown timeout must be positive, got %v", c.shutdownTimeout)
 	case c.logger == nil:
 		return optErr("logger must not be nil")
 	}
@@ -338,6 +343,14 @@ func WithMaxRoomMembers(n int) ServerOption {
 // Default 50 a second, burst 100.
 func WithRateLimit(perSecond float64, burst int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.rate, c.burst = perSecond, burst })
+}
+
+// WithShutdownTimeout bounds the graceful shutdown that ending the context
+// of Serve or ListenAndServe starts: the clients still connected after d
+// are disconnected at once, as by Close. Default 5s. It does not apply to
+// Shutdown, which its own context bounds.
+func WithShutdownTimeout(d time.Duration) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.shutdownTimeout = d })
 }
 
 // WithTLSConfig sets the TLS configuration. On the server it must hold a

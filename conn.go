@@ -244,7 +244,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 			c.enqueue(mustEncode(errorFrame(0, spec.Room, e)))
 		}
 	}
-	c.log.Debug("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
 	c.pushFront(c.encodeList(welcomeFrame(&c.user, c.s.Users(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	c.cork(false)
 	if old != nil {
@@ -486,6 +486,9 @@ func (c *conn) teardown(readErr error) {
 	}
 	c.mu.Unlock()
 	reason := leaveReason(cause, readErr)
+	if c.welcomed {
+		c.log.Info("garou: disconnected", "user", c.user.Name, "id", c.user.ID, "reason", reason)
+	}
 	c.s.unregister(c)
 	for _, r := range rooms {
 		if c.s.leave(c, r, reason) {

@@ -92,3 +92,33 @@ func ExampleServer_Publish() {
 	// garou: connection closed by the server: unauthorized: unknown token
 	// match-7: round 2 starts (from the server: true)
 }
+
+// A server on a port the system picks: Ready tells when its address is
+// known. Ending the context shuts the server down gracefully.
+func ExampleServer_Ready() {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	srv, err := garou.NewServer(garou.WithLogger(slog.New(slog.DiscardHandler)), garou.WithAddr("127.0.0.1:0"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.ListenAndServe(ctx) }()
+	<-srv.Ready()
+	if srv.Addr() == nil {
+		log.Fatal(<-done)
+	}
+
+	cli, err := garou.Dial(ctx, srv.Addr().String(), "alice", garou.WithFingerprint(srv.Fingerprint()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("connected as", cli.User().Name)
+	cli.Close()
+
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// connected as alice
+	// <nil>
+}

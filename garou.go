@@ -4,7 +4,8 @@
 // The entry points are:
 //
 //   - [NewServer] builds a [Server]; [Server.ListenAndServe] or [Server.Serve]
-//     runs it until its context ends, [Server.Shutdown] or [Server.Close].
+//     runs it until its context ends or [Server.Shutdown] (both graceful), or
+//     [Server.Close] (at once).
 //   - [Dial] connects a [Client], which returns once the server has welcomed
 //     it; [Client.Send] speaks, [Client.Receive] listens.
 //

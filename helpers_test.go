@@ -22,24 +22,34 @@ var quiet = slog.New(slog.DiscardHandler)
 // startServer serves on a fresh 127.0.0.1 socket until the test ends.
 func startServer(t testing.TB, opts ...garou.ServerOption) *garou.Server {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv, err := garou.NewServer(append([]garou.ServerOption{garou.WithLogger(quiet)}, opts...)...)
-	require.NoError(t, err)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(context.Background(), pc) }()
-	t.Cleanup(func() {
-		require.NoError(t, srv.Close())
-		require.NoError(t, <-errc)
-		pc.Close()
-	})
-	addrs[srv] = pc.LocalAddr().String()
+	srv, _ := serveCtx(t, context.Background(), opts...)
 	return srv
 }
 
-var addrs = map[*garou.Server]string{}
+// serveCtx serves on a fresh 127.0.0.1 socket until ctx ends or the test
+// ends, and returns once the server accepts connections; served waits for
+// Serve's result.
+func serveCtx(t testing.TB, ctx context.Context, opts ...garou.ServerOption) (srv *garou.Server, served func() error) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv, err = garou.NewServer(append([]garou.ServerOption{garou.WithLogger(quiet)}, opts...)...)
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx, pc) }()
+	served = sync.OnceValue(func() error { return <-errc })
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		require.NoError(t, served())
+		pc.Close()
+	})
+	<-srv.Ready()
+	require.NotNil(t, srv.Addr())
+	return srv, served
+}
 
-func addrOf(srv *garou.Server) string { return addrs[srv] }
+// addrOf is the address clients dial to reach srv.
+func addrOf(srv *garou.Server) string { return srv.Addr().String() }
 
 // dial connects name to srv, pinning its certificate, and closes the client
 // when the test ends.

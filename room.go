@@ -52,6 +52,11 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 func (r *room) publish(c *conn, from *User, text string) (ChatMessage, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.publishLocked(c, from, text)
+}
+
+// publishLocked is publish with r.mu held.
+func (r *room) publishLocked(c *conn, from *User, text string) (ChatMessage, error) {
 	if c != nil {
 		if _, ok := r.index[c]; !ok {
 			return ChatMessage{}, notInRoom(r.name)

@@ -24,10 +24,12 @@ import (
 const lingerTimeout = 5 * time.Second
 
 // Server is a Garou chat server. Build it with NewServer and run it with
-// ListenAndServe or Serve; stop it with Shutdown (graceful) or Close
-// (immediate). All methods are safe for concurrent use.
+// ListenAndServe or Serve; stop it by ending their context or with
+// Shutdown (both graceful) or Close (immediate). All methods are safe for
+// concurrent use.
 //
 // A Server serves one socket: Serve and ListenAndServe may be called once.
+// Ready tells when it accepts connections, and Addr is then its address.
 type Server struct {
 	cfg   serverConfig
 	tls   *tls.Config
@@ -43,6 +45,8 @@ type Server struct {
 	stopCh   chan struct{} // closed by Shutdown or Close: stop accepting
 	closing  sync.Once
 	stopping sync.Once
+	ready    chan struct{} // closed once serving, or once it never will
+	readied  sync.Once
 	wg       sync.WaitGroup // every goroutine the server owns
 
 	mu         sync.Mutex
@@ -100,6 +104,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		},
 		closedCh: make(chan struct{}),
 		stopCh:   make(chan struct{}),
+		ready:    make(chan struct{}),
 		conns:    make(map[*conn]struct{}),
 		perAddr:  make(map[string]int),
 		names:    make(map[string]*conn),
@@ -115,21 +120,37 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 // certificates dynamically.
 func (s *Server) Fingerprint() string { return s.fp }
 
-// Addr returns the address the server listens on, or nil before it serves.
+// Addr returns the address the server listens on (or listened on, once
+// stopped), or nil if it never served. It is set as Serve starts, so at
+// the latest when Ready is closed; with ListenAndServe and a port of 0, it
+// has the port picked.
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
 }
 
-// ListenAndServe binds the configured UDP address and serves on it until
-// ctx ends, Shutdown or Close; then it returns nil. When ctx ends the
-// server closes as by Close. A program that must know the address before
-// clients connect (port 0) binds its own socket and calls Serve.
+// Ready returns a channel closed once the server accepts connections, when
+// Addr is its address; it is also closed when the server stops without
+// having served (ListenAndServe could not bind, or Close came first), and
+// Addr is then nil. A program that runs ListenAndServe on its own
+// goroutine waits on it to learn the address:
+//
+//	go func() { errc <- srv.ListenAndServe(ctx) }()
+//	<-srv.Ready()
+//	if srv.Addr() == nil { return <-errc }
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+func (s *Server) setReady() { s.readied.Do(func() { close(s.ready) }) }
+
+// ListenAndServe binds the configured UDP address (WithAddr) and serves on
+// it as Serve does, until ctx ends, Shutdown or Close. Ready and Addr tell
+// the address once bound.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(ctx, "udp", s.cfg.addr)
 	if err != nil {
+		s.setReady()
 		return fmt.Errorf("garou: listen on %s: %w", s.cfg.addr, err)
 	}
 	defer pc.Close()
@@ -138,7 +159,13 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 
 // Serve serves on pc, which the caller keeps owning (Serve does not close
 // it), until ctx ends, Shutdown or Close; then it returns nil, once every
-// connection is gone. When ctx ends the server closes as by Close.
+// connection is gone. Addr is pc's address from the start of Serve on.
+//
+// Ending ctx shuts the server down gracefully, as Shutdown does: no new
+// connection or text is accepted, every text already accepted is
+// delivered, and every client is told the server is shutting down
+// (CloseServerShutdown). The clients still connected after the shutdown
+// timeout (WithShutdownTimeout, default 5s) are disconnected at once.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	s.mu.Lock()
 	switch {
@@ -150,20 +177,25 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		return errors.New("garou: Serve called twice")
 	}
 	s.served = true
+	s.addr = pc.LocalAddr()
 	s.serveDone = make(chan struct{})
 	s.mu.Unlock()
 	defer close(s.serveDone)
+	defer s.setReady()
 
 	tr := &quic.Transport{Conn: pc}
 	ln, err := tr.Listen(s.tls, s.quic)
 	if err != nil {
 		tr.Close()
+		s.mu.Lock()
+		s.addr = nil
+		s.mu.Unlock()
 		return fmt.Errorf("garou: listen: %w", err)
 	}
-	s.mu.Lock()
-	s.addr = ln.Addr()
-	s.mu.Unlock()
-	s.log.Info("garou: serving", "addr", ln.Addr().String(), "fingerprint", s.fp)
+	// The fingerprint is the host's to show (Fingerprint), with the way
+	// its clients connect: logged here too, it would be shown twice.
+	s.log.Info("garou: serving", "addr", ln.Addr().String())
+	s.setReady()
 
 	actx, cancel := context.WithCancel(ctx)
 	s.wg.Go(func() {
@@ -182,7 +214,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	}
 	cancel()
 	if ctx.Err() != nil {
-		s.closeConns()
+		s.drainOnCtx()
 	}
 	// Shutdown or Close end the connections; wait for them, then close the
 	// listener and the transport, in that order, so nothing is left running.
@@ -190,6 +222,27 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	ln.Close()
 	tr.Close()
 	return nil
+}
+
+// drainOnCtx is the graceful shutdown that ending Serve's context starts,
+// bounded by the shutdown timeout. Called by Serve once it accepts no more.
+func (s *Server) drainOnCtx() {
+	s.log.Info("garou: shutting down", "timeout", s.cfg.shutdownTimeout)
+	s.beginShutdown()
+	drained := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(s.cfg.shutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		s.log.Warn("garou: shutdown timed out; closing the remaining connections", "timeout", s.cfg.shutdownTimeout)
+		s.closeConns()
+		<-drained
+	}
 }
 
 func (s *Server) isStopped() bool {
@@ -293,6 +346,12 @@ func (s *Server) lookupRoom(name string) *room {
 // sequenced, kept in history and delivered like any text, with From nil.
 // It returns the message as delivered, or ErrNoSuchRoom when the room has
 // no members.
+//
+// Publish waits for its turn in the room's order (behind texts being
+// sequenced, and the HistoryStore's Append of each). If ctx ends before
+// its turn comes, it returns ctx's error and the text is not sequenced,
+// ever; once its turn has come it is sequenced and Publish returns the
+// message, even if ctx ends meanwhile.
 func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return ChatMessage{}, err
@@ -304,8 +363,40 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	msg, err := r.publish(nil, nil, text)
-	return msg, err
+	if r.mu.TryLock() { // the room is free: no wait to give up on
+		defer r.mu.Unlock()
+		return r.publishLocked(nil, nil, text)
+	}
+	// Wait for the room on another goroutine, so that ctx can end the
+	// wait. Exactly one side wins the state: the waiter (the text is
+	// sequenced and its result returned) or ctx (the waiter, when it gets
+	// the room, drops the text).
+	const waiting, taken, abandoned = 0, 1, 2
+	var state atomic.Int32
+	type result struct {
+		msg ChatMessage
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !state.CompareAndSwap(waiting, taken) {
+			return
+		}
+		msg, err := r.publishLocked(nil, nil, text)
+		res <- result{msg, err}
+	}()
+	select {
+	case x := <-res:
+		return x.msg, x.err
+	case <-ctx.Done():
+		if state.CompareAndSwap(waiting, abandoned) {
+			return ChatMessage{}, ctx.Err()
+		}
+		x := <-res
+		return x.msg, x.err
+	}
 }
 
 // Kick disconnects the online user called name, telling it reason; its
@@ -335,20 +426,7 @@ func orDefault(s, def string) string {
 // goroutine to end. If ctx ends first, it closes the server as Close does
 // and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stop()
-	s.draining.Store(true)
-	// A barrier on every room: a text being sequenced now completes, and
-	// every later one sees draining and is refused.
-	s.roomsMu.Lock()
-	for _, r := range s.rooms {
-		r.mu.Lock()
-		//lint:ignore SA2001 the empty critical section is the barrier
-		r.mu.Unlock()
-	}
-	s.roomsMu.Unlock()
-	for _, c := range s.connList() {
-		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
-	}
+	s.beginShutdown()
 	done := make(chan struct{})
 	go func() {
 		s.waitServe()
@@ -362,6 +440,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.Close()
 		<-done
 		return ctx.Err()
+	}
+}
+
+// beginShutdown stops accepting connections and texts and tells every
+// client the server is shutting down, without waiting.
+func (s *Server) beginShutdown() {
+	s.stop()
+	s.setReady()
+	s.draining.Store(true)
+	// A barrier on every room: a text being sequenced now completes, and
+	// every later one sees draining and is refused.
+	s.roomsMu.Lock()
+	for _, r := range s.rooms {
+		r.mu.Lock()
+		//lint:ignore SA2001 the empty critical section is the barrier
+		r.mu.Unlock()
+	}
+	s.roomsMu.Unlock()
+	for _, c := range s.connList() {
+		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
 	}
 }
 
@@ -379,6 +477,7 @@ func (s *Server) Close() error {
 // closeConns stops the server and closes every connection without waiting.
 func (s *Server) closeConns() {
 	s.stop()
+	s.setReady()
 	s.closing.Do(func() { close(s.closedCh) })
 	for _, c := range s.connList() {
 		c.fail(CloseServerShutdown, "server closed", "shutdown")

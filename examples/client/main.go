@@ -15,7 +15,9 @@
 //	/quit or quit    leave (Ctrl-D on an empty line too)
 //
 // On a terminal the line being typed stays intact while messages arrive
-// above it; otherwise lines are read from standard input as they come. Names,
+// above it, and a line entered makes way for what became of it: the text
+// as the room received it, or the outcome of the command. Otherwise lines
+// are read from standard input as they come. Names,
 // texts, rooms and reasons from the network are sanitised before they are
 // shown: control characters and escape sequences never reach the terminal.
 //
@@ -198,6 +200,7 @@ func (s *session) run(ctx context.Context) int {
 				return
 			}
 			s.ui.print(format(m))
+			s.refused(m)
 		}
 	}()
 
@@ -268,6 +271,20 @@ func explainLost(err error) string {
 		return term.Sanitize(ce.Code.String())
 	}
 	return term.Sanitize(err.Error())
+}
+
+// refused follows the server's refusal of a room asked for in the hello
+// (by a join hook, say): typed lines can no longer go there, and the
+// prompt must not say they do.
+func (s *session) refused(m garou.ChatMessage) {
+	if m.Type != garou.TypeError || m.Room == "" || m.Room != s.current() || slices.Contains(s.cli.Rooms(), m.Room) {
+		return
+	}
+	cur := ""
+	if rooms := s.cli.Rooms(); len(rooms) > 0 {
+		cur = rooms[len(rooms)-1]
+	}
+	s.setCurrent(cur)
 }
 
 func (s *session) current() string {

@@ -43,11 +43,11 @@ type server struct {
 	addr string
 }
 
-func startServer(t *testing.T) *server {
+func startServer(t *testing.T, opts ...garou.ServerOption) *server {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err := garou.NewServer(garou.WithLogger(slog.New(slog.DiscardHandler)))
+	srv, err := garou.NewServer(append([]garou.ServerOption{garou.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), pc) }()
@@ -175,6 +175,84 @@ func TestInteractive(t *testing.T) {
 	for _, bad := range []string{"\x1b[2J", "\x1b]0;", "\x07", "\u202e", "\nbob: forged", "\rbob: forged"} {
 		require.NotContains(t, out, bad, "output:\n%q", out)
 	}
+	// A line typed is shown once, as the room's text, not also as typed.
+	rows := screen(out)
+	for _, typed := range []string{"hello bob", "partial line", "in games"} {
+		n := 0
+		for _, r := range rows {
+			n += strings.Count(r, typed)
+		}
+		require.Equal(t, 1, n, "%q on the screen:\n%s", typed, strings.Join(rows, "\n"))
+	}
+}
+
+// screen returns the rows a terminal shows after out: it follows carriage
+// returns, line feeds and erase to the end of the line, and skips other
+// escape sequences.
+func screen(out string) []string {
+	rows := [][]rune{nil}
+	row, col := 0, 0
+	rs := []rune(out)
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; r {
+		case '\r':
+			col = 0
+		case '\n':
+			row++
+			if row == len(rows) {
+				rows = append(rows, nil)
+			}
+		case '\x1b':
+			if i+1 < len(rs) && rs[i+1] == '[' {
+				j := i + 2
+				for j < len(rs) && (rs[j] < 0x40 || rs[j] > 0x7e) {
+					j++
+				}
+				if j < len(rs) && rs[j] == 'K' && col < len(rows[row]) {
+					rows[row] = rows[row][:col]
+				}
+				i = j
+			}
+		default:
+			for len(rows[row]) < col {
+				rows[row] = append(rows[row], ' ')
+			}
+			if col < len(rows[row]) {
+				rows[row][col] = r
+			} else {
+				rows[row] = append(rows[row], r)
+			}
+			col++
+		}
+	}
+	s := make([]string, len(rows))
+	for i, r := range rows {
+		s[i] = string(r)
+	}
+	return s
+}
+
+// TestRoomRefused: the server refuses the room the client asks for by
+// default; the prompt then says the client is in no room, typed lines are
+// not sent anywhere, and a room joined becomes the current one.
+func TestRoomRefused(t *testing.T) {
+	bin := build(t)
+	ctx := timeout(t)
+	srv := startServer(t, garou.WithJoinHook(func(_ context.Context, _ garou.User, room string) error {
+		if room == garou.DefaultRoom {
+			return garou.Refuse("no lobby here")
+		}
+		return nil
+	}))
+	p := startPTY(t, bin, srv.args("gina")...)
+	require.NoError(t, p.Expect(ctx, "[lobby] error rejected: no lobby here"))
+	require.NoError(t, p.Expect(ctx, "(no room)> "))
+	require.NoError(t, p.Write("anyone?\r"))
+	require.NoError(t, p.Expect(ctx, "you are in no room: /join one first"))
+	require.NoError(t, p.Write("/join games\r"))
+	require.NoError(t, p.Expect(ctx, "games> "))
+	require.NoError(t, p.Write("/quit\r"))
+	require.NoError(t, p.Wait(), "output:\n%q", p.Output())
 }
 
 // TestInteractiveEndOfInput: Ctrl-D on an empty line and Ctrl-C both quit

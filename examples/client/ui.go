@@ -33,7 +33,11 @@ func newUI() (ui, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot put the terminal in raw mode: %w", err)
 	}
-	return &terminalUI{ed: term.NewEditor(os.Stdin, os.Stdout, ""), out: os.Stdout, restore: restore}, nil
+	ed := term.NewEditor(os.Stdin, os.Stdout, "")
+	// A text typed is shown once, as it comes back from the server; a
+	// command is shown by its outcome.
+	ed.SetEraseOnEnter(true)
+	return &terminalUI{ed: ed, out: os.Stdout, restore: restore}, nil
 }
 
 // terminalUI is a terminal in raw mode: messages are printed above the

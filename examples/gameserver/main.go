@@ -4,9 +4,13 @@
 //
 //	go run ./examples/gameserver [-addr 127.0.0.1:4434] [-players alice:1,bob:1,carol:2]
 //
-// It prints one line per player with the token to connect with, e.g.
+// It prints, for each player, the token it is admitted with and the
+// command that connects the interactive client as that player, e.g.
 //
-//	go run ./examples/client -addr 127.0.0.1:4434 -fingerprint FP -name alice -token TOKEN -room match-1
+//	player alice match match-1 token TOKEN
+//	  go run ./examples/client -addr 127.0.0.1:4434 -fingerprint FP -name alice -token TOKEN -room match-1
+//
+// Ctrl-C or SIGTERM (or the end of -duration) shuts it down gracefully.
 package main
 
 import (
@@ -103,19 +107,15 @@ func main() {
 	for _, tok := range sortedTokens(tokens) {
 		p := tokens[tok]
 		fmt.Printf("player %s match %s token %s\n", p.name, p.match, tok)
+		fmt.Printf("  go run ./examples/client -addr %s -fingerprint %s -name %s -token %s -room %s\n",
+			pc.LocalAddr(), srv.Fingerprint(), p.name, tok, p.match)
 	}
 	fmt.Println("ready")
 
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background(), pc) }()
-	announce(ctx, srv, *every)
-
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	if err := <-done; err != nil {
+	// Ending ctx shuts the server down gracefully, and stops the
+	// announcements.
+	go announce(ctx, srv, *every)
+	if err := srv.Serve(ctx, pc); err != nil {
 		fmt.Fprintln(os.Stderr, "gameserver:", err)
 		os.Exit(1)
 	}

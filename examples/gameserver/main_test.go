@@ -42,6 +42,8 @@ func TestGameServer(t *testing.T) {
 
 	var addr, fp string
 	tokens := map[string]string{}
+	commands := map[string]string{}
+	var last []string
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -52,6 +54,9 @@ func TestGameServer(t *testing.T) {
 			fp = f[1]
 		case len(f) == 6 && f[0] == "player":
 			tokens[f[1]] = f[5]
+			last = f
+		case len(f) > 0 && f[0] == "go" && last != nil:
+			commands[last[1]] = sc.Text()
 		}
 		if sc.Text() == "ready" {
 			break
@@ -59,6 +64,11 @@ func TestGameServer(t *testing.T) {
 	}
 	require.NotEmpty(t, addr)
 	require.Len(t, tokens, 3)
+	// Each player is told how to connect the interactive client.
+	require.Len(t, commands, 3)
+	for name, match := range map[string]string{"alice": "match-1", "bob": "match-1", "carol": "match-2"} {
+		require.Equal(t, "  go run ./examples/client -addr "+addr+" -fingerprint "+fp+" -name "+name+" -token "+tokens[name]+" -room "+match, commands[name])
+	}
 
 	dial := func(name, token, room string) (*garou.Client, error) {
 		return garou.Dial(ctx, addr, name, garou.WithFingerprint(fp), garou.WithToken(token), garou.WithRooms(room))

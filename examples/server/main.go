@@ -3,15 +3,18 @@
 //	go run ./examples/server [-addr 127.0.0.1:4433] [-cert cert.pem -key key.pem] [-log debug] ...
 //
 // Every server option has a flag (-h lists them with their defaults). It
-// prints the address it listens on, the fingerprint of its certificate and
-// the command a client connects with, e.g.
+// prints the address it listens on and the command a client connects with,
+// which pins the fingerprint of the server's certificate, e.g.
 //
 //	go run ./examples/client -name NAME -addr 127.0.0.1:4433 -fingerprint FP
 //
 // Without -cert and -key it makes a self-signed development certificate at
 // start, so the fingerprint changes on every run. Ctrl-C or SIGTERM shuts it
-// down gracefully: every client is told the server is shutting down. The log
-// level comes from -log, or from the environment variable GAROU_LOG.
+// down gracefully: every text accepted is delivered, every client is told
+// the server is shutting down, and those still there after 5s are
+// disconnected; a second Ctrl-C stops it at once. It logs one line per
+// client connected and per client gone. The log level comes from -log, or
+// from the environment variable GAROU_LOG.
 package main
 
 import (
@@ -32,10 +35,6 @@ import (
 
 	"github.com/garou-chat/garou"
 )
-
-// shutdownTimeout bounds the graceful shutdown; after it the remaining
-// connections are closed at once.
-const shutdownTimeout = 5 * time.Second
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -129,6 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		garou.WithMaxRoomsPerClient(o.maxRooms),
 		garou.WithMaxRoomMembers(o.maxMembers),
 		garou.WithRateLimit(o.rate, o.burst),
+		garou.WithShutdownTimeout(5 * time.Second),
 	}
 	var certHost string
 	if o.certFile != "" {
@@ -163,7 +163,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	addr := pc.LocalAddr().String()
 	fmt.Fprintf(stdout, "garou server listening on %s\n", addr)
-	fmt.Fprintf(stdout, "certificate fingerprint %s\n", srv.Fingerprint())
 	fmt.Fprintf(stdout, "connect with:\n  %s\n", clientCommand(dialAddr(pc.LocalAddr()), srv.Fingerprint()))
 	if certHost != "" {
 		_, port, _ := net.SplitHostPort(addr)
@@ -172,32 +171,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 
-	// Serve does not watch ctx: ending its context would close the server
-	// at once, and a signal asks for the graceful Shutdown below.
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.Background(), pc) }()
-
-	select {
-	case err := <-served:
+	// A signal ends ctx, which shuts the server down gracefully; once it
+	// has, a second signal kills the process at once.
+	context.AfterFunc(ctx, stop)
+	if err := srv.Serve(ctx, pc); err != nil {
 		fmt.Fprintln(stderr, "server:", err)
 		return 1
-	case <-ctx.Done():
-	}
-	stop() // a second Ctrl-C kills the process at once
-	log.Info("shutting down", "timeout", shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	code := 0
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("graceful shutdown did not complete; connections closed", "err", err)
-		code = 1
-	}
-	if err := <-served; err != nil {
-		fmt.Fprintln(stderr, "server:", err)
-		code = 1
 	}
 	log.Info("stopped")
-	return code
+	return 0
 }
 
 // parseLevel reads a log level: a name (debug, info, warn, error, any

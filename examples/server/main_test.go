@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -119,7 +120,7 @@ func (p *process) wait(ctx context.Context, t *testing.T) error {
 	}
 }
 
-var banner = regexp.MustCompile(`garou server listening on (\S+)\ncertificate fingerprint (\S+)\nconnect with:\n  (.+)\n`)
+var banner = regexp.MustCompile(`garou server listening on (\S+)\nconnect with:\n  (go run \./examples/client -name NAME -addr (\S+) -fingerprint (\S+))\n`)
 
 // TestServer starts the program, chats through it with library clients and
 // stops it with SIGINT: the clients are told the server shut down, and the
@@ -132,9 +133,9 @@ func TestServer(t *testing.T) {
 	p := start(t, bin, []string{"GAROU_LOG=debug"}, "-addr", "127.0.0.1:0", "-history", "10", "-rate", "20", "-burst", "40")
 	m, err := p.stdout.waitFor(ctx, banner)
 	require.NoError(t, err)
-	addr, fp := m[1], m[2]
+	addr, fp := m[1], m[4]
 	require.Regexp(t, `^127\.0\.0\.1:\d+$`, addr)
-	require.Equal(t, "go run ./examples/client -name NAME -addr "+addr+" -fingerprint "+fp, m[3])
+	require.Equal(t, addr, m[3])
 
 	alice, err := garou.Dial(ctx, addr, "alice", garou.WithFingerprint(fp))
 	require.NoError(t, err)
@@ -157,9 +158,10 @@ func TestServer(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, users, 2)
 
-	// GAROU_LOG=debug shows the debug lines.
-	_, err = p.stderr.waitFor(ctx, regexp.MustCompile(`level=DEBUG msg="garou: welcomed" .*user=bob`))
+	// One line per client connected, and the fingerprint once in all.
+	_, err = p.stderr.waitFor(ctx, regexp.MustCompile(`level=INFO msg="garou: welcomed" remote=127\.0\.0\.1:\d+ user=bob id=\S+ resumed=false`))
 	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(p.stdout.String()+p.stderr.String(), fp), "stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
 	for _, c := range []*garou.Client{alice, bob} {
@@ -174,7 +176,9 @@ func TestServer(t *testing.T) {
 		}
 	}
 	require.NoError(t, p.wait(ctx, t), "stderr:\n%s", p.stderr)
-	require.Contains(t, p.stderr.String(), `msg="shutting down"`)
+	require.Contains(t, p.stderr.String(), `msg="garou: shutting down"`)
+	// One line per client gone.
+	require.Regexp(t, `level=INFO msg="garou: disconnected" remote=\S+ user=alice id=\S+ reason=shutdown`, p.stderr.String())
 }
 
 // TestServerCertificate gives the program a certificate: clients verify it
@@ -189,7 +193,7 @@ func TestServerCertificate(t *testing.T) {
 	p := start(t, bin, []string{"GAROU_LOG=warn"}, "-addr", "127.0.0.1:0", "-cert", certFile, "-key", keyFile)
 	m, err := p.stdout.waitFor(ctx, banner)
 	require.NoError(t, err)
-	addr, fp := m[1], m[2]
+	addr, fp := m[1], m[4]
 	require.Equal(t, garou.Fingerprint(der), fp)
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)

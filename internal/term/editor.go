@@ -43,6 +43,7 @@ type Editor struct {
 	prompt  string
 	buf     []rune // the line being typed
 	reading bool   // a ReadLine is in progress: Print redraws the prompt
+	erase   bool   // Enter erases the line instead of leaving it
 }
 
 // NewEditor returns an editor that reads keys from in and writes to out,
@@ -66,6 +67,17 @@ func (e *Editor) SetPrompt(prompt string) {
 	if e.reading {
 		_ = e.redraw()
 	}
+}
+
+// SetEraseOnEnter makes Enter erase the line typed, prompt included,
+// instead of leaving it on the screen and moving to the next line; it is
+// off by default. A program that shows what became of each line (a chat
+// client whose texts come back from the server) sets it, so that a line
+// is not shown twice.
+func (e *Editor) SetEraseOnEnter(erase bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.erase = erase
 }
 
 // Print writes line above the line being typed: it erases the input line,
@@ -134,6 +146,9 @@ func (e *Editor) apply(k key, r rune) (line string, done bool, err error) {
 	case keyEnter:
 		line = string(e.buf)
 		e.reading = false
+		if e.erase {
+			return line, true, e.write(eraseLine)
+		}
 		return line, true, e.write(crlf)
 	case keyBackspace:
 		if len(e.buf) == 0 {

@@ -161,6 +161,23 @@ func TestEditorEcho(t *testing.T) {
 	}
 }
 
+// TestEditorEraseOnEnter: with SetEraseOnEnter, Enter leaves an empty row
+// where the line was, for what the program prints next.
+func TestEditorEraseOnEnter(t *testing.T) {
+	h := newHarness(t)
+	h.ed.SetEraseOnEnter(true)
+	ch := h.readLine()
+	h.typeKeys("hi\r")
+	if r := h.result(ch); r.line != "hi" {
+		t.Fatalf("ReadLine = %q, %v", r.line, r.err)
+	}
+	h.ed.Print("alice: hi")
+	want := "> hi" + "\r\x1b[K" + "\r\x1b[Kalice: hi\r\n"
+	if got := h.screen.String(); got != want {
+		t.Fatalf("output %q, want %q", got, want)
+	}
+}
+
 func TestEditorSeveralLines(t *testing.T) {
 	h := newHarness(t)
 	// Pasted text: both lines arrive at once, the second must not be lost.

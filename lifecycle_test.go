@@ -1,0 +1,193 @@
+package garou_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAddrOnceReady: a server run with ListenAndServe on port 0 tells its
+// address once Ready is closed; Ready is also closed when it cannot serve.
+func TestAddrOnceReady(t *testing.T) {
+	srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithAddr("127.0.0.1:0"))
+	require.NoError(t, err)
+	require.Nil(t, srv.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe(context.Background()) }()
+	<-srv.Ready()
+	addr, ok := srv.Addr().(*net.UDPAddr)
+	require.True(t, ok, "%v", srv.Addr())
+	require.NotZero(t, addr.Port)
+	c := dial(t, srv, "alice")
+	require.Equal(t, "alice", c.User().Name)
+	require.NoError(t, srv.Close())
+	require.NoError(t, <-errc)
+
+	// The port is taken: ListenAndServe fails, Ready is closed, Addr nil.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	taken, err := garou.NewServer(garou.WithLogger(quiet), garou.WithAddr(pc.LocalAddr().String()))
+	require.NoError(t, err)
+	require.Error(t, taken.ListenAndServe(context.Background()))
+	<-taken.Ready()
+	require.Nil(t, taken.Addr())
+
+	// Closed before it served: Ready is closed too.
+	never, err := garou.NewServer(garou.WithLogger(quiet))
+	require.NoError(t, err)
+	require.NoError(t, never.Close())
+	<-never.Ready()
+	require.Nil(t, never.Addr())
+}
+
+// TestServeContextEndIsGraceful: ending Serve's context delivers every text
+// accepted before, then tells every client the server is shutting down;
+// Serve returns nil and nobody can connect any more.
+func TestServeContextEndIsGraceful(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, served := serveCtx(t, ctx)
+	a := dial(t, srv, "a", garou.WithReconnect(0))
+	b := dial(t, srv, "b", garou.WithReconnect(0))
+	const n = 50
+	var want []string
+	for i := range n {
+		text := fmt.Sprintf("text %d", i)
+		require.NoError(t, a.Send(ctxT(t), text))
+		want = append(want, text)
+	}
+	cancel()
+	for _, c := range []*garou.Client{a, b} {
+		var texts []string
+		for {
+			m, err := c.Receive(ctxT(t))
+			if err != nil {
+				code, ok := garou.CloseCodeOf(err)
+				require.True(t, ok, "%v", err)
+				require.Equal(t, garou.CloseServerShutdown, code)
+				break
+			}
+			if m.Type == garou.TypeText {
+				texts = append(texts, m.Text)
+			}
+		}
+		require.Equal(t, want, texts)
+	}
+	require.NoError(t, served())
+	_, err := dialErr(t, srv, "late", garou.WithConnectTimeout(300*time.Millisecond))
+	require.Error(t, err)
+}
+
+// TestServeContextEndIsBounded: a client that neither reads its bye nor
+// closes cannot hold the shutdown past the shutdown timeout; it is then
+// closed with the shutdown code.
+func TestServeContextEndIsBounded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, served := serveCtx(t, ctx, garou.WithShutdownTimeout(100*time.Millisecond))
+	m := rawDial(t, srv)
+	m.hello("mallory")
+	start := time.Now()
+	cancel()
+	require.NoError(t, served())
+	// Without the timeout, the server would linger for the client (5s).
+	require.Less(t, time.Since(start), 3*time.Second)
+	require.Equal(t, garou.CloseServerShutdown, connClosed(t, m.qc))
+}
+
+// gatedHistory holds the Append of the text "held" until gate is closed,
+// and with it the room's order, as a slow store would.
+type gatedHistory struct {
+	garou.HistoryStore
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (h *gatedHistory) Append(room string, m garou.ChatMessage) {
+	if m.Text == "held" {
+		close(h.entered)
+		<-h.gate
+	}
+	h.HistoryStore.Append(room, m)
+}
+
+// TestPublishHonoursItsContext: a Publish that waits for a room held by a
+// slow history store gives up when its context ends, and its text is never
+// sequenced.
+func TestPublishHonoursItsContext(t *testing.T) {
+	h := &gatedHistory{HistoryStore: garou.NewMemoryHistory(10), entered: make(chan struct{}), gate: make(chan struct{})}
+	srv := startServer(t, garou.WithHistoryStore(h))
+	release := func() {
+		select {
+		case <-h.gate:
+		default:
+			close(h.gate)
+		}
+	}
+	t.Cleanup(release) // before the server's cleanup: the room must be free
+	alice := dial(t, srv, "alice")
+
+	sent := make(chan error, 1)
+	go func() { sent <- alice.Send(ctxT(t), "held") }()
+	<-h.entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := srv.Publish(ctx, garou.DefaultRoom, "too late")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	release()
+	require.NoError(t, <-sent)
+	msg, err := srv.Publish(ctxT(t), garou.DefaultRoom, "in time")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), msg.Seq)
+
+	got := next(t, alice, garou.TypeText)
+	require.Equal(t, "held", got.Text)
+	got = next(t, alice, garou.TypeText)
+	require.Equal(t, "in time", got.Text)
+	require.Nil(t, got.From)
+	require.Equal(t, uint64(2), got.Seq)
+}
+
+// lineWriter sends each write (one log record each) to a channel.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	w <- string(p)
+	return len(p), nil
+}
+
+// TestLogsConnectAndDisconnect: at the default level the server logs where
+// it serves once (the fingerprint is the host's to show), and one line per
+// client welcomed and per client gone, with who and why.
+func TestLogsConnectAndDisconnect(t *testing.T) {
+	lines := make(lineWriter, 100)
+	log := slog.New(slog.NewTextHandler(lines, nil))
+	srv := startServer(t, garou.WithLogger(log))
+	alice := dial(t, srv, "alice")
+	require.NoError(t, alice.Close())
+
+	var got []string
+	for {
+		l := <-lines
+		got = append(got, l)
+		if strings.Contains(l, "garou: disconnected") {
+			break
+		}
+	}
+	require.Len(t, got, 3, "%q", got)
+	require.Contains(t, got[0], `level=INFO msg="garou: serving" addr=`+addrOf(srv)+"\n")
+	require.Contains(t, got[1], `level=INFO msg="garou: welcomed" remote=127.0.0.1:`)
+	require.Contains(t, got[1], "user=alice id="+alice.User().ID+" resumed=false")
+	require.Contains(t, got[2], `level=INFO msg="garou: disconnected" remote=127.0.0.1:`)
+	require.Contains(t, got[2], "user=alice id="+alice.User().ID+" reason=quit")
+}
