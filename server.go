@@ -308,7 +308,7 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	msg, err := r.publish(nil, nil, text)
+	msg, err := r.publish(ctx, nil, nil, text)
 	return msg, err
 }
 
