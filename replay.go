@@ -15,6 +15,7 @@ type replay struct {
 	upto uint64        // the room's last Seq when c joined
 	gaps bool          // a resume: texts no longer kept are told as a gap
 	msgs []ChatMessage // fetched and not yet queued; owned by the writer
+	next []byte        // msgs[0] encoded, when it waits for room
 
 	fetched bool // owned by the writer
 
@@ -113,9 +114,21 @@ func (rp *replay) fetch() {
 
 // pump moves replayed texts onto the send queue while it is under half
 // full, one room's replay after another, and ends each replay by queueing
-// the live frames held behind it. Called by the writer, before each batch.
+// the live frames held behind it. Called by the writer, before each batch:
+// texts are encoded only as the connection drains.
 func (c *conn) pump() {
 	half := c.q.limit / 2
+	// Read every waiting replay's texts now, not when its turn comes: the
+	// history keeps a bounded number, and a room that talks on meanwhile
+	// would push out what its member is owed.
+	c.mu.Lock()
+	waiting := c.replays
+	c.mu.Unlock()
+	for _, rp := range waiting {
+		if !rp.fetched && c.q.taking() {
+			rp.fetch()
+		}
+	}
 	for {
 		c.mu.Lock()
 		if len(c.replays) == 0 {
@@ -124,21 +137,25 @@ func (c *conn) pump() {
 		}
 		rp := c.replays[0]
 		c.mu.Unlock()
-		if !c.q.taking() {
+		if !rp.fetched { // the queue has stopped taking frames
 			return
 		}
-		if !rp.fetched {
-			rp.fetch()
-		}
 		for len(rp.msgs) > 0 {
-			f := mustEncode(reply{ChatMessage: rp.msgs[0]})
-			if len(f)-frameHeaderLen > c.maxSize {
-				f = notDelivered(rp.r.name)
+			f := rp.next
+			if f == nil {
+				f = mustEncode(reply{ChatMessage: rp.msgs[0]})
+				if len(f)-frameHeaderLen > c.maxSize {
+					f = notDelivered(rp.r.name)
+				}
+				rp.next = f
 			}
-			if q := c.q.queued(); q > 0 && q+len(f) > half {
+			// Frames held behind replays count: the room's live texts
+			// go first. One frame at least when nothing is being
+			// written, or nothing would wake the writer.
+			if total, pending := c.q.counted(); pending > 0 && total+len(f) > half {
 				return // the writer calls again once this is written
 			}
-			rp.msgs[0] = ChatMessage{}
+			rp.msgs[0], rp.next = ChatMessage{}, nil
 			rp.msgs = rp.msgs[1:]
 			if !c.enqueue(f) {
 				return

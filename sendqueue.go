@@ -34,6 +34,7 @@ type sendQueue struct {
 	frames [][]byte // frames[0] is the welcome's slot during the handshake
 	spare  [][]byte // the writer's last batch, reused for the next frames
 	bytes  int      // queued, being written, and reserved
+	held   int      // of bytes, reserved for frames held elsewhere
 	final  []byte
 }
 
@@ -88,6 +89,7 @@ func (q *sendQueue) reserve(n int) (ok, over bool, queued int) {
 		return false, true, queued
 	}
 	q.bytes += n
+	q.held += n
 	return true, false, 0
 }
 
@@ -101,6 +103,9 @@ func (q *sendQueue) pushReserved(frames [][]byte) {
 		q.mu.Unlock()
 		return
 	}
+	for _, f := range frames {
+		q.held -= len(f)
+	}
 	q.frames = append(q.frames, frames...)
 	q.mu.Unlock()
 	q.signal()
@@ -111,6 +116,7 @@ func (q *sendQueue) unreserve(n int) {
 	q.mu.Lock()
 	if q.state < queueClosed {
 		q.bytes -= n
+		q.held -= n
 	}
 	q.mu.Unlock()
 }
@@ -138,7 +144,7 @@ func (q *sendQueue) close(final []byte) {
 	q.mu.Lock()
 	switch q.state {
 	case queueHandshake:
-		q.frames, q.bytes = q.frames[:0], 0
+		q.frames, q.bytes, q.held = q.frames[:0], 0, 0
 		fallthrough
 	case queueOpen:
 		q.state = queueClosing
@@ -159,7 +165,7 @@ func (q *sendQueue) drop() {
 func (q *sendQueue) dropLocked() {
 	q.state = queueClosed
 	clear(q.frames)
-	q.frames, q.spare, q.bytes, q.final = nil, nil, 0, nil
+	q.frames, q.spare, q.bytes, q.held, q.final = nil, nil, 0, 0, nil
 }
 
 // take returns, for the writer, the frames to write now (possibly none:
@@ -187,9 +193,8 @@ func (q *sendQueue) take() (batch [][]byte, final []byte, end bool) {
 	return batch, nil, false
 }
 
-// written gives back a batch from take once its frames are written, and
-// returns the bytes still counted against the bound.
-func (q *sendQueue) written(batch [][]byte) int {
+// written gives back a batch from take once its frames are written.
+func (q *sendQueue) written(batch [][]byte) {
 	n := 0
 	for _, f := range batch {
 		n += len(f)
@@ -198,13 +203,12 @@ func (q *sendQueue) written(batch [][]byte) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.state == queueClosed {
-		return 0
+		return
 	}
 	q.bytes -= n
 	if cap(batch) <= 4096 {
 		q.spare = batch[:0]
 	}
-	return q.bytes
 }
 
 // taking reports whether the queue still takes frames.
@@ -214,11 +218,12 @@ func (q *sendQueue) taking() bool {
 	return q.state < queueClosing
 }
 
-// queued returns the bytes counted against the bound.
-func (q *sendQueue) queued() int {
+// counted returns the bytes counted against the bound, and of those the
+// bytes queued or being written (the others are reserved).
+func (q *sendQueue) counted() (total, pending int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.bytes
+	return q.bytes, q.bytes - q.held
 }
 
 // signal wakes the writer, without blocking.
