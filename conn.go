@@ -381,7 +381,11 @@ func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
 			return &Error{Code: CodeRejected, Text: c.refusal(err, "you may not join "+spec.Room)}
 		}
 	}
-	return c.s.join(c, spec, ref)
+	rp, err := c.s.join(c, spec, ref)
+	if rp != nil {
+		rp.fetch()
+	}
+	return err
 }
 
 func (c *conn) runLeaveHook(room, reason string) {

@@ -1,9 +1,12 @@
 package garou
 
+import "sync/atomic"
+
 // replay streams the past of one room to one member as its connection
-// drains: the writer reads the texts from history and queues them only
-// while its send queue is under half full, so a replay larger than the
-// queue's bound never cuts a client that reads. Meanwhile the room's live
+// drains: the texts are read from history when the member joins, and the
+// writer encodes and queues them only while its send queue is under half
+// full, so a replay larger than the queue's bound never cuts a client that
+// reads. Meanwhile the room's live
 // frames for that member are held behind the replay (counted against the
 // same bound), and queued when the replay ends, so the member gets the
 // room's texts in sequence, without a duplicate or a hole.
@@ -17,7 +20,7 @@ type replay struct {
 	msgs []ChatMessage // fetched and not yet queued; owned by the writer
 	next []byte        // msgs[0] encoded, when it waits for room
 
-	fetched bool // owned by the writer
+	fetched atomic.Bool // msgs are set
 
 	// Guarded by r.mu.
 	held      [][]byte
@@ -27,9 +30,9 @@ type replay struct {
 
 // replayLocked starts the replay c asked for on joining r: the texts after
 // spec.Since (with a gap notice for those no longer kept), or the last
-// spec.History texts. r.mu is held; the history is read later, by the
-// writer, with no lock held.
-func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) {
+// spec.History texts. r.mu is held; the caller reads the history with
+// fetch once r.mu is released.
+func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) *replay {
 	rp := &replay{r: r, c: c, ref: ref, upto: r.seq}
 	switch {
 	case spec.Since != nil:
@@ -38,19 +41,19 @@ func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) {
 			// The server no longer knows this room's past (it restarted):
 			// what came after since is lost, with no known end.
 			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: since + 1}}))
-			return
+			return nil
 		}
 		if since == r.seq {
-			return
+			return nil
 		}
 		rp.from, rp.gaps = since, true
 	case spec.History > 0:
 		rp.from = r.seq - min(r.seq, uint64(spec.History))
 		if rp.from == r.seq {
-			return
+			return nil
 		}
 	default:
-		return
+		return nil
 	}
 	if r.replays == nil {
 		r.replays = make(map[*conn]*replay)
@@ -59,7 +62,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) {
 	c.mu.Lock()
 	c.replays = append(c.replays, rp)
 	c.mu.Unlock()
-	c.q.signal()
+	return rp
 }
 
 // holdLocked keeps a live frame of the room until the replay ends. r.mu is
@@ -84,17 +87,21 @@ func (rp *replay) cancelLocked() {
 	rp.held, rp.heldBytes, rp.cancelled = nil, 0, true
 }
 
-// fetch reads the replay's texts from history, and queues the gap notice
-// or error reply that goes before them. Called by the writer, no lock held.
+// fetch reads the replay's texts from history, queues the gap notice or
+// error reply that goes before them, and hands the texts to the writer.
+// Called right after the join, by the goroutine that joined, with no lock
+// held: the history keeps a bounded number of texts, and a room that talks
+// on would push out what its member is owed.
 func (rp *replay) fetch() {
-	rp.fetched = true
+	defer rp.c.q.signal()
+	defer rp.fetched.Store(true)
 	c, r := rp.c, rp.r
 	msgs, oldest, err := r.s.cfg.history.After(c.qc.Context(), r.name, rp.from)
 	if err != nil {
 		c.log.Error("garou: history read failed", "room", r.name, "err", err)
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: r.name, Code: errHistory.Code, Text: errHistory.Text}, Ref: rp.ref}))
+		rp.push(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeError, Room: r.name, Code: errHistory.Code, Text: errHistory.Text}, Ref: rp.ref}))
 		if rp.gaps {
-			c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: rp.from + 1, GapTo: rp.upto}}))
+			rp.push(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: rp.from + 1, GapTo: rp.upto}}))
 		}
 		return
 	}
@@ -108,7 +115,7 @@ func (rp *replay) fetch() {
 		if oldest != 0 {
 			to = min(to, oldest-1)
 		}
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: rp.from + 1, GapTo: to}}))
+		rp.push(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeGap, Room: r.name, GapFrom: rp.from + 1, GapTo: to}}))
 	}
 }
 
@@ -118,17 +125,6 @@ func (rp *replay) fetch() {
 // texts are encoded only as the connection drains.
 func (c *conn) pump() {
 	half := c.q.limit / 2
-	// Read every waiting replay's texts now, not when its turn comes: the
-	// history keeps a bounded number, and a room that talks on meanwhile
-	// would push out what its member is owed.
-	c.mu.Lock()
-	waiting := c.replays
-	c.mu.Unlock()
-	for _, rp := range waiting {
-		if !rp.fetched && c.q.taking() {
-			rp.fetch()
-		}
-	}
 	for {
 		c.mu.Lock()
 		if len(c.replays) == 0 {
@@ -137,7 +133,7 @@ func (c *conn) pump() {
 		}
 		rp := c.replays[0]
 		c.mu.Unlock()
-		if !rp.fetched { // the queue has stopped taking frames
+		if !rp.fetched.Load() { // fetch signals the writer once done
 			return
 		}
 		for len(rp.msgs) > 0 {
@@ -157,7 +153,9 @@ func (c *conn) pump() {
 			}
 			rp.msgs[0], rp.next = ChatMessage{}, nil
 			rp.msgs = rp.msgs[1:]
-			if !c.enqueue(f) {
+			if cancelled, ok := rp.push(f); cancelled {
+				break
+			} else if !ok {
 				return
 			}
 		}
@@ -167,6 +165,17 @@ func (c *conn) pump() {
 		c.replays = c.replays[1:]
 		c.mu.Unlock()
 	}
+}
+
+// push queues a frame of the replay unless the member has left the room
+// (checked under the room's lock: nothing of the replay follows a leave).
+func (rp *replay) push(f []byte) (cancelled, ok bool) {
+	rp.r.mu.Lock()
+	defer rp.r.mu.Unlock()
+	if rp.cancelled {
+		return true, false
+	}
+	return false, rp.c.enqueue(f)
 }
 
 // finish switches the member to live delivery: the frames held during the

@@ -160,3 +160,47 @@ func TestReplayToAClientThatStopsReadingIsCut(t *testing.T) {
 	require.Equal(t, "slow", m.Reason)
 	require.Equal(t, garou.CloseSlowConsumer, connClosed(t, mute.qc))
 }
+
+// TestLeaveDuringAReplayEndsIt: nothing of a replay follows the leave's
+// ack, and joining again resumes exactly where the client stopped.
+func TestLeaveDuringAReplayEndsIt(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	keeper := dial(t, srv, "keeper", garou.WithReconnect(0), garou.WithRooms("big"))
+	first := publishAll(t, srv, keeper, []string{"big"}, 0, 100, 50_000)
+	last := first["big"] + 99
+
+	c := rawDial(t, srv)
+	c.sendJSON(map[string]any{"type": "hello", "name": "bob", "rooms": []any{}})
+	c.expect("welcome")
+	c.sendJSON(map[string]any{"type": "join", "ref": 1, "room": "big", "since": first["big"] - 1})
+	c.expect("joined")
+	seen := first["big"] - 1
+	readText := func() {
+		f := c.expect("text")
+		require.Equal(t, seen+1, f.num("seq"))
+		seen++
+	}
+	for range 5 {
+		readText()
+	}
+	c.sendJSON(map[string]any{"type": "leave", "ref": 2, "room": "big"})
+	for {
+		f, err := c.read()
+		require.NoError(t, err)
+		if f.typ() == "ack" {
+			require.Equal(t, uint64(2), f.num("ref"))
+			break
+		}
+		require.Equal(t, "text", f.typ(), "%v", f)
+		require.Equal(t, seen+1, f.num("seq"))
+		seen++
+	}
+	require.Less(t, seen, last, "the replay ended before the leave")
+	c.sendJSON(map[string]any{"type": "join", "ref": 3, "room": "big", "since": seen})
+	j, err := c.read()
+	require.NoError(t, err)
+	require.Equal(t, "joined", j.typ(), "a frame of the left room after its ack: %v", j)
+	for seen < last {
+		readText()
+	}
+}

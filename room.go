@@ -117,8 +117,9 @@ var errHistory = &Error{Code: CodeInternal, Text: "the room's history is unavail
 // join adds c to the room named spec.Room, creating it if needed: c gets a
 // "joined" reply, then what it asked to replay, then everything said after;
 // the other members are told, unless c takes the place of an earlier
-// connection of the same session.
-func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
+// connection of the same session. It returns the replay to fetch, if any,
+// once no lock is held.
+func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	s.roomsMu.Lock()
 	r := s.rooms[spec.Room]
 	if r == nil {
@@ -131,14 +132,14 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 
 	if _, ok := r.index[c]; ok {
 		c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
-		return nil
+		return nil, nil
 	}
 	old := r.byUser[c.user.ID]
 	if old != nil && !s.current(c) {
-		return &Error{Code: CodeReplaced, Text: "the session was resumed on another connection"}
+		return nil, &Error{Code: CodeReplaced, Text: "the session was resumed on another connection"}
 	}
 	if old == nil && len(r.members) >= s.cfg.maxRoomMembers {
-		return &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
+		return nil, &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
 	}
 	if old != nil {
 		r.removeLocked(old)
@@ -147,11 +148,11 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	r.addLocked(c)
 	c.addRoom(r)
 	c.enqueue(c.encodeList(reply{ChatMessage: ChatMessage{Type: frameJoined, Room: r.name, Users: r.usersLocked()}, Ref: ref, LastSeq: r.seq}))
-	r.replayLocked(c, spec, ref)
+	rp := r.replayLocked(c, spec, ref)
 	if old == nil {
 		r.broadcastLocked(mustEncode(reply{ChatMessage: ChatMessage{Type: TypeJoin, Room: r.name, User: &c.user, Time: time.Now().UTC()}}), c)
 	}
-	return nil
+	return rp, nil
 }
 
 func (r *room) usersLocked() []User {

@@ -211,13 +211,6 @@ func (q *sendQueue) written(batch [][]byte) {
 	}
 }
 
-// taking reports whether the queue still takes frames.
-func (q *sendQueue) taking() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.state < queueClosing
-}
-
 // counted returns the bytes counted against the bound, and of those the
 // bytes queued or being written (the others are reserved).
 func (q *sendQueue) counted() (total, pending int) {
