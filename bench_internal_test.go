@@ -2,6 +2,7 @@ package garou
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,10 +17,11 @@ func benchRoom(tb testing.TB, n int) (*room, []*conn) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &room{s: s, name: DefaultRoom, index: map[*conn]int{}, byUser: map[string]*conn{}}
+	r := newRoom(s, DefaultRoom, 0)
 	members := make([]*conn, n)
 	for i := range members {
-		c := &conn{s: s, wake: make(chan struct{}, 1), maxSize: DefaultMaxMessageSize, rooms: map[string]*room{}}
+		c := &conn{s: s, q: newSendQueue(s.cfg.sendQueueBytes), maxSize: DefaultMaxMessageSize, rooms: map[string]*room{}}
+		c.q.welcome(nil) // past the handshake, as in steady state
 		c.user = User{ID: fmt.Sprint(i), Name: fmt.Sprint("user", i), JoinedAt: time.Now()}
 		r.addLocked(c)
 		members[i] = c
@@ -29,10 +31,10 @@ func benchRoom(tb testing.TB, n int) (*room, []*conn) {
 
 func drain(members []*conn) {
 	for _, c := range members {
-		c.q = c.q[:0]
-		c.qbytes = 0
+		c.q.frames = c.q.frames[:0]
+		c.q.bytes = 0
 		select {
-		case <-c.wake:
+		case <-c.q.wake:
 		default:
 		}
 	}
@@ -49,7 +51,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			from := &members[0].user
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := r.publish(nil, from, text); err != nil {
+				if _, err := r.publish(context.Background(), nil, from, text); err != nil {
 					b.Fatal(err)
 				}
 				drain(members)
@@ -67,10 +69,10 @@ func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
 		r, members := benchRoom(t, n)
 		from := &members[0].user
 		// Warm the queues so that append has capacity, as in steady state.
-		_, _ = r.publish(nil, from, text)
+		_, _ = r.publish(context.Background(), nil, from, text)
 		drain(members)
 		return testing.AllocsPerRun(200, func() {
-			_, _ = r.publish(nil, from, text)
+			_, _ = r.publish(context.Background(), nil, from, text)
 			drain(members)
 		})
 	}

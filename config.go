@@ -319,8 +319,9 @@ func WithHistorySize(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.historySize = n })
 }
 
-// WithHistoryStore replaces the in-memory history. Default
-// NewMemoryHistory(size of WithHistorySize).
+// WithHistoryStore replaces the in-memory history, for instance with a
+// database; see HistoryStore for when it is called and what its errors do.
+// Default NewMemoryHistory(size of WithHistorySize).
 func WithHistoryStore(h HistoryStore) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.history = h })
 }

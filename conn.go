@@ -38,15 +38,9 @@ type conn struct {
 	rooms map[string]*room
 	cause *closeCause
 
-	// The send queue: frames in order, bounded in bytes.
-	qmu      sync.Mutex
-	q, spare [][]byte
-	qbytes   int
-	qclosed  bool
-	corked   bool   // the writer leaves the queue alone
-	final    []byte // the last frame, written after the queue drains
-	wake     chan struct{}
-	wdone    chan struct{} // closed when writeLoop ends; nil if not started
+	q       *sendQueue    // frames for the client, drained by writeLoop
+	wdone   chan struct{} // closed when writeLoop ends; nil if not started
+	replays []*replay     // guarded by mu: rooms whose past is being streamed, in join order
 
 	// Token bucket, touched only by serve.
 	tokens  float64
@@ -69,7 +63,7 @@ func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
 		addrKey: addrKey,
 		log:     s.log.With("remote", qc.RemoteAddr().String()),
 		rooms:   make(map[string]*room),
-		wake:    make(chan struct{}, 1),
+		q:       newSendQueue(s.cfg.sendQueueBytes),
 		maxSize: DefaultMaxMessageSize,
 		tokens:  float64(s.cfg.burst),
 	}
@@ -235,9 +229,8 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	}
 	// The hello's rooms are joined before the welcome is sent, so that a
 	// client that has its welcome is in its rooms and misses nothing said
-	// after. Their replies queue behind the welcome: the queue is corked
-	// until the welcome is put at its head.
-	c.cork(true)
+	// after. Their replies queue behind the welcome: the queue holds its
+	// first slot for it until now.
 	for _, spec := range rooms {
 		if err := c.joinRoom(spec, 0); err != nil {
 			e := c.asError(err)
@@ -245,8 +238,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 	}
 	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
-	c.pushFront(c.encodeList(welcomeFrame(&c.user, c.s.Users(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
-	c.cork(false)
+	c.q.welcome(c.encodeList(welcomeFrame(&c.user, c.s.Users(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
 	}
@@ -335,7 +327,7 @@ func (c *conn) say(req request) error {
 		text = t
 	}
 	if r != nil {
-		msg, err := r.publish(c, c.from, text)
+		msg, err := r.publish(c.qc.Context(), c, c.from, text)
 		if err != nil {
 			return err
 		}
@@ -385,7 +377,11 @@ func (c *conn) joinRoom(spec joinSpec, ref uint64) error {
 			return &Error{Code: CodeRejected, Text: c.refusal(err, "you may not join "+spec.Room)}
 		}
 	}
-	return c.s.join(c, spec, ref)
+	rp, err := c.s.join(c, spec, ref)
+	if rp != nil {
+		rp.fetch()
+	}
+	return err
 }
 
 func (c *conn) runLeaveHook(room, reason string) {
@@ -501,7 +497,7 @@ func (c *conn) teardown(readErr error) {
 	if !graceful {
 		// Nothing more is owed to this client: close now, which also
 		// unblocks a writer stuck on a client that does not read.
-		c.closeQueue(nil)
+		c.q.drop()
 		c.closeConn()
 	}
 	if wdone != nil {
@@ -587,14 +583,14 @@ func (c *conn) finish(close CloseCode, text, reason string) {
 	// Bound the delivery: a client that does not read cannot hold the
 	// connection open.
 	_ = c.str.SetWriteDeadline(time.Now().Add(lingerTimeout))
-	c.closeQueue(mustEncode(byeFrame(close, text)))
+	c.q.close(mustEncode(byeFrame(close, text)))
 }
 
 // fail closes the connection at once, dropping what is queued. It never
 // blocks.
 func (c *conn) fail(close CloseCode, text, reason string) {
 	c.setCause(closeCause{code: close, text: text, reason: reason})
-	c.closeQueue(nil)
+	c.q.drop()
 	c.s.goFor(c, c.closeConn)
 }
 
@@ -602,150 +598,76 @@ func (c *conn) fail(close CloseCode, text, reason string) {
 // whether it did (not when the connection is ending). A client whose
 // queue passes the bound is disconnected as a slow consumer.
 func (c *conn) enqueue(frame []byte) bool {
-	c.qmu.Lock()
-	if c.qclosed {
-		c.qmu.Unlock()
-		return false
+	ok, over, queued := c.q.push(frame)
+	if over {
+		c.slow(queued)
 	}
-	if c.qbytes+len(frame) > c.s.cfg.sendQueueBytes {
-		c.qclosed = true
-		if c.corked {
-			c.q, c.qbytes = nil, 0
-		}
-		c.qmu.Unlock()
-		c.log.Warn("garou: slow consumer disconnected", "user", c.user.Name, "queued", c.qbytes)
-		c.fail(CloseSlowConsumer, "you read too slowly", "slow")
-		return false
-	}
-	c.q = append(c.q, frame)
-	c.qbytes += len(frame)
-	first := len(c.q) == 1
-	c.qmu.Unlock()
-	if first {
-		c.signal()
-	}
-	return true
+	return ok
 }
 
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// cork stops (true) or resumes (false) the writer's draining.
-func (c *conn) cork(on bool) {
-	c.qmu.Lock()
-	c.corked = on
-	c.qmu.Unlock()
-	if !on {
-		c.signal()
-	}
-}
-
-// pushFront puts a frame at the head of the (corked) queue.
-func (c *conn) pushFront(frame []byte) {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if c.qclosed {
-		return
-	}
-	c.q = append(c.q, nil)
-	copy(c.q[1:], c.q)
-	c.q[0] = frame
-	c.qbytes += len(frame)
-}
-
-// closeQueue refuses further frames; the writer drains what is queued, then
-// writes final (if any) and closes the stream.
-func (c *conn) closeQueue(final []byte) {
-	c.qmu.Lock()
-	if !c.qclosed {
-		c.qclosed = true
-		c.final = final
-		if c.corked {
-			// Ended during its hello: no welcome will come, so the
-			// replies of its rooms must not go out without it.
-			c.q, c.qbytes = nil, 0
-		}
-	}
-	c.qmu.Unlock()
-	c.signal()
+// slow cuts a client whose send queue passed its bound with queued bytes.
+func (c *conn) slow(queued int) {
+	c.log.Warn("garou: slow consumer disconnected", "user", c.user.Name, "queued", queued)
+	c.fail(CloseSlowConsumer, "you read too slowly", "slow")
 }
 
 // writeLoop drains the send queue, packing queued frames into as few stream
-// writes as it can. No lock is held while writing.
+// writes as it can, and streams replays as the queue empties. No lock is
+// held while writing.
 func (c *conn) writeLoop() {
 	defer close(c.wdone)
 	// However the writer ends, the connection is over: a write error means
 	// the stream is gone, and a drained closed queue means teardown.
 	defer c.closeConn()
-	defer func() {
-		c.qmu.Lock()
-		c.qclosed = true
-		c.q, c.qbytes = nil, 0
-		c.qmu.Unlock()
-	}()
-	// The coalescing buffer is borrowed per batch, so an idle connection
-	// holds none.
-	var buf []byte
-	defer func() { putWriteBuf(buf) }()
+	defer c.q.drop()
 	for {
-		select {
-		case <-c.wake:
-		case <-c.qc.Context().Done():
-			return
-		}
-		c.qmu.Lock()
-		if c.corked && !c.qclosed {
-			c.qmu.Unlock()
-			continue
-		}
-		batch := c.q
-		c.q, c.spare = c.spare[:0], nil
-		c.qmu.Unlock()
-
-		buf = getWriteBuf()
-		n := 0
-		for i, f := range batch {
-			n += len(f)
-			if len(f) >= maxCoalesce {
-				if err := c.flush(&buf); err != nil {
-					return
-				}
-				if _, err := c.str.Write(f); err != nil {
-					return
-				}
-			} else {
-				if len(buf)+len(f) > maxCoalesce {
-					if err := c.flush(&buf); err != nil {
-						return
-					}
-				}
-				buf = append(buf, f...)
-			}
-			batch[i] = nil
-		}
-		if err := c.flush(&buf); err != nil {
-			return
-		}
-		putWriteBuf(buf)
-		buf = nil
-
-		c.qmu.Lock()
-		c.qbytes -= n
-		c.spare = batch[:0]
-		done := c.qclosed && len(c.q) == 0
-		final := c.final
-		c.qmu.Unlock()
-		if done {
+		c.pump()
+		batch, final, end := c.q.take()
+		if end {
 			if final != nil {
 				c.linger(final)
 			}
 			return
 		}
+		if len(batch) == 0 {
+			select {
+			case <-c.q.wake:
+			case <-c.qc.Context().Done():
+				return
+			}
+			continue
+		}
+		if err := c.write(batch); err != nil {
+			return
+		}
+		c.q.written(batch)
 	}
+}
+
+// write writes a batch of frames, coalesced into writes of up to
+// maxCoalesce bytes. The coalescing buffer is borrowed per batch, so an
+// idle connection holds none.
+func (c *conn) write(batch [][]byte) error {
+	buf := getWriteBuf()
+	defer func() { putWriteBuf(buf) }()
+	for _, f := range batch {
+		if len(f) >= maxCoalesce {
+			if err := c.flush(&buf); err != nil {
+				return err
+			}
+			if _, err := c.str.Write(f); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(buf)+len(f) > maxCoalesce {
+			if err := c.flush(&buf); err != nil {
+				return err
+			}
+		}
+		buf = append(buf, f...)
+	}
+	return c.flush(&buf)
 }
 
 var writeBufs = sync.Pool{New: func() any {

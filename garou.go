@@ -25,7 +25,8 @@
 // each room ([WithHistorySize]); a client that loses its connection
 // reconnects by itself, rejoins its rooms and receives exactly the messages
 // it missed, once each and in order, or a [TypeGap] notice when they are no
-// longer kept.
+// longer kept. A replay is sent as the client reads it, however large; the
+// history can be kept elsewhere with [WithHistoryStore].
 //
 // # Hooks
 //

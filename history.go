@@ -1,25 +1,36 @@
 package garou
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // HistoryStore keeps the recent texts of each room, for clients that join
 // asking for history and for clients resuming after a lost connection.
 //
-// The server calls Append with the room's order held, once per text in
-// sequence order, so it must be quick and must not call back into the
-// Server. All methods may be called concurrently for different rooms.
+// The server never calls a store with a room's lock held: a slow store
+// delays the texts said in that room (Append is called once per text, in
+// sequence order, and the text is delivered and acknowledged only once
+// Append has returned nil) and the replays read from it, but nothing else.
+// It must not call back into the Server. All methods may be called
+// concurrently, for the same room too (After and Append). The context ends
+// when the request that needs the call is abandoned (its connection ended,
+// or the context given to Server.Publish).
+//
+// An error is logged and reported to the client concerned as an error
+// with code "internal": a text whose Append fails is not sequenced, not
+// delivered and not acknowledged; a replay whose After fails is replaced
+// by a gap notice (for a resume) or by nothing (for history on join).
 type HistoryStore interface {
 	// Append records m, whose Seq is one more than the last appended for
 	// its room (or the first of a room new since Forget).
-	Append(room string, m ChatMessage)
+	Append(ctx context.Context, room string, m ChatMessage) error
 	// After returns the kept texts of room with Seq > seq, oldest first,
 	// and the Seq of the oldest text kept (0 when none is kept).
-	After(room string, seq uint64) (msgs []ChatMessage, oldest uint64)
-	// Last returns up to n of the latest texts of room, oldest first.
-	Last(room string, n int) []ChatMessage
-	// Forget drops what is kept of room; the server calls it when the room
-	// is removed.
-	Forget(room string)
+	After(ctx context.Context, room string, seq uint64) (msgs []ChatMessage, oldest uint64, err error)
+	// Forget drops what is kept of room; the server calls it when the room's
+	// last member leaves, before the room is removed.
+	Forget(ctx context.Context, room string) error
 }
 
 // NewMemoryHistory returns a HistoryStore that keeps the last size texts of
@@ -40,9 +51,9 @@ type ring struct {
 	n     int
 }
 
-func (h *memoryHistory) Append(room string, m ChatMessage) {
+func (h *memoryHistory) Append(_ context.Context, room string, m ChatMessage) error {
 	if h.size == 0 {
-		return
+		return nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -54,18 +65,19 @@ func (h *memoryHistory) Append(room string, m ChatMessage) {
 	if r.n < h.size { // filling up: start stays 0
 		r.buf = append(r.buf, m)
 		r.n++
-		return
+		return nil
 	}
 	r.buf[r.start] = m
 	r.start = (r.start + 1) % h.size
+	return nil
 }
 
-func (h *memoryHistory) After(room string, seq uint64) ([]ChatMessage, uint64) {
+func (h *memoryHistory) After(_ context.Context, room string, seq uint64) ([]ChatMessage, uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[room]
 	if r == nil || r.n == 0 {
-		return nil, 0
+		return nil, 0, nil
 	}
 	oldest := r.at(0).Seq
 	var out []ChatMessage
@@ -74,28 +86,14 @@ func (h *memoryHistory) After(room string, seq uint64) ([]ChatMessage, uint64) {
 			out = append(out, m)
 		}
 	}
-	return out, oldest
+	return out, oldest, nil
 }
 
-func (h *memoryHistory) Last(room string, n int) []ChatMessage {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	r := h.rooms[room]
-	if r == nil || n <= 0 {
-		return nil
-	}
-	n = min(n, r.n)
-	out := make([]ChatMessage, 0, n)
-	for i := r.n - n; i < r.n; i++ {
-		out = append(out, r.at(i))
-	}
-	return out
-}
-
-func (h *memoryHistory) Forget(room string) {
+func (h *memoryHistory) Forget(_ context.Context, room string) error {
 	h.mu.Lock()
 	delete(h.rooms, room)
 	h.mu.Unlock()
+	return nil
 }
 
 func (r *ring) at(i int) ChatMessage { return r.buf[(r.start+i)%len(r.buf)] }

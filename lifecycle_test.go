@@ -111,12 +111,12 @@ type gatedHistory struct {
 	gate    chan struct{}
 }
 
-func (h *gatedHistory) Append(room string, m garou.ChatMessage) {
+func (h *gatedHistory) Append(ctx context.Context, room string, m garou.ChatMessage) error {
 	if m.Text == "held" {
 		close(h.entered)
 		<-h.gate
 	}
-	h.HistoryStore.Append(room, m)
+	return h.HistoryStore.Append(ctx, room, m)
 }
 
 // TestPublishHonoursItsContext: a Publish that waits for a room held by a

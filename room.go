@@ -1,26 +1,51 @@
 package garou
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
 // room is one room: its members and its sequence. Its mutex orders
-// everything said in it: a text is sequenced, kept and put on every
-// member's send queue under the lock, so all members get the room's events
-// in one order. Enqueueing never blocks (see conn.enqueue), so the lock is
-// never held across a network write.
+// everything said in it: a text is sequenced and put on every member's send
+// queue under the lock, so all members get the room's events in one order.
+// Enqueueing never blocks (see conn.enqueue), so the lock is never held
+// across a network write, nor across a call to the history store.
 type room struct {
 	s    *Server
 	name string
+
+	// order serialises the texts of the room, and its removal, around the
+	// history store: it is held across HistoryStore.Append and Forget, and
+	// taken before mu, never while holding mu or the server's roomsMu. It
+	// is a semaphore of one, so that a wait for it can end with a context.
+	order chan struct{}
 
 	mu      sync.Mutex
 	members []*conn       // iteration order is irrelevant
 	index   map[*conn]int // position in members
 	byUser  map[string]*conn
+	replays map[*conn]*replay // members whose replay is streaming
 	seq     uint64
 	deleted bool
 }
+
+func newRoom(s *Server, name string, seq uint64) *room {
+	return &room{s: s, name: name, order: make(chan struct{}, 1), index: make(map[*conn]int),
+		byUser: make(map[string]*conn), seq: seq}
+}
+
+// lockOrder waits for the room's order, or for ctx to end.
+func (r *room) lockOrder(ctx context.Context) error {
+	select {
+	case r.order <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *room) unlockOrder() { <-r.order }
 
 func (r *room) users() []User {
 	r.mu.Lock()
@@ -29,48 +54,59 @@ func (r *room) users() []User {
 }
 
 // broadcastLocked puts one encoded frame on every member's queue except
-// skip. r.mu is held.
+// skip, or behind the replay of a member that has one streaming. r.mu is
+// held.
 func (r *room) broadcastLocked(frame []byte, skip *conn) {
 	var notice []byte
 	for _, m := range r.members {
 		if m == skip {
 			continue
 		}
+		f := frame
 		if len(frame)-frameHeaderLen > m.maxSize {
 			if notice == nil {
 				notice = notDelivered(r.name)
 			}
-			m.enqueue(notice)
-			continue
+			f = notice
 		}
-		m.enqueue(frame)
+		if len(r.replays) != 0 {
+			if rp := r.replays[m]; rp != nil {
+				rp.holdLocked(f)
+				continue
+			}
+		}
+		m.enqueue(f)
 	}
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
-// and delivers it.
-func (r *room) publish(c *conn, from *User, text string) (ChatMessage, error) {
+// and delivers it. The history store is called with no room lock held: a
+// slow store delays only the texts of this room.
+func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (ChatMessage, error) {
+	if err := r.lockOrder(ctx); err != nil {
+		return ChatMessage{}, err
+	}
+	defer r.unlockOrder()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.publishLocked(c, from, text)
-}
-
-// publishLocked is publish with r.mu held.
-func (r *room) publishLocked(c *conn, from *User, text string) (ChatMessage, error) {
 	if c != nil {
 		if _, ok := r.index[c]; !ok {
+			r.mu.Unlock()
 			return ChatMessage{}, notInRoom(r.name)
 		}
 	} else if r.deleted {
+		r.mu.Unlock()
 		return ChatMessage{}, ErrNoSuchRoom
 	}
+	// Only publish changes seq, and r.order is held: seq+1 is this text's.
+	seq := r.seq + 1
+	r.mu.Unlock()
 	if r.s.draining.Load() {
 		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	msg := ChatMessage{
 		Type: TypeText,
 		Room: r.name,
-		Seq:  r.seq + 1,
+		Seq:  seq,
 		ID:   r.s.newID(),
 		From: from,
 		Text: text,
@@ -83,21 +119,31 @@ func (r *room) publishLocked(c *conn, from *User, text string) (ChatMessage, err
 	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
 		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 	}
-	r.seq++
-	r.s.cfg.history.Append(r.name, msg)
+	if err := r.s.cfg.history.Append(ctx, r.name, msg); err != nil {
+		r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
+		return ChatMessage{}, errHistory
+	}
+	r.mu.Lock()
+	// Kept, so sequenced: delivered even if c was replaced meanwhile.
+	r.seq = seq
 	r.broadcastLocked(frame, nil)
+	r.mu.Unlock()
 	return msg, nil
 }
+
+// errHistory is what a client is told when the history store fails.
+var errHistory = &Error{Code: CodeInternal, Text: "the room's history is unavailable"}
 
 // join adds c to the room named spec.Room, creating it if needed: c gets a
 // "joined" reply, then what it asked to replay, then everything said after;
 // the other members are told, unless c takes the place of an earlier
-// connection of the same session.
-func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
+// connection of the same session. It returns the replay to fetch, if any,
+// once no lock is held.
+func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	s.roomsMu.Lock()
 	r := s.rooms[spec.Room]
 	if r == nil {
-		r = &room{s: s, name: spec.Room, index: make(map[*conn]int), byUser: make(map[string]*conn), seq: s.seqFloor}
+		r = newRoom(s, spec.Room, s.seqFloor)
 		s.rooms[spec.Room] = r
 	}
 	r.mu.Lock()
@@ -106,14 +152,14 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 
 	if _, ok := r.index[c]; ok {
 		c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
-		return nil
+		return nil, nil
 	}
 	old := r.byUser[c.user.ID]
 	if old != nil && !s.current(c) {
-		return &Error{Code: CodeShutdown, Text: "your connection is ending: the session was resumed on another connection"}
+		return nil, &Error{Code: CodeShutdown, Text: "your connection is ending: the session was resumed on another connection"}
 	}
 	if old == nil && len(r.members) >= s.cfg.maxRoomMembers {
-		return &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
+		return nil, &Error{Code: CodeRoomFull, Text: "room " + r.name + " is full"}
 	}
 	if old != nil {
 		r.removeLocked(old)
@@ -122,50 +168,11 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) error {
 	r.addLocked(c)
 	c.addRoom(r)
 	c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
-	r.replayLocked(c, spec)
+	rp := r.replayLocked(c, spec, ref)
 	if old == nil {
 		r.broadcastLocked(mustEncode(joinFrame(r.name, &c.user, time.Now().UTC())), c)
 	}
-	return nil
-}
-
-// replayLocked sends c the history it asked for: the texts after
-// spec.Since (with a gap notice for those no longer kept), or the last
-// spec.History texts.
-func (r *room) replayLocked(c *conn, spec joinSpec) {
-	h := r.s.cfg.history
-	var msgs []ChatMessage
-	switch {
-	case spec.Since != nil:
-		since := *spec.Since
-		if since > r.seq || spec.lostRun {
-			// The server no longer knows this room's past (it restarted):
-			// what came after since is lost, with no known end.
-			c.enqueue(mustEncode(gapFrame(r.name, since+1, 0)))
-			return
-		}
-		if since == r.seq {
-			return
-		}
-		var oldest uint64
-		msgs, oldest = h.After(r.name, since)
-		if oldest == 0 || oldest > since+1 {
-			to := r.seq
-			if oldest != 0 {
-				to = oldest - 1
-			}
-			c.enqueue(mustEncode(gapFrame(r.name, since+1, to)))
-		}
-	case spec.History > 0:
-		msgs = h.Last(r.name, spec.History)
-	}
-	for _, m := range msgs {
-		f := mustEncode(textFrame(&m))
-		if len(f)-frameHeaderLen > c.maxSize {
-			f = notDelivered(r.name)
-		}
-		c.enqueue(f)
-	}
+	return rp, nil
 }
 
 func (r *room) usersLocked() []User {
@@ -197,6 +204,9 @@ func (r *room) removeLocked(c *conn) bool {
 	if r.byUser[c.user.ID] == c {
 		delete(r.byUser, c.user.ID)
 	}
+	if rp := r.replays[c]; rp != nil {
+		rp.cancelLocked()
+	}
 	return true
 }
 
@@ -213,18 +223,36 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 	r.mu.Unlock()
 	c.dropRoom(r.name)
 	if empty {
-		s.roomsMu.Lock()
-		r.mu.Lock()
-		if len(r.members) == 0 && !r.deleted {
-			r.deleted = true
-			delete(s.rooms, r.name)
-			s.seqFloor = max(s.seqFloor, r.seq)
-			s.cfg.history.Forget(r.name)
-		}
-		r.mu.Unlock()
-		s.roomsMu.Unlock()
+		s.removeIfEmpty(r)
 	}
 	return was
+}
+
+// removeIfEmpty removes r with its history if it has no member. The
+// history is forgotten first, with no lock but r.order held (so no text is
+// kept meanwhile), and the room is removed only if still empty then: a
+// client that joins meanwhile finds the room without its past.
+func (s *Server) removeIfEmpty(r *room) {
+	_ = r.lockOrder(context.Background())
+	defer r.unlockOrder()
+	r.mu.Lock()
+	empty := len(r.members) == 0 && !r.deleted
+	r.mu.Unlock()
+	if !empty {
+		return
+	}
+	if err := s.cfg.history.Forget(context.Background(), r.name); err != nil {
+		s.log.Error("garou: history forget failed", "room", r.name, "err", err)
+	}
+	s.roomsMu.Lock()
+	r.mu.Lock()
+	if len(r.members) == 0 && !r.deleted {
+		r.deleted = true
+		delete(s.rooms, r.name)
+		s.seqFloor = max(s.seqFloor, r.seq)
+	}
+	r.mu.Unlock()
+	s.roomsMu.Unlock()
 }
 
 // notDelivered tells a client that a message of room was over its size

@@ -350,8 +350,8 @@ func (s *Server) lookupRoom(name string) *room {
 // Publish waits for its turn in the room's order (behind texts being
 // sequenced, and the HistoryStore's Append of each). If ctx ends before
 // its turn comes, it returns ctx's error and the text is not sequenced,
-// ever; once its turn has come it is sequenced and Publish returns the
-// message, even if ctx ends meanwhile.
+// ever. Once its turn has come the text is kept and sequenced unless the
+// HistoryStore fails (its Append is given ctx).
 func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return ChatMessage{}, err
@@ -363,40 +363,8 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	if r.mu.TryLock() { // the room is free: no wait to give up on
-		defer r.mu.Unlock()
-		return r.publishLocked(nil, nil, text)
-	}
-	// Wait for the room on another goroutine, so that ctx can end the
-	// wait. Exactly one side wins the state: the waiter (the text is
-	// sequenced and its result returned) or ctx (the waiter, when it gets
-	// the room, drops the text).
-	const waiting, taken, abandoned = 0, 1, 2
-	var state atomic.Int32
-	type result struct {
-		msg ChatMessage
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if !state.CompareAndSwap(waiting, taken) {
-			return
-		}
-		msg, err := r.publishLocked(nil, nil, text)
-		res <- result{msg, err}
-	}()
-	select {
-	case x := <-res:
-		return x.msg, x.err
-	case <-ctx.Done():
-		if state.CompareAndSwap(waiting, abandoned) {
-			return ChatMessage{}, ctx.Err()
-		}
-		x := <-res
-		return x.msg, x.err
-	}
+	msg, err := r.publish(ctx, nil, nil, text)
+	return msg, err
 }
 
 // Kick disconnects the online user called name, telling it reason; its
