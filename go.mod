@@ -3,6 +3,7 @@ module github.com/garou-chat/garou
 go 1.26.0
 
 require (
+	github.com/mtibben/confusables v0.0.0-20210201002637-9d1b0723b659
 	github.com/quic-go/quic-go v0.65.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0

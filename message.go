@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mtibben/confusables"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
@@ -225,10 +226,12 @@ func truncate(s string, n int) string {
 }
 
 // ValidateName reports whether name is allowed: 1 to MaxNameLen characters,
-// printable, without control, format (invisible) or separator characters
-// other than a plain space, without leading or trailing space, and not
-// mixing Latin letters with Greek or Cyrillic ones (look-alikes). The error
-// wraps ErrInvalidName.
+// printable, without control or separator characters other than a plain
+// space, without invisible ones (Unicode's Default_Ignorable_Code_Point,
+// which takes in format characters, variation selectors, the combining
+// grapheme joiner and the Hangul fillers, and the blank braille pattern),
+// without leading or trailing space, and not mixing Latin letters with
+// Greek or Cyrillic ones. The error wraps ErrInvalidName.
 func ValidateName(name string) error {
 	if err := validLabel(name, MaxNameLen); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidName, err)
@@ -266,7 +269,7 @@ func validLabel(s string, maxLen int) error {
 		if r == ' ' {
 			continue
 		}
-		if !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r) || unicode.IsSpace(r) {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) || invisible(r) {
 			return fmt.Errorf("forbidden character %U", r)
 		}
 	}
@@ -286,29 +289,21 @@ func mixedScript(s string) bool {
 	return latin && other
 }
 
-// nameKey is the key under which a name is unique. Names that look the
-// same are the same name: the key is compatibility-normalised (NFKC: full
-// width "ａ" is "a", "ſ" is "s", a letter and its combining accent are the
-// accented letter), case-folded, and Greek and Cyrillic letters drawn like
-// Latin ones are taken as those ("аре" in Cyrillic is "ape").
-func nameKey(name string) string {
-	folded := cases.Fold().String(norm.NFKC.String(name))
-	return strings.Map(func(r rune) rune {
-		if l, ok := latinLookalike[r]; ok {
-			return l
-		}
-		return r
-	}, folded)
+// invisible reports whether r is drawn as nothing: a
+// Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties: format
+// characters, variation selectors and Other_Default_Ignorable_Code_Point,
+// the Hangul fillers among them) or the blank braille pattern U+2800.
+func invisible(r rune) bool {
+	return r == '\u2800' || unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
-// latinLookalike maps lower-case Greek and Cyrillic letters to the Latin
-// letters they are drawn like in common fonts.
-var latinLookalike = map[rune]rune{
-	// Cyrillic
-	'а': 'a', 'в': 'b', 'е': 'e', 'ё': 'e', 'һ': 'h', 'і': 'i', 'ї': 'i', 'ј': 'j', 'к': 'k',
-	'м': 'm', 'н': 'h', 'о': 'o', 'р': 'p', 'с': 'c', 'т': 't', 'у': 'y', 'х': 'x', 'ѕ': 's',
-	'ԁ': 'd', 'ԛ': 'q', 'ԝ': 'w', 'ӏ': 'l', 'ү': 'y',
-	// Greek
-	'α': 'a', 'β': 'b', 'ε': 'e', 'η': 'n', 'ι': 'i', 'κ': 'k', 'ν': 'v', 'ο': 'o', 'ρ': 'p',
-	'τ': 't', 'υ': 'u', 'χ': 'x', 'γ': 'y', 'ω': 'w',
+// nameKey is the key under which a name is unique: two names with the same
+// key look the same. It is, in this order, the NFKC normal form (full width
+// "ａ" is "a", "ſ" is "s"), full case folding (Unicode CaseFolding.txt
+// statuses C and F: "ß" is "ss", "ẞ" too), and the skeleton of Unicode
+// TR39 (UTS #39 §4: NFD, each character replaced by the prototype it is
+// confusable with, NFD again), so that Cyrillic "аре" is "ape" and "a1ice"
+// is "alice".
+func nameKey(name string) string {
+	return confusables.Skeleton(cases.Fold().String(norm.NFKC.String(name)))
 }
