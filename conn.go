@@ -135,10 +135,9 @@ func (c *conn) run() error {
 		req, derr := decodeRequest(body)
 		if derr != nil {
 			c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
-			if c.strike() {
+			if !c.refuse(req.Ref, derr.(*Error)) {
 				return nil
 			}
-			c.sendError(req.Ref, derr.(*Error))
 			continue
 		}
 		if !c.handle(req) {
@@ -161,8 +160,17 @@ func (c *conn) readFailed(err error) error {
 		c.finish(CloseProtocol, "stream ended inside a frame", "error")
 	case isTimeout(err) && !c.welcomed:
 		c.finish(CloseHandshakeTimeout, "no hello within the handshake deadline", "")
+	case errors.Is(err, io.EOF) && !c.welcomed:
+		c.finish(CloseProtocol, "the stream ended before the hello", "")
+	case isStreamReset(err) && !c.welcomed:
+		c.finish(CloseProtocol, "the stream was reset before the hello", "")
 	}
 	return err
+}
+
+func isStreamReset(err error) bool {
+	se, ok := errors.AsType[*quic.StreamError](err)
+	return ok && se.Remote
 }
 
 func isTimeout(err error) bool {
@@ -200,6 +208,9 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	for _, r := range rooms {
 		if err := ValidateRoom(r.Room); err != nil {
 			return refuse(CloseProtocol, err.Error())
+		}
+		if e := checkSince(r.Since); e != nil {
+			return refuse(CloseProtocol, e.Text)
 		}
 	}
 	id := Identity{Name: req.Name}
@@ -247,33 +258,43 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 
 // handle handles one request after the handshake. It returns false when the
 // connection is ending.
+//
+// Every refused request (an error reply) counts toward flooding, as bad
+// frames do; only a request the server carried out resets the count.
 func (c *conn) handle(req request) bool {
-	if req.Type != frameBye {
-		if c.s.cfg.rate > 0 && !c.allow() {
-			if c.strike() {
-				return false
-			}
-			c.sendError(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
-			return true
-		}
-		c.strikes = 0
+	switch req.Type {
+	case frameBye:
+		c.finish(CloseNormal, "bye", "quit")
+		return false
+	case frameHello:
+		c.finish(CloseProtocol, "a second hello", "error")
+		return false
 	}
+	if c.s.cfg.rate > 0 && !c.allow() {
+		return c.refuse(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
+	}
+	if err := c.request(req); err != nil {
+		return c.refuse(req.Ref, c.asError(err))
+	}
+	c.strikes = 0
+	return true
+}
+
+// request carries out a request after the hello; an error is its refusal.
+func (c *conn) request(req request) error {
 	switch req.Type {
 	case frameText, frameDirect:
-		if err := c.say(req); err != nil {
-			c.sendError(req.Ref, c.asError(err))
-		}
+		return c.say(req)
 	case frameJoin:
-		spec := joinSpec{Room: req.Room, Since: req.Since, History: req.History}
-		if err := c.joinRoom(spec, req.Ref); err != nil {
-			c.sendError(req.Ref, c.asError(err))
+		if e := checkSince(req.Since); e != nil {
+			return e
 		}
+		return c.joinRoom(joinSpec{Room: req.Room, Since: req.Since, History: req.History}, req.Ref)
 	case frameLeave:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
 		if r == nil || !c.s.leave(c, r, "left") {
-			c.sendError(req.Ref, notInRoom(name))
-			return true
+			return notInRoom(name)
 		}
 		c.runLeaveHook(name, "left")
 		c.enqueue(mustEncode(ackLeave(req.Ref, name)))
@@ -283,17 +304,33 @@ func (c *conn) handle(req request) bool {
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
 		if r == nil {
-			c.sendError(req.Ref, notInRoom(name))
-			return true
+			return notInRoom(name)
 		}
 		c.enqueue(c.encodeList(usersFrame(req.Ref, r.name, r.users())))
-	case frameBye:
-		c.finish(CloseNormal, "bye", "quit")
-		return false
-	case frameHello:
-		c.finish(CloseProtocol, "a second hello", "error")
+	}
+	return nil
+}
+
+// maxSince is the largest "since" a client may send: sequence numbers stay
+// below it (2^53, what every JSON reader represents exactly), and since+1,
+// the first number a resume asks for, must not overflow.
+const maxSince = 1 << 53
+
+func checkSince(since *uint64) *Error {
+	if since != nil && *since > maxSince {
+		return &Error{Code: CodeBadFrame, Text: `"since" is out of range: at most 2^53`}
+	}
+	return nil
+}
+
+// refuse answers a refused or bad frame with e and counts it toward
+// flooding (a failure of the server's own does not count). It reports
+// whether the connection goes on.
+func (c *conn) refuse(ref uint64, e *Error) bool {
+	if e.Code != CodeInternal && c.strike() {
 		return false
 	}
+	c.sendError(ref, e)
 	return true
 }
 
@@ -343,7 +380,7 @@ func (c *conn) direct(ref uint64, to, text string) error {
 	}
 	target := c.s.lookupName(to)
 	if target == nil {
-		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+		return noSuchUser(to)
 	}
 	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
 	frame := mustEncode(textFrame(&msg))
@@ -351,7 +388,7 @@ func (c *conn) direct(ref uint64, to, text string) error {
 		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
 	}
 	if !target.enqueue(frame) {
-		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+		return noSuchUser(to)
 	}
 	c.enqueue(mustEncode(ackDirect(ref, msg.ID, msg.To)))
 	return nil
@@ -441,8 +478,15 @@ func (c *conn) asError(err error) *Error {
 	return &Error{Code: CodeInternal, Text: "the server failed; try again"}
 }
 
+// sendError sends an error reply. Its text is cut to fit the client's
+// size limit whatever it quotes (PROTOCOL.md §2: the server never sends a
+// larger frame).
 func (c *conn) sendError(ref uint64, e *Error) {
-	c.enqueue(mustEncode(errorFrame(ref, "", e)))
+	f := mustEncode(errorFrame(ref, "", e))
+	if len(f)-frameHeaderLen > c.maxSize {
+		f = mustEncode(errorFrame(ref, "", &Error{Code: e.Code, Text: truncate(e.Text, maxQuoted)}))
+	}
+	c.enqueue(f)
 }
 
 // allow takes a token from the bucket.

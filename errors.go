@@ -80,8 +80,17 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("garou: %s: %s", e.Code, e.Text)
 }
 
+// maxQuoted bounds, in bytes, what an error text quotes of the client's
+// input: room and user names are short, and a longer string in their place
+// is not repeated at length.
+const maxQuoted = 256
+
 func notInRoom(room string) *Error {
-	return &Error{Code: CodeNotInRoom, Text: "you are not in room " + room}
+	return &Error{Code: CodeNotInRoom, Text: "you are not in room " + truncate(room, maxQuoted)}
+}
+
+func noSuchUser(name string) *Error {
+	return &Error{Code: CodeNoSuchUser, Text: "no user " + truncate(name, maxQuoted) + " is online"}
 }
 
 // Refuse returns an error with which a hook refuses, giving the reason the
