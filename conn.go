@@ -31,6 +31,7 @@ type conn struct {
 	// closed connection alive
 	key      string
 	session  string
+	sent     *sentKeys // the session's idempotency keys; nil: none kept
 	maxSize  int
 	welcomed bool // guarded by s.mu
 
@@ -272,9 +273,12 @@ func (c *conn) handle(req request) bool {
 	}
 	switch req.Type {
 	case frameText, frameDirect:
-		if err := c.say(req); err != nil {
+		ack, err := c.sayOnce(req)
+		if err != nil {
 			c.sendError(req.Ref, asError(err))
+			break
 		}
+		c.enqueue(mustEncode(reply{ChatMessage: ack, Ref: req.Ref}))
 	case frameJoin:
 		spec := joinSpec{Room: req.Room, Since: req.Since, History: req.History}
 		if err := c.joinRoom(spec, req.Ref); err != nil {
@@ -309,21 +313,44 @@ func (c *conn) handle(req request) bool {
 	return true
 }
 
-// say handles a text or a direct message: filter, sequence, deliver, ack.
-func (c *conn) say(req request) error {
+// sayOnce handles a text or a direct message with its idempotency key: a
+// key the session has already had sequenced gets the original
+// acknowledgement, and nothing is said again.
+func (c *conn) sayOnce(req request) (ChatMessage, error) {
+	if req.Key == "" || c.sent == nil {
+		return c.say(req)
+	}
+	if !validKey(req.Key) {
+		return ChatMessage{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
+	}
+	c.sent.mu.Lock()
+	defer c.sent.mu.Unlock()
+	if ack, ok := c.sent.acks[req.Key]; ok {
+		return ack, nil
+	}
+	ack, err := c.say(req)
+	if err == nil {
+		c.sent.record(req.Key, ack, c.s.cfg.sendKeyWindow)
+	}
+	return ack, err
+}
+
+// say handles a text or a direct message: filter, sequence, deliver. It
+// returns the acknowledgement to send.
+func (c *conn) say(req request) (ChatMessage, error) {
 	if req.Text == "" {
-		return &Error{Code: CodeBadText, Text: "empty text"}
+		return ChatMessage{}, &Error{Code: CodeBadText, Text: "empty text"}
 	}
 	in := Incoming{From: c.user, Text: req.Text}
 	var r *room
 	if req.Type == frameText {
 		in.Room = orDefault(req.Room, DefaultRoom)
 		if r = c.room(in.Room); r == nil {
-			return notInRoom(in.Room)
+			return ChatMessage{}, notInRoom(in.Room)
 		}
 	} else {
 		if req.To == "" {
-			return &Error{Code: CodeNoSuchUser, Text: `a direct message needs "to"`}
+			return ChatMessage{}, &Error{Code: CodeNoSuchUser, Text: `a direct message needs "to"`}
 		}
 		in.To = req.To
 	}
@@ -331,42 +358,40 @@ func (c *conn) say(req request) error {
 	if f := c.s.cfg.filter; f != nil {
 		t, err := f(c.qc.Context(), in)
 		if err != nil {
-			return &Error{Code: CodeRejected, Text: c.refusal(err, "message rejected")}
+			return ChatMessage{}, &Error{Code: CodeRejected, Text: c.refusal(err, "message rejected")}
 		}
 		if t == "" {
-			return &Error{Code: CodeRejected, Text: "message rejected"}
+			return ChatMessage{}, &Error{Code: CodeRejected, Text: "message rejected"}
 		}
 		text = t
 	}
 	if r != nil {
 		msg, err := r.publish(c, c.from, text)
 		if err != nil {
-			return err
+			return ChatMessage{}, err
 		}
-		c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, Room: r.name, Seq: msg.Seq, ID: msg.ID}, Ref: req.Ref}))
-		return nil
+		return ChatMessage{Type: frameAck, Room: r.name, Seq: msg.Seq, ID: msg.ID}, nil
 	}
-	return c.direct(req.Ref, req.To, text)
+	return c.direct(req.To, text)
 }
 
-func (c *conn) direct(ref uint64, to, text string) error {
+func (c *conn) direct(to, text string) (ChatMessage, error) {
 	if c.s.draining.Load() {
-		return &Error{Code: CodeShuttingDown, Text: "server shutting down"}
+		return ChatMessage{}, &Error{Code: CodeShuttingDown, Text: "server shutting down"}
 	}
 	target := c.s.lookupName(to)
 	if target == nil {
-		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+		return ChatMessage{}, &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
 	}
 	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
 	frame := mustEncode(reply{ChatMessage: msg})
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
-		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
+		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
 	}
 	if !target.enqueue(frame) {
-		return &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
+		return ChatMessage{}, &Error{Code: CodeNoSuchUser, Text: "no user " + to + " is online"}
 	}
-	c.enqueue(mustEncode(reply{ChatMessage: ChatMessage{Type: frameAck, ID: msg.ID, To: msg.To}, Ref: ref}))
-	return nil
+	return ChatMessage{Type: frameAck, ID: msg.ID, To: msg.To}, nil
 }
 
 func (c *conn) joinRoom(spec joinSpec, ref uint64) error {

@@ -448,6 +448,7 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 			old = o
 			c.user = o.user
 			key = o.key
+			c.sent = o.sent // the keys of its texts survive the resume
 		}
 	}
 	if old == nil {
@@ -456,6 +457,7 @@ func (s *Server) register(c *conn, name, session string) (old *conn, code ErrorC
 		}
 		c.user = User{ID: s.newID(), Name: name, JoinedAt: time.Now().UTC()}
 		session = newSessionToken()
+		c.sent = newSentKeys(s.cfg.sendKeyWindow)
 	}
 	// A resumed session keeps its token: a client whose connection is cut
 	// again before it reads the welcome still holds the token that works.
