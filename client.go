@@ -398,6 +398,9 @@ func (cc *clientConn) write(ctx context.Context, frame []byte) (started bool, er
 		return false, ctx.Err()
 	}
 	defer func() { <-cc.wsem }()
+	if err := ctx.Err(); err != nil {
+		return false, err // both were ready: write nothing
+	}
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
@@ -631,21 +634,20 @@ func (c *Client) push(m ChatMessage, size int, stop <-chan struct{}) bool {
 		c.rq, c.rhead = c.rq[:n], 0
 	}
 	c.rq = append(c.rq, queued{m: m, size: size})
+	full := c.overBytes >= c.readAhead
 	c.rmu.Unlock()
 	signal(c.avail)
-	for {
-		c.rmu.Lock()
-		full := c.overBytes >= c.readAhead
-		c.rmu.Unlock()
-		if !full {
-			return true
-		}
+	for full {
 		select {
 		case <-c.space:
 		case <-stop:
 			return false
 		}
+		c.rmu.Lock()
+		full = c.overBytes >= c.readAhead
+		c.rmu.Unlock()
 	}
+	return true
 }
 
 // pop takes the first message of the receive buffer.
@@ -656,6 +658,7 @@ func (c *Client) pop() (ChatMessage, bool) {
 		return ChatMessage{}, false
 	}
 	m := c.rq[c.rhead].m
+	wasFull := c.overBytes >= c.readAhead
 	if i := c.rhead + c.cfg.receiveBuffer; i < len(c.rq) {
 		c.overBytes -= c.rq[i].size // now inside the buffer
 	}
@@ -666,7 +669,9 @@ func (c *Client) pop() (ChatMessage, bool) {
 	}
 	more := c.rhead < len(c.rq)
 	c.rmu.Unlock()
-	signal(c.space)
+	if wasFull {
+		signal(c.space) // the reader may be waiting
+	}
 	if more {
 		signal(c.avail) // another Receive may be waiting
 	}
@@ -990,7 +995,8 @@ func (c *Client) Receive(ctx context.Context) (ChatMessage, error) {
 }
 
 // Close tells the server the client is leaving, closes the connection and
-// returns once every goroutine of the client has ended. It is idempotent.
+// returns once every goroutine of the client has ended, the state handler's
+// last call (StateClosed) included. It is idempotent.
 func (c *Client) Close() error {
 	c.closing.Do(func() {
 		c.cancel()
