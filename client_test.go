@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -394,4 +395,23 @@ func TestLeftRoomIsNotRejoined(t *testing.T) {
 	var e *garou.Error
 	require.True(t, errors.As(err, &e), "%v", err)
 	require.Equal(t, garou.CodeNotInRoom, e.Code)
+}
+
+// TestReceiveBackPressure: a client that stops reading past its buffer
+// and read-ahead stops taking frames, then goes on where it stopped once
+// Receive makes room: nothing lost, nothing out of order.
+func TestReceiveBackPressure(t *testing.T) {
+	const total = 400 // 400 × 4 KB: past the 1 MiB read-ahead
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	slow := dial(t, srv, "slow", garou.WithReceiveBuffer(1), garou.WithReconnect(0))
+	talker := dial(t, srv, "talker")
+	text := strings.Repeat("x", 4000)
+	for i := range total {
+		_, err := talker.SendTo(ctxT(t), garou.DefaultRoom, fmt.Sprintf("%d%s", i, text[:3990]))
+		require.NoError(t, err)
+	}
+	for i := range total {
+		m := next(t, slow, garou.TypeText)
+		require.Equal(t, fmt.Sprintf("%d", i), m.Text[:len(fmt.Sprint(i))])
+	}
 }
