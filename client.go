@@ -281,7 +281,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	}()
 	cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
 	if err != nil {
-		if parent.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, new(*quic.HandshakeTimeoutError))) {
+		if parent.Err() == nil && noAnswer(err) {
 			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)
 		}
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
@@ -362,6 +362,14 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
 	return cc, nil
+}
+
+// noAnswer reports whether a QUIC dial failed for want of an answer: its
+// deadline passed, or the handshake timed out.
+func noAnswer(err error) bool {
+	_, handshake := errors.AsType[*quic.HandshakeTimeoutError](err)
+	_, idle := errors.AsType[*quic.IdleTimeoutError](err)
+	return handshake || idle || errors.Is(err, context.DeadlineExceeded)
 }
 
 // connErr explains a read error on cc: the server's bye, its close code,
