@@ -3,14 +3,18 @@ package garou
 import (
 	"bufio"
 	"context"
+	crand "crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -23,23 +27,42 @@ import (
 //
 // All methods are safe for concurrent use. Concurrent Sends are pipelined:
 // their frames go out in the order the calls write them, and each returns
-// when its own acknowledgement arrives. Messages are delivered to Receive
-// in the order the server sent them.
+// when its own acknowledgement arrives, whether or not anyone calls
+// Receive. Every text carries an idempotency key, so that a Send cut off
+// by a lost connection is retried on the next one and sequenced exactly
+// once. Messages are delivered to Receive in the order the server sent
+// them. Connection state changes are reported to WithStateHandler.
 type Client struct {
-	cfg   clientConfig
-	addr  string
-	raddr net.Addr
-	tls   *tls.Config
-	quic  *quic.Config
-	log   *slog.Logger
+	cfg    clientConfig
+	addr   string
+	raddr  net.Addr
+	tls    *tls.Config
+	quic   *quic.Config
+	log    *slog.Logger
+	keyPfx string        // idempotency keys are keyPfx + a counter
+	keyN   atomic.Uint64 // the counter
 
-	incoming chan ChatMessage
-	ctx      context.Context // ends with Close
-	cancel   context.CancelFunc
-	quit     <-chan struct{} // ctx.Done()
-	done     chan struct{}   // closed when the client has stopped for good
-	closing  sync.Once
-	wg       sync.WaitGroup
+	// The receive buffer (see WithReceiveBuffer). The reader appends,
+	// Receive takes from the front.
+	rmu       sync.Mutex
+	rq        []queued // from rhead on
+	rhead     int
+	overBytes int           // bytes of the messages past the buffer's size
+	readAhead int           // the reader waits while overBytes reaches it
+	avail     chan struct{} // a message was queued
+	space     chan struct{} // a message was taken
+
+	// State changes waiting for the handler's goroutine.
+	smu   sync.Mutex
+	sq    []StateChange
+	swake chan struct{}
+
+	ctx     context.Context // ends with Close
+	cancel  context.CancelFunc
+	quit    <-chan struct{} // ctx.Done()
+	done    chan struct{}   // closed when the client has stopped for good
+	closing sync.Once
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	name    string // as asked in the hello
@@ -50,10 +73,54 @@ type Client struct {
 	rooms   map[string]*roomState
 	order   []string // rooms in join order
 	cur     *clientConn
-	ready   chan struct{} // closed while cur is usable
+	ready   chan struct{}  // closed while cur is usable
+	leaving map[string]int // rooms a Leave is under way for: never rejoined
 	pending map[uint64]chan reply
 	nextRef uint64
 	err     error // why the client stopped
+}
+
+// queued is a message waiting for Receive, with the size of its frame.
+type queued struct {
+	m    ChatMessage
+	size int
+}
+
+// ConnState is the state of a Client's connection.
+type ConnState int
+
+// Connection states, reported to WithStateHandler.
+const (
+	// StateConnecting: Dial is making the first connection.
+	StateConnecting ConnState = iota
+	// StateConnected: the first connection was welcomed; Dial returns.
+	StateConnected
+	// StateReconnecting: the connection was lost, and attempt number
+	// Attempt (from 1) is about to be made, after a backoff. Err says why
+	// the connection was lost, or why the previous attempt failed.
+	StateReconnecting
+	// StateResumed: a reconnect was welcomed. The client is back in its
+	// rooms, and what was said meanwhile follows through Receive.
+	StateResumed
+	// StateClosed: the client stopped for good. Err says why: ErrClosed
+	// after Close, or the failure that ended it (see Client.Err).
+	StateClosed
+)
+
+var connStateNames = [...]string{"connecting", "connected", "reconnecting", "resumed", "closed"}
+
+func (s ConnState) String() string {
+	if int(s) < len(connStateNames) {
+		return connStateNames[s]
+	}
+	return fmt.Sprintf("ConnState(%d)", int(s))
+}
+
+// StateChange is one change of a Client's connection state.
+type StateChange struct {
+	State   ConnState
+	Attempt int   // the reconnect attempt, from 1, in StateReconnecting
+	Err     error // the cause, in StateReconnecting and StateClosed
 }
 
 // roomState is what resuming a room needs: the last sequence number
@@ -74,9 +141,12 @@ type clientConn struct {
 }
 
 // Dial connects to the server at addr ("host:port") as name and returns
-// once the server has welcomed the client. A refusal (name taken, server
+// once the server has welcomed the client and answered for the rooms of the
+// hello (Rooms then lists those joined). A refusal (name taken, server
 // full, unauthorized, ...) is returned as a *CloseError whose Err, when the
-// server said why, is an *Error with the code.
+// server said why, is an *Error with the code; a server that does not
+// answer within the connect timeout, as an error wrapping ErrNoAnswer.
+// Dial does not retry.
 func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client, error) {
 	cfg := defaultClientConfig()
 	for _, o := range opts {
@@ -115,33 +185,89 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 			MaxStreamReceiveWindow:     uint64(max(2*cfg.maxMessageSize, 2<<20)),
 			MaxConnectionReceiveWindow: uint64(max(3*cfg.maxMessageSize, 3<<20)),
 		},
-		log:      cfg.logger,
-		incoming: make(chan ChatMessage, cfg.receiveBuffer),
-		done:     make(chan struct{}),
-		name:     name,
-		rooms:    make(map[string]*roomState),
-		ready:    make(chan struct{}),
-		pending:  make(map[uint64]chan reply),
+		log:       cfg.logger,
+		keyPfx:    newKeyPrefix(),
+		readAhead: max(DefaultReadAhead, cfg.maxMessageSize),
+		avail:     make(chan struct{}, 1),
+		space:     make(chan struct{}, 1),
+		swake:     make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		name:      name,
+		rooms:     make(map[string]*roomState),
+		ready:     make(chan struct{}),
+		leaving:   make(map[string]int),
+		pending:   make(map[uint64]chan reply),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.quit = c.ctx.Done()
+	if cfg.onState != nil {
+		c.wg.Go(c.notifyLoop)
+	}
+	c.emit(StateChange{State: StateConnecting})
 	specs := make([]joinSpec, len(cfg.rooms))
 	for i, r := range cfg.rooms {
 		specs[i] = joinSpec{Room: r}
 	}
 	cc, err := c.connect(ctx, specs)
 	if err != nil {
+		c.stop(err)
 		c.cancel()
+		c.wg.Wait()
 		return nil, err
 	}
 	_ = c.setConn(cc) // nobody can have closed c yet
+	c.emit(StateChange{State: StateConnected})
 	c.wg.Go(func() { c.run(cc) })
 	return c, nil
 }
 
+// newKeyPrefix returns a random prefix for a client's idempotency keys:
+// keys stay unique across the clients of a user session.
+func newKeyPrefix() string {
+	var b [9]byte
+	_, _ = crand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:]) + "."
+}
+
+// emit hands a state change to the handler's goroutine.
+func (c *Client) emit(sc StateChange) {
+	if c.cfg.onState == nil {
+		return
+	}
+	c.smu.Lock()
+	c.sq = append(c.sq, sc)
+	c.smu.Unlock()
+	signal(c.swake)
+}
+
+// notifyLoop calls the state handler, in order, until StateClosed.
+func (c *Client) notifyLoop() {
+	for {
+		<-c.swake
+		c.smu.Lock()
+		batch := c.sq
+		c.sq = nil
+		c.smu.Unlock()
+		for _, sc := range batch {
+			c.cfg.onState(sc)
+			if sc.State == StateClosed {
+				return
+			}
+		}
+	}
+}
+
+// signal wakes whoever waits on ch, without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // connect makes one connection and says hello; it returns once welcomed.
-func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, err error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
+func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientConn, err error) {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.connectTimeout)
 	defer cancel()
 	pc, err := c.cfg.listenPacket(ctx)
 	if err != nil {
@@ -155,6 +281,9 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	}()
 	cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
 	if err != nil {
+		if parent.Err() == nil && noAnswer(err) {
+			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)
+		}
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 	}
 	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
@@ -174,7 +303,7 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
 		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
 	c.mu.Unlock()
-	if err := cc.write(ctx, mustEncode(hello)); err != nil {
+	if _, err := cc.write(ctx, mustEncode(hello)); err != nil {
 		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -196,14 +325,49 @@ func (c *Client) connect(ctx context.Context, rooms []joinSpec) (_ *clientConn, 
 	default:
 		return nil, fmt.Errorf("garou: server answered the hello with %q", r.Type)
 	}
-	_ = cc.str.SetReadDeadline(time.Time{})
 	c.mu.Lock()
 	c.user = *r.User.user()
 	c.session = r.Session
 	c.server = r.Server
 	c.srvMax = r.MaxSize
 	c.mu.Unlock()
+	// The server answers for each room of the hello (joined, or an error)
+	// right after the welcome: read those answers before returning, so the
+	// client's rooms are known when Dial or a reconnect returns.
+	want := make(map[string]bool, len(rooms))
+	for _, spec := range rooms {
+		want[orDefault(spec.Room, DefaultRoom)] = true
+	}
+	for len(want) > 0 {
+		body, err := cc.fr.next()
+		if err != nil {
+			return nil, c.connErr(cc, err)
+		}
+		r, err := decodeReply(body)
+		if err != nil {
+			return nil, err
+		}
+		if r.Type == frameBye {
+			cc.bye = &r
+			return nil, byeError(&r)
+		}
+		if r.Ref == 0 && (r.Type == frameJoined || r.Type == string(TypeError) && ErrorCode(r.Code) != CodeNotDelivered) {
+			delete(want, r.Room)
+		}
+		if !c.dispatch(&r, len(body), ctx.Done()) {
+			return nil, ctx.Err()
+		}
+	}
+	_ = cc.str.SetReadDeadline(time.Time{})
 	return cc, nil
+}
+
+// noAnswer reports whether a QUIC dial failed for want of an answer: its
+// deadline passed, or the handshake timed out.
+func noAnswer(err error) bool {
+	_, handshake := errors.AsType[*quic.HandshakeTimeoutError](err)
+	_, idle := errors.AsType[*quic.IdleTimeoutError](err)
+	return handshake || idle || errors.Is(err, context.DeadlineExceeded)
 }
 
 // connErr explains a read error on cc: the server's bye, its close code,
@@ -226,13 +390,19 @@ func byeError(r *reply) error {
 // slowly (QUIC flow control) cannot hold a caller past its context. A
 // frame cut short leaves the stream out of step, so the connection is
 // then closed (and the client reconnects).
-func (cc *clientConn) write(ctx context.Context, frame []byte) error {
+//
+// started reports whether any of the frame was written: the server may
+// then have it.
+func (cc *clientConn) write(ctx context.Context, frame []byte) (started bool, err error) {
 	select {
 	case cc.wsem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	defer func() { <-cc.wsem }()
+	if err := ctx.Err(); err != nil {
+		return false, err // both were ready: write nothing
+	}
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
@@ -246,7 +416,7 @@ func (cc *clientConn) write(ctx context.Context, frame []byte) error {
 	if err != nil && n > 0 {
 		_ = cc.qc.CloseWithError(quic.ApplicationErrorCode(CloseProtocol), "frame write interrupted")
 	}
-	return err
+	return n > 0, err
 }
 
 // close ends the connection and releases its socket.
@@ -291,7 +461,7 @@ func (c *Client) run(cc *clientConn) {
 			return
 		}
 		c.log.Info("garou: connection lost, reconnecting", "err", err)
-		next, rerr := c.reconnect()
+		next, rerr := c.reconnect(err)
 		if rerr != nil {
 			c.stop(rerr)
 			return
@@ -300,6 +470,7 @@ func (c *Client) run(cc *clientConn) {
 			c.stop(ErrClosed)
 			return
 		}
+		c.emit(StateChange{State: StateResumed})
 		cc = next
 	}
 }
@@ -310,18 +481,36 @@ func (c *Client) shouldReconnect(err error) bool {
 		return false
 	default:
 	}
-	if c.cfg.reconnects == 0 {
-		return false
+	return c.cfg.reconnects > 0 && !final(err)
+}
+
+// final reports whether err, ending a connection or a connection attempt,
+// means that trying again cannot help: the server ended the session on
+// purpose or refused it for good (see CloseCode.Reconnect), or its certificate is
+// not trusted.
+func final(err error) bool {
+	if ce, ok := errors.AsType[*CloseError](err); ok && ce.Remote {
+		return !ce.Code.Reconnect()
 	}
-	var ce *CloseError
-	return !errors.As(err, &ce) // the server ended it on purpose
+	if errors.Is(err, ErrFingerprintMismatch) {
+		return true
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return true
+	}
+	if te, ok := errors.AsType[*quic.TransportError](err); ok && te.ErrorCode.IsCryptoError() {
+		return true // the TLS handshake failed: it will fail again
+	}
+	return false
 }
 
 // reconnect tries to connect again with backoff and full jitter, resuming
-// every room after the last sequence number received.
-func (c *Client) reconnect() (*clientConn, error) {
-	var last error
+// every room after the last sequence number received. cause is why the
+// connection was lost.
+func (c *Client) reconnect(cause error) (*clientConn, error) {
+	last := cause
 	for attempt := range c.cfg.reconnects {
+		c.emit(StateChange{State: StateReconnecting, Attempt: attempt + 1, Err: last})
 		d := c.cfg.backoffMin
 		for range attempt {
 			if d >= c.cfg.backoffMax/2 {
@@ -341,14 +530,19 @@ func (c *Client) reconnect() (*clientConn, error) {
 		if err == nil {
 			return cc, nil
 		}
+		if c.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
 		last = err
-		var ce *CloseError
-		if errors.As(err, &ce) && ce.Code != CloseServerFull && ce.Code != CloseTooManyConns {
+		if final(err) {
 			return nil, err // refused: trying again will not help
 		}
 		c.log.Info("garou: reconnect failed", "attempt", attempt+1, "err", err)
 	}
-	return nil, fmt.Errorf("garou: gave up reconnecting after %d attempts: %w", c.cfg.reconnects, last)
+	if last == cause {
+		return nil, fmt.Errorf("garou: gave up reconnecting after %d attempts: %w", c.cfg.reconnects, cause)
+	}
+	return nil, fmt.Errorf("garou: gave up reconnecting after %d attempts: %w (connection lost: %w)", c.cfg.reconnects, last, cause)
 }
 
 func (c *Client) resumeSpecs() []joinSpec {
@@ -375,6 +569,7 @@ func (c *Client) stop(err error) {
 	c.err = err
 	c.mu.Unlock()
 	close(c.done)
+	c.emit(StateChange{State: StateClosed, Err: err})
 }
 
 // read dispatches frames until the connection fails.
@@ -394,27 +589,95 @@ func (c *Client) read(cc *clientConn) error {
 			// Close our side: the server has said all it will.
 			return byeError(&r)
 		}
-		c.track(&r)
-		if r.Ref != 0 {
-			c.mu.Lock()
-			ch := c.pending[r.Ref]
-			delete(c.pending, r.Ref)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- r
-			}
-			continue
-		}
-		switch r.Type {
-		case frameJoined, frameAck, frameWelcome:
-			continue
-		}
-		select {
-		case c.incoming <- r.message():
-		case <-c.quit:
+		if !c.dispatch(&r, len(body), c.quit) {
 			return ErrClosed
 		}
 	}
+}
+
+// dispatch handles one frame other than a bye: a reply goes to its waiter
+// at once, a message to the receive buffer. It reports false if stop
+// closed while it waited for room in the buffer.
+func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
+	c.track(r)
+	if r.Ref != 0 {
+		c.mu.Lock()
+		ch := c.pending[r.Ref]
+		delete(c.pending, r.Ref)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- *r
+		}
+		return true
+	}
+	switch r.Type {
+	case frameJoined, frameAck, frameWelcome:
+		return true
+	}
+	return c.push(r.message(), size, stop)
+}
+
+// msgOverhead is what a buffered message counts for beyond its frame.
+const msgOverhead = 256
+
+// push appends m to the receive buffer, then, while the messages past the
+// buffer's size reach the read-ahead, waits for Receive to take some (see
+// WithReceiveBuffer). It reports false if stop closed meanwhile.
+func (c *Client) push(m ChatMessage, size int, stop <-chan struct{}) bool {
+	size += msgOverhead
+	c.rmu.Lock()
+	if len(c.rq)-c.rhead >= c.cfg.receiveBuffer {
+		c.overBytes += size
+	}
+	if c.rhead > 0 && len(c.rq) == cap(c.rq) && c.rhead >= len(c.rq)/2 {
+		// Reuse the taken half of the array rather than grow it.
+		n := copy(c.rq, c.rq[c.rhead:])
+		clear(c.rq[n:])
+		c.rq, c.rhead = c.rq[:n], 0
+	}
+	c.rq = append(c.rq, queued{m: m, size: size})
+	full := c.overBytes >= c.readAhead
+	c.rmu.Unlock()
+	signal(c.avail)
+	for full {
+		select {
+		case <-c.space:
+		case <-stop:
+			return false
+		}
+		c.rmu.Lock()
+		full = c.overBytes >= c.readAhead
+		c.rmu.Unlock()
+	}
+	return true
+}
+
+// pop takes the first message of the receive buffer.
+func (c *Client) pop() (ChatMessage, bool) {
+	c.rmu.Lock()
+	if c.rhead == len(c.rq) {
+		c.rmu.Unlock()
+		return ChatMessage{}, false
+	}
+	m := c.rq[c.rhead].m
+	wasFull := c.overBytes >= c.readAhead
+	if i := c.rhead + c.cfg.receiveBuffer; i < len(c.rq) {
+		c.overBytes -= c.rq[i].size // now inside the buffer
+	}
+	c.rq[c.rhead] = queued{}
+	c.rhead++
+	if c.rhead == len(c.rq) {
+		c.rq, c.rhead = c.rq[:0], 0
+	}
+	more := c.rhead < len(c.rq)
+	c.rmu.Unlock()
+	if wasFull {
+		signal(c.space) // the reader may be waiting
+	}
+	if more {
+		signal(c.avail) // another Receive may be waiting
+	}
+	return m, true
 }
 
 // track keeps the per-room state resuming needs.
@@ -423,6 +686,12 @@ func (c *Client) track(r *reply) {
 	case frameJoined:
 		c.mu.Lock()
 		if st := c.rooms[r.Room]; st == nil {
+			if r.Ref == 0 && c.leaving[r.Room] > 0 {
+				// A reconnect's hello, written before a Leave began:
+				// the Leave, retried on this connection, leaves it.
+				c.mu.Unlock()
+				return
+			}
 			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq, joinedSeq: r.LastSeq}
 			c.order = append(c.order, r.Room)
 		} else {
@@ -461,14 +730,26 @@ func (c *Client) track(r *reply) {
 }
 
 // request sends req and waits for the reply with its ref. If the connection
-// is lost before the reply, a text or direct message fails with
-// ErrConnectionLost (it may have been accepted); any other request, being
-// idempotent, is sent again on the next connection.
+// is lost before the reply, the request is sent again on the next
+// connection: every request is idempotent, texts and direct messages by
+// their key. A keyed request that gives up says whether its frame was ever
+// written (ErrOutcomeUnknown) or not (ErrNotSent).
 func (c *Client) request(ctx context.Context, req request) (reply, error) {
+	written := false
+	giveUp := func(cause error) error {
+		switch {
+		case req.Key == "":
+			return cause
+		case written:
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
+		default:
+			return fmt.Errorf("%w: %w", ErrNotSent, cause)
+		}
+	}
 	for {
 		cc, err := c.conn(ctx)
 		if err != nil {
-			return reply{}, err
+			return reply{}, giveUp(err)
 		}
 		ch := make(chan reply, 1)
 		c.mu.Lock()
@@ -479,47 +760,52 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 		frame := mustEncode(req)
 		if len(frame)-frameHeaderLen > min(c.cfg.maxMessageSize, c.serverMax()) {
 			c.forget(req.Ref)
+			if written {
+				return reply{}, giveUp(ErrTooLarge) // the server's limit shrank
+			}
 			return reply{}, ErrTooLarge
 		}
-		if err := cc.write(ctx, frame); err != nil {
+		started, err := cc.write(ctx, frame)
+		written = written || started
+		if err != nil {
 			c.forget(req.Ref)
 			if ctx.Err() != nil {
-				return reply{}, ctx.Err()
-			}
-			if req.Type == frameText || req.Type == frameDirect {
-				return reply{}, ErrConnectionLost
+				return reply{}, giveUp(ctx.Err())
 			}
 			select { // retry once the connection is replaced
 			case <-cc.lost:
 			case <-ctx.Done():
-				return reply{}, ctx.Err()
+				return reply{}, giveUp(ctx.Err())
 			}
 			continue
 		}
 		select {
 		case r := <-ch:
-			if r.Type == string(TypeError) {
-				return r, &Error{Code: ErrorCode(r.Code), Text: r.Text}
-			}
-			return r, nil
+			return answer(r)
 		case <-ctx.Done():
 			c.forget(req.Ref)
-			return reply{}, ctx.Err()
+			select { // the reply may have come meanwhile
+			case r := <-ch:
+				return answer(r)
+			default:
+			}
+			return reply{}, giveUp(ctx.Err())
 		case <-cc.lost:
 			select { // the reply may have come just before the loss
 			case r := <-ch:
-				if r.Type == string(TypeError) {
-					return r, &Error{Code: ErrorCode(r.Code), Text: r.Text}
-				}
-				return r, nil
+				return answer(r)
 			default:
 			}
 			c.forget(req.Ref)
-			if req.Type == frameText || req.Type == frameDirect {
-				return reply{}, ErrConnectionLost
-			}
 		}
 	}
+}
+
+func answer(r reply) (reply, error) {
+	if r.Type == string(TypeError) {
+		return r, &Error{Code: ErrorCode(r.Code), Text: r.Text}
+	}
+	return r, nil
 }
 
 func (c *Client) forget(ref uint64) {
@@ -584,31 +870,41 @@ func (c *Client) Rooms() []string {
 }
 
 // Send says text in DefaultRoom. It returns nil once the server has
-// accepted and sequenced it; the text then also arrives through Receive,
-// like every member's. ErrConnectionLost means the outcome is unknown.
+// accepted and sequenced it, exactly once; the text then also arrives
+// through Receive, like every member's. If the connection is lost first,
+// Send sends the text again on the next connection, with the same
+// idempotency key: the server acknowledges a text it already has without
+// sequencing it again. If ctx ends or the client stops first, the error
+// wraps ErrOutcomeUnknown when the text was written (it may have been
+// sequenced), ErrNotSent when it never was; it also wraps the cause.
 func (c *Client) Send(ctx context.Context, text string) error {
 	_, err := c.SendTo(ctx, DefaultRoom, text)
 	return err
 }
 
 // SendTo says text in room and returns its sequence number once the server
-// has accepted it.
+// has accepted it. It is exactly-once as Send is.
 func (c *Client) SendTo(ctx context.Context, room, text string) (seq uint64, err error) {
 	if err := checkText(text); err != nil {
 		return 0, err
 	}
-	r, err := c.request(ctx, request{Type: frameText, Room: room, Text: text})
+	r, err := c.request(ctx, request{Type: frameText, Room: room, Text: text, Key: c.newKey()})
 	return r.Seq, err
 }
 
-// SendDirect sends text to the online user called to, and only to them. An
-// *Error with CodeNoSuchUser says nobody of that name is online.
+// SendDirect sends text to the online user called to, and only to them,
+// exactly once as Send does. An *Error with CodeNoSuchUser says nobody of
+// that name is online.
 func (c *Client) SendDirect(ctx context.Context, to, text string) error {
 	if err := checkText(text); err != nil {
 		return err
 	}
-	_, err := c.request(ctx, request{Type: frameDirect, To: to, Text: text})
+	_, err := c.request(ctx, request{Type: frameDirect, To: to, Text: text, Key: c.newKey()})
 	return err
+}
+
+func (c *Client) newKey() string {
+	return c.keyPfx + strconv.FormatUint(c.keyN.Add(1), 36)
 }
 
 func checkText(text string) error {
@@ -632,14 +928,36 @@ func (c *Client) Join(ctx context.Context, room string, history int) ([]User, er
 	return fromWireList(r.Users), err
 }
 
-// Leave leaves room.
+// Leave leaves room ("" is DefaultRoom). The room is out of Rooms from the
+// call on, and no reconnect rejoins it, even one racing the Leave. Leaving
+// a room the client is not in returns an *Error with CodeNotInRoom. If the
+// server refuses (rate limit), the room is the client's again; if ctx
+// ends first, it is not: the next reconnect leaves it on the server.
 func (c *Client) Leave(ctx context.Context, room string) error {
-	_, err := c.request(ctx, request{Type: frameLeave, Room: room})
-	if err == nil {
-		c.mu.Lock()
+	room = orDefault(room, DefaultRoom)
+	c.mu.Lock()
+	st, had := c.rooms[room]
+	if had {
 		delete(c.rooms, room)
 		c.order = slices.DeleteFunc(c.order, func(s string) bool { return s == room })
-		c.mu.Unlock()
+	}
+	c.leaving[room]++
+	c.mu.Unlock()
+	_, err := c.request(ctx, request{Type: frameLeave, Room: room})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaving[room]--; c.leaving[room] == 0 {
+		delete(c.leaving, room)
+	}
+	var e *Error
+	if had && errors.As(err, &e) {
+		if e.Code == CodeNotInRoom {
+			return nil // left on a connection lost before its answer
+		}
+		if _, back := c.rooms[room]; !back {
+			c.rooms[room] = st
+			c.order = append(c.order, room)
+		}
 	}
 	return err
 }
@@ -661,28 +979,26 @@ func (c *Client) Members(ctx context.Context, room string) ([]User, error) {
 // not tied to a request. After the client stopped it returns the messages
 // still buffered, then the reason it stopped (ErrClosed after Close).
 func (c *Client) Receive(ctx context.Context) (ChatMessage, error) {
-	select {
-	case m := <-c.incoming:
-		return m, nil
-	default:
-	}
-	select {
-	case m := <-c.incoming:
-		return m, nil
-	case <-c.done:
-		select {
-		case m := <-c.incoming:
+	for {
+		if m, ok := c.pop(); ok {
 			return m, nil
-		default:
-			return ChatMessage{}, c.Err()
 		}
-	case <-ctx.Done():
-		return ChatMessage{}, ctx.Err()
+		select {
+		case <-c.avail:
+		case <-c.done:
+			if m, ok := c.pop(); ok {
+				return m, nil
+			}
+			return ChatMessage{}, c.Err()
+		case <-ctx.Done():
+			return ChatMessage{}, ctx.Err()
+		}
 	}
 }
 
 // Close tells the server the client is leaving, closes the connection and
-// returns once every goroutine of the client has ended. It is idempotent.
+// returns once every goroutine of the client has ended, the state handler's
+// last call (StateClosed) included. It is idempotent.
 func (c *Client) Close() error {
 	c.closing.Do(func() {
 		c.cancel()

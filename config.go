@@ -25,11 +25,13 @@ const (
 	DefaultRate              = 50
 	DefaultBurst             = 100
 	DefaultShutdownTimeout   = 5 * time.Second
+	DefaultSendKeyWindow     = 1024
 
 	DefaultLocalAddr      = "0.0.0.0:0"
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultReceiveBuffer  = 1024
+	DefaultReadAhead      = 1 << 20
 	DefaultReconnects     = 10
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
@@ -85,6 +87,7 @@ type serverConfig struct {
 	rate              float64
 	burst             int
 	shutdownTimeout   time.Duration
+	sendKeyWindow     int
 	tlsConfig         *tls.Config
 	logger            *slog.Logger
 	auth              AuthFunc
@@ -109,6 +112,7 @@ func defaultServerConfig() serverConfig {
 		rate:              DefaultRate,
 		burst:             DefaultBurst,
 		shutdownTimeout:   DefaultShutdownTimeout,
+		sendKeyWindow:     DefaultSendKeyWindow,
 		logger:            slog.Default(),
 	}
 }
@@ -139,6 +143,8 @@ func (c *serverConfig) validate() error {
 		return optErr("rate must be 0 (unlimited) or positive with a burst of at least 1, got %v/%d", c.rate, c.burst)
 	case c.shutdownTimeout <= 0:
 		return optErr("shutdown timeout must be positive, got %v", c.shutdownTimeout)
+	case c.sendKeyWindow < 0:
+		return optErr("send key window must not be negative, got %d", c.sendKeyWindow)
 	case c.logger == nil:
 		return optErr("logger must not be nil")
 	}
@@ -164,6 +170,7 @@ type clientConfig struct {
 	token          string
 	rooms          []string
 	receiveBuffer  int
+	onState        func(StateChange)
 	reconnects     int
 	backoffMin     time.Duration
 	backoffMax     time.Duration
@@ -326,6 +333,16 @@ func WithHistoryStore(h HistoryStore) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.history = h })
 }
 
+// WithSendKeyWindow sets how many idempotency keys of texts and direct
+// messages the server remembers per user session (the last n, across a
+// resume of the session): a text whose key is among them is not sequenced
+// again, its sender gets the original acknowledgement. It bounds how many
+// sends a client may have in flight across a reconnect and still have each
+// sequenced exactly once. Default 1024; 0 remembers none.
+func WithSendKeyWindow(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.sendKeyWindow = n })
+}
+
 // WithMaxRoomsPerClient limits the rooms one client is in. Default 32.
 func WithMaxRoomsPerClient(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.maxRoomsPerClient = n })
@@ -450,22 +467,42 @@ func WithRooms(rooms ...string) ClientOption {
 }
 
 // WithReceiveBuffer sets how many messages the client buffers for Receive.
-// When the buffer is full the client stops reading: requests (Send, Join,
-// ...) then wait for their acknowledgements too, and a server eventually
-// disconnects the client as a slow consumer. Call Receive promptly, from a
+// Replies to requests (the acknowledgement of a Send, the list of Users,
+// ...) never wait for this buffer: they reach their callers whatever its
+// state. When the buffer is full, the client goes on reading and holds up
+// to DefaultReadAhead (1 MiB) of further messages, or one maximum-size
+// message if that is larger, so that replies behind them still arrive;
+// past that it stops reading until Receive makes room. The server then
+// queues for the client, and cuts it as a slow consumer when its send
+// queue passes its bound (see WithSendQueueBytes); the client reconnects
+// and resumes, and Receive loses nothing. Call Receive promptly, from a
 // goroutine of its own. Default 1024.
 func WithReceiveBuffer(n int) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.receiveBuffer = n })
 }
 
 // WithReconnect sets how many times in a row the client tries to reconnect
-// after losing its connection; 0 turns reconnecting off. The client does
-// not reconnect when the server ended the session on purpose (any close
-// code: shutdown, kicked, replaced, slow consumer, flooding, ...), and
-// stops trying when a reconnect is refused, except for the transient
-// CloseServerFull and CloseTooManyConns. Default 10.
+// after losing its connection; 0 turns reconnecting off. Losses that are
+// retried: network failures and timeouts, and the transient close codes
+// CloseServerShutdown (a server restarting for a deploy), CloseServerFull,
+// CloseTooManyConns, CloseSlowConsumer, CloseHandshakeTimeout and
+// CloseInternal. Final, never retried: the other close codes (kicked,
+// replaced, name rejected, unauthorized, protocol, too large, flooding),
+// a certificate the client does not trust or whose fingerprint does not
+// match, and a hello the server refuses for good (name taken,
+// authenticator's refusal). Default 10.
 func WithReconnect(attempts int) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.reconnects = attempts })
+}
+
+// WithStateHandler sets a function told of every change of the client's
+// connection state (see ConnState), in order. It runs on a goroutine of
+// its own, never on the one reading the connection: it may block, which
+// only delays the changes after it. The last call is the one with
+// StateClosed; Close waits for it to return (so the handler must not wait
+// for Close). Default: none.
+func WithStateHandler(f func(StateChange)) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.onState = f })
 }
 
 // WithReconnectBackoff sets the backoff between reconnect attempts: it

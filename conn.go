@@ -31,6 +31,7 @@ type conn struct {
 	// closed connection alive
 	key      string
 	session  string
+	sent     *sentKeys // the session's idempotency keys; nil: none kept
 	maxSize  int
 	welcomed bool // guarded by s.mu
 
@@ -284,7 +285,12 @@ func (c *conn) handle(req request) bool {
 func (c *conn) request(req request) error {
 	switch req.Type {
 	case frameText, frameDirect:
-		return c.say(req)
+		ack, err := c.sayOnce(req)
+		if err != nil {
+			return err
+		}
+		ack.Ref = req.Ref
+		c.enqueue(mustEncode(ack))
 	case frameJoin:
 		if e := checkSince(req.Since); e != nil {
 			return e
@@ -334,21 +340,44 @@ func (c *conn) refuse(ref uint64, e *Error) bool {
 	return true
 }
 
-// say handles a text or a direct message: filter, sequence, deliver, ack.
-func (c *conn) say(req request) error {
+// sayOnce handles a text or a direct message with its idempotency key: a
+// key the session has already had sequenced gets the original
+// acknowledgement, and nothing is said again.
+func (c *conn) sayOnce(req request) (reply, error) {
+	if req.Key == "" || c.sent == nil {
+		return c.say(req)
+	}
+	if !validKey(req.Key) {
+		return reply{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
+	}
+	c.sent.mu.Lock()
+	defer c.sent.mu.Unlock()
+	if ack, ok := c.sent.acks[req.Key]; ok {
+		return ack, nil
+	}
+	ack, err := c.say(req)
+	if err == nil {
+		c.sent.record(req.Key, ack, c.s.cfg.sendKeyWindow)
+	}
+	return ack, err
+}
+
+// say handles a text or a direct message: filter, sequence, deliver. It
+// returns the acknowledgement to send.
+func (c *conn) say(req request) (reply, error) {
 	if req.Text == "" {
-		return &Error{Code: CodeBadText, Text: "empty text"}
+		return reply{}, &Error{Code: CodeBadText, Text: "empty text"}
 	}
 	in := Incoming{From: c.user, Text: req.Text}
 	var r *room
 	if req.Type == frameText {
 		in.Room = orDefault(req.Room, DefaultRoom)
 		if r = c.room(in.Room); r == nil {
-			return notInRoom(in.Room)
+			return reply{}, notInRoom(in.Room)
 		}
 	} else {
 		if req.To == "" {
-			return &Error{Code: CodeNoSuchUser, Text: `a direct message needs "to"`}
+			return reply{}, &Error{Code: CodeNoSuchUser, Text: `a direct message needs "to"`}
 		}
 		in.To = req.To
 	}
@@ -356,42 +385,40 @@ func (c *conn) say(req request) error {
 	if f := c.s.cfg.filter; f != nil {
 		t, err := f(c.qc.Context(), in)
 		if err != nil {
-			return &Error{Code: CodeRejected, Text: c.refusal(err, "message rejected")}
+			return reply{}, &Error{Code: CodeRejected, Text: c.refusal(err, "message rejected")}
 		}
 		if t == "" {
-			return &Error{Code: CodeRejected, Text: "message rejected"}
+			return reply{}, &Error{Code: CodeRejected, Text: "message rejected"}
 		}
 		text = t
 	}
 	if r != nil {
 		msg, err := r.publish(c.qc.Context(), c, c.from, text)
 		if err != nil {
-			return err
+			return reply{}, err
 		}
-		c.enqueue(mustEncode(ackText(req.Ref, r.name, msg.Seq, msg.ID)))
-		return nil
+		return ackText(0, r.name, msg.Seq, msg.ID), nil
 	}
-	return c.direct(req.Ref, req.To, text)
+	return c.direct(req.To, text)
 }
 
-func (c *conn) direct(ref uint64, to, text string) error {
+func (c *conn) direct(to, text string) (reply, error) {
 	if c.s.draining.Load() {
-		return &Error{Code: CodeShutdown, Text: "server shutting down"}
+		return reply{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	target := c.s.lookupName(to)
 	if target == nil {
-		return noSuchUser(to)
+		return reply{}, noSuchUser(to)
 	}
 	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
 	frame := mustEncode(textFrame(&msg))
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
-		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
+		return reply{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
 	}
 	if !target.enqueue(frame) {
-		return noSuchUser(to)
+		return reply{}, noSuchUser(to)
 	}
-	c.enqueue(mustEncode(ackDirect(ref, msg.ID, msg.To)))
-	return nil
+	return ackDirect(0, msg.ID, msg.To), nil
 }
 
 func (c *conn) joinRoom(spec joinSpec, ref uint64) error {

@@ -133,8 +133,9 @@ func TestConnectionLimitHoldsUnderConcurrentConnects(t *testing.T) {
 
 func TestShutdownTellsEveryClient(t *testing.T) {
 	srv := startServer(t)
-	a := dial(t, srv, "a")
-	b := dial(t, srv, "b")
+	// Without reconnecting: a shutdown is otherwise retried.
+	a := dial(t, srv, "a", garou.WithReconnect(0))
+	b := dial(t, srv, "b", garou.WithReconnect(0))
 	require.NoError(t, a.Send(ctxT(t), "last words"))
 	require.NoError(t, srv.Shutdown(ctxT(t)))
 	for _, c := range []*garou.Client{a, b} {

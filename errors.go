@@ -25,10 +25,22 @@ var (
 	// ErrInvalidText is returned by Send for an empty text or one that is
 	// not valid UTF-8.
 	ErrInvalidText = errors.New("garou: invalid text")
-	// ErrConnectionLost is returned by a Send whose connection was lost
-	// before the server acknowledged it: the text may or may not have been
-	// accepted; if it was, it is in the room's history.
-	ErrConnectionLost = errors.New("garou: connection lost before acknowledgement")
+	// ErrOutcomeUnknown is returned by a Send (SendTo, SendDirect) that
+	// wrote its frame but stopped waiting before the server acknowledged
+	// it: its context ended, or the client stopped. The text may or may
+	// not have been sequenced (at most once: its idempotency key keeps the
+	// server from sequencing it twice). The error also wraps the cause,
+	// such as context.DeadlineExceeded or ErrClosed.
+	ErrOutcomeUnknown = errors.New("garou: outcome unknown, the server may have accepted the message")
+	// ErrNotSent is returned by a Send (SendTo, SendDirect) that gave up
+	// before its frame was written: the server never saw the text. The
+	// error also wraps the cause, such as context.DeadlineExceeded or
+	// ErrClosed.
+	ErrNotSent = errors.New("garou: not sent")
+	// ErrNoAnswer is returned by Dial, and ends a reconnect attempt, when
+	// nothing answered at the server's address within the connect timeout:
+	// no server listens there, or the network drops the packets.
+	ErrNoAnswer = errors.New("garou: no answer from the server")
 	// ErrFingerprintMismatch is returned by Dial when the server's
 	// certificate is not the one pinned with WithFingerprint.
 	ErrFingerprintMismatch = errors.New("garou: server certificate fingerprint does not match the pinned one")

@@ -49,7 +49,10 @@ func serveCtx(t testing.TB, ctx context.Context, opts ...garou.ServerOption) (sr
 }
 
 // addrOf is the address clients dial to reach srv.
-func addrOf(srv *garou.Server) string { return srv.Addr().String() }
+func addrOf(srv *garou.Server) string {
+	<-srv.Ready()
+	return srv.Addr().String()
+}
 
 // dial connects name to srv, pinning its certificate, and closes the client
 // when the test ends.

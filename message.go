@@ -62,6 +62,7 @@ type request struct {
 	// text, direct
 	To   string `json:"to,omitempty"`
 	Text string `json:"text,omitempty"`
+	Key  string `json:"key,omitempty"` // idempotency key
 }
 
 // joinSpec asks to join a room: with Since, resume after that sequence

@@ -511,6 +511,7 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, code
 			old = o
 			c.user = o.user
 			key = o.key
+			c.sent = o.sent // the keys of its texts survive the resume
 		}
 	}
 	if old == nil {
@@ -522,6 +523,7 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, code
 		}
 		c.user = User{ID: orDefault(id.ID, s.newID()), Name: id.Name, JoinedAt: time.Now().UTC(), Data: id.Data}
 		session = newSessionToken()
+		c.sent = newSentKeys(s.cfg.sendKeyWindow)
 	}
 	// A resumed session keeps its token: a client whose connection is cut
 	// again before it reads the welcome still holds the token that works.

@@ -108,6 +108,18 @@ func run() int {
 	if o.token != "" {
 		opts = append(opts, garou.WithToken(o.token))
 	}
+	// Connection state changes reach the session through states; the
+	// handler runs on a goroutine of the library's, which may block.
+	states := make(chan garou.StateChange, 16)
+	quit := make(chan struct{})
+	defer close(quit)
+	opts = append(opts, garou.WithStateHandler(func(sc garou.StateChange) {
+		select {
+		case states <- sc:
+		case <-quit:
+		}
+	}))
+	fmt.Fprintf(os.Stderr, "connecting to %s as %q ...\n", o.addr, o.name)
 	cli, err := garou.Dial(ctx, o.addr, o.name, opts...)
 	if errors.Is(err, garou.ErrInvalidOption) || errors.Is(err, garou.ErrInvalidName) {
 		fmt.Fprintln(os.Stderr, "client:", term.Sanitize(err.Error()))
@@ -124,7 +136,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		return 1
 	}
-	s := &session{cli: cli, ui: ui, room: o.room, asked: o.name}
+	s := &session{cli: cli, ui: ui, room: o.room, asked: o.name, states: states}
 	code := s.run(ctx)
 	ui.close()
 	return code
@@ -143,6 +155,8 @@ func explain(err error) string {
 	var bad *tls.CertificateVerificationError
 	var ne net.Error
 	switch {
+	case errors.Is(err, garou.ErrNoAnswer):
+		msg += " (is the server running at that address?)"
 	case errors.Is(err, garou.ErrFingerprintMismatch):
 		msg += " (is -fingerprint the one the server printed?)"
 	case errors.As(err, &bad):
@@ -165,7 +179,8 @@ type session struct {
 	cli *garou.Client
 	ui  ui
 
-	asked string // the name asked for; the server may give another
+	asked  string                   // the name asked for; the server may give another
+	states <-chan garou.StateChange // the connection's state changes
 
 	mu   sync.Mutex
 	room string // the current room: where typed lines go
@@ -254,6 +269,13 @@ func (s *session) loop(ctx context.Context, lines <-chan input, next chan<- stru
 				return 0, "bye"
 			}
 			next <- struct{}{}
+		case sc := <-s.states:
+			switch sc.State {
+			case garou.StateReconnecting:
+				s.printf("connection lost (%s); reconnecting, attempt %d", explainLost(sc.Err), sc.Attempt)
+			case garou.StateResumed:
+				s.printf("reconnected")
+			}
 		case err := <-lost:
 			return 1, "disconnected: " + explainLost(err)
 		case <-ctx.Done():
@@ -386,7 +408,11 @@ func (s *session) handle(ctx context.Context, line string) bool {
 			return true
 		}
 		if err := s.cli.SendDirect(ctx, to, text); err != nil {
-			s.printf("not sent to %s: %s", term.Sanitize(to), explainErr(err))
+			verb := "not sent"
+			if errors.Is(err, garou.ErrOutcomeUnknown) {
+				verb = "maybe sent"
+			}
+			s.printf("%s to %s: %s", verb, term.Sanitize(to), explainErr(err))
 			return true
 		}
 		s.printf("[to %s] %s", term.Sanitize(to), term.Sanitize(text))
@@ -417,6 +443,10 @@ func (s *session) say(ctx context.Context, text string) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	if _, err := s.cli.SendTo(ctx, room, text); err != nil {
+		if errors.Is(err, garou.ErrOutcomeUnknown) {
+			s.printf("maybe sent: %s", explainErr(err))
+			return
+		}
 		s.printf("not sent: %s", explainErr(err))
 	}
 }
@@ -438,8 +468,10 @@ func explainErr(err error) string {
 		return term.Sanitize(orText(e.Text, string(e.Code)))
 	}
 	switch {
-	case errors.Is(err, garou.ErrConnectionLost):
-		return "the connection was lost; the text may or may not have been delivered"
+	case errors.Is(err, garou.ErrOutcomeUnknown):
+		return "no answer from the server in time; it may have been delivered"
+	case errors.Is(err, garou.ErrNotSent):
+		return "the connection could not be restored in time"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "no answer from the server"
 	}

@@ -5,12 +5,20 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"log/slog"
+	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,22 +49,33 @@ func timeout(t *testing.T) context.Context {
 type server struct {
 	*garou.Server
 	addr string
+	stop func() // closes the server and its socket
 }
 
 func startServer(t *testing.T, opts ...garou.ServerOption) *server {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return startServerOn(t, "127.0.0.1:0", opts...)
+}
+
+// startServerOn serves on addr, with opts.
+func startServerOn(t *testing.T, addr string, opts ...garou.ServerOption) *server {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	require.NoError(t, err)
 	srv, err := garou.NewServer(append([]garou.ServerOption{garou.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), pc) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-		pc.Close()
-	})
-	return &server{Server: srv, addr: pc.LocalAddr().String()}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.Close()
+			<-served
+			pc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &server{Server: srv, addr: pc.LocalAddr().String(), stop: stop}
 }
 
 // dial connects a library client.
@@ -107,6 +126,7 @@ func TestInteractive(t *testing.T) {
 	bob := srv.dial(ctx, t, "bob")
 
 	p := startPTY(t, bin, srv.args("alice")...)
+	require.NoError(t, p.Expect(ctx, "connecting to "+srv.addr+` as "alice" ...`))
 	require.NoError(t, p.Expect(ctx, "connected as alice"))
 	require.NoError(t, p.Expect(ctx, "online (2): bob, alice"))
 	require.NoError(t, p.Expect(ctx, "lobby> "))
@@ -343,4 +363,45 @@ func TestConnectFailure(t *testing.T) {
 		require.Contains(t, stderr.String(), tc.want, "%q", tc.args)
 		require.NotContains(t, stderr.String(), "\x1b", "%q", tc.args)
 	}
+}
+
+// TestReconnectShown: a server restarted (a deploy: graceful shutdown, then
+// back with the same certificate) is reconnected to, and the user sees
+// the connection lost and restored; a server back with another
+// certificate ends the client at once, saying why.
+func TestReconnectShown(t *testing.T) {
+	bin := build(t)
+	ctx := timeout(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert := garou.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+
+	srv := startServerOn(t, "127.0.0.1:0", cert)
+	p := startPTY(t, bin, srv.args("gail")...)
+	require.NoError(t, p.Expect(ctx, "lobby> "))
+	require.NoError(t, srv.Shutdown(ctx))
+	srv.stop()
+	require.NoError(t, p.Expect(ctx, "connection lost (shutdown: server shutting down"))
+	require.NoError(t, p.Expect(ctx, "reconnecting, attempt 1"))
+
+	srv = startServerOn(t, srv.addr, cert)
+	require.NoError(t, p.Expect(ctx, "reconnected"))
+	bob := srv.dial(ctx, t, "bob")
+	require.NoError(t, bob.Send(ctx, "welcome back"))
+	require.NoError(t, p.Expect(ctx, "[lobby] bob: welcome back"))
+
+	// Back with another certificate: not retried.
+	require.NoError(t, srv.Shutdown(ctx))
+	srv.stop()
+	require.NoError(t, p.Expect(ctx, "reconnecting, attempt 1"))
+	startServerOn(t, srv.addr)
+	require.NoError(t, p.Expect(ctx, "disconnected: "))
+	require.NoError(t, p.Expect(ctx, "fingerprint does not match"))
+	var ee *exec.ExitError
+	require.ErrorAs(t, p.Wait(), &ee)
+	require.Equal(t, 1, ee.ExitCode())
 }

@@ -61,7 +61,8 @@ func run(out io.Writer) error {
 	fmt.Fprintf(out, "Lines with \"»\" are what alice does, the answers she gets, and the end.\n\n")
 
 	dial := func(name string) (*garou.Client, error) {
-		return garou.Dial(ctx, addr, name, garou.WithFingerprint(srv.Fingerprint()))
+		// Without reconnecting: the shutdown at the end would be retried.
+		return garou.Dial(ctx, addr, name, garou.WithFingerprint(srv.Fingerprint()), garou.WithReconnect(0))
 	}
 	d := &demo{ctx: ctx, out: out}
 

@@ -71,7 +71,8 @@ func TestGameServer(t *testing.T) {
 	}
 
 	dial := func(name, token, room string) (*garou.Client, error) {
-		return garou.Dial(ctx, addr, name, garou.WithFingerprint(fp), garou.WithToken(token), garou.WithRooms(room))
+		return garou.Dial(ctx, addr, name, garou.WithFingerprint(fp), garou.WithToken(token), garou.WithRooms(room),
+			garou.WithReconnect(0)) // the shutdown at the end would be retried
 	}
 	_, err = dial("mallory", "not-a-token", "match-1")
 	code, _ := garou.CloseCodeOf(err)

@@ -137,10 +137,10 @@ func TestServer(t *testing.T) {
 	require.Regexp(t, `^127\.0\.0\.1:\d+$`, addr)
 	require.Equal(t, addr, m[3])
 
-	alice, err := garou.Dial(ctx, addr, "alice", garou.WithFingerprint(fp))
+	alice, err := garou.Dial(ctx, addr, "alice", garou.WithFingerprint(fp), garou.WithReconnect(0))
 	require.NoError(t, err)
 	defer alice.Close()
-	bob, err := garou.Dial(ctx, addr, "bob", garou.WithFingerprint(fp))
+	bob, err := garou.Dial(ctx, addr, "bob", garou.WithFingerprint(fp), garou.WithReconnect(0))
 	require.NoError(t, err)
 	defer bob.Close()
 
@@ -206,11 +206,11 @@ func TestServerCertificate(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 	verified, err := garou.Dial(ctx, addr, "vera",
-		garou.WithTLSConfig(&tls.Config{RootCAs: roots, ServerName: "chat.example"}))
+		garou.WithTLSConfig(&tls.Config{RootCAs: roots, ServerName: "chat.example"}), garou.WithReconnect(0))
 	require.NoError(t, err)
 	defer verified.Close()
 	// Pinned.
-	pinned, err := garou.Dial(ctx, addr, "pia", garou.WithFingerprint(fp))
+	pinned, err := garou.Dial(ctx, addr, "pia", garou.WithFingerprint(fp), garou.WithReconnect(0))
 	require.NoError(t, err)
 	defer pinned.Close()
 	// Not trusted at all.
