@@ -284,7 +284,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		if parent.Err() == nil && noAnswer(err) {
 			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)
 		}
-		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+		return nil, c.handshakeErr(err)
 	}
 	// Cancelling ctx (Close, or Dial's context) cuts the wait for the
 	// welcome short.
@@ -368,6 +368,21 @@ func noAnswer(err error) bool {
 	_, handshake := errors.AsType[*quic.HandshakeTimeoutError](err)
 	_, idle := errors.AsType[*quic.IdleTimeoutError](err)
 	return handshake || idle || errors.Is(err, context.DeadlineExceeded)
+}
+
+// handshakeErr explains a failed QUIC handshake in the user's terms: a
+// certificate that is not the pinned one, or not trusted, without the
+// QUIC error around it. The server's fingerprint is not shown: a pin must
+// come from the server's operator over a channel the user trusts, never
+// from what the server being doubted presents.
+func (c *Client) handshakeErr(err error) error {
+	if errors.Is(err, ErrFingerprintMismatch) {
+		return fmt.Errorf("%w (server %s): compare the pin with the fingerprint the server's operator gives you, over a channel you trust", ErrFingerprintMismatch, c.addr)
+	}
+	if cve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return fmt.Errorf("garou: the certificate of %s is not trusted: %w", c.addr, cve)
+	}
+	return fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 }
 
 // connErr explains a read error on cc: the server's bye, its close code,

@@ -2,6 +2,7 @@ package garou_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -185,9 +186,16 @@ func TestWrongCertificateIsRefused(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "certificate")
 
+	var cve *tls.CertificateVerificationError
+	require.ErrorAs(t, err, &cve)
+	require.NotContains(t, err.Error(), "CRYPTO_ERROR", "no QUIC jargon")
+
 	_, err = garou.Dial(ctx, addrOf(srv), "a", garou.WithFingerprint(other.Fingerprint()))
 	require.Error(t, err)
 	require.ErrorIs(t, err, garou.ErrFingerprintMismatch)
+	require.NotContains(t, err.Error(), "CRYPTO_ERROR", "no QUIC jargon")
+	require.Equal(t, 1, strings.Count(err.Error(), "garou:"), "one prefix: %v", err)
+	require.NotContains(t, err.Error(), srv.Fingerprint(), "the doubted server's fingerprint is not offered for pasting")
 
 	c, err := garou.Dial(ctx, addrOf(srv), "a", garou.WithInsecureSkipVerify())
 	require.NoError(t, err)

@@ -157,8 +157,6 @@ func explain(err error) string {
 	switch {
 	case errors.Is(err, garou.ErrNoAnswer):
 		msg += " (is the server running at that address?)"
-	case errors.Is(err, garou.ErrFingerprintMismatch):
-		msg += " (is -fingerprint the one the server printed?)"
 	case errors.As(err, &bad):
 		msg += " (pin the certificate with the -fingerprint the server printed)"
 	case errors.As(err, &ne) && ne.Timeout():
