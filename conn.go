@@ -317,11 +317,11 @@ func (c *conn) handle(req request) bool {
 // key the session has already had sequenced gets the original
 // acknowledgement, and nothing is said again.
 func (c *conn) sayOnce(req request) (ChatMessage, error) {
+	if req.Key != "" && !validKey(req.Key) {
+		return ChatMessage{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
+	}
 	if req.Key == "" || c.sent == nil {
 		return c.say(req)
-	}
-	if !validKey(req.Key) {
-		return ChatMessage{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
 	}
 	c.sent.mu.Lock()
 	defer c.sent.mu.Unlock()
