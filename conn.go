@@ -344,11 +344,11 @@ func (c *conn) refuse(ref uint64, e *Error) bool {
 // key the session has already had sequenced gets the original
 // acknowledgement, and nothing is said again.
 func (c *conn) sayOnce(req request) (reply, error) {
+	if req.Key != "" && !validKey(req.Key) {
+		return reply{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
+	}
 	if req.Key == "" || c.sent == nil {
 		return c.say(req)
-	}
-	if !validKey(req.Key) {
-		return reply{}, &Error{Code: CodeBadFrame, Text: `"key" must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'`}
 	}
 	c.sent.mu.Lock()
 	defer c.sent.mu.Unlock()
