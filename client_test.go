@@ -14,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,5 +413,43 @@ func TestReceiveBackPressure(t *testing.T) {
 	for i := range total {
 		m := next(t, slow, garou.TypeText)
 		require.Equal(t, fmt.Sprintf("%d", i), m.Text[:len(fmt.Sprint(i))])
+	}
+}
+
+// TestRefusedReconnectIsFinal: an authenticator that refuses a client
+// reconnecting ends it after that one attempt, however many it may make.
+func TestRefusedReconnectIsFinal(t *testing.T) {
+	var refuse atomic.Bool
+	srv := startServer(t, garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
+		if refuse.Load() {
+			return garou.Identity{}, garou.Refuse("not any more")
+		}
+		return garou.Identity{}, nil
+	}))
+	states := make(chan garou.StateChange, 64)
+	var sock cuttable
+	c := dial(t, srv, "ann", garou.WithPacketConn(sock.listen), garou.WithReconnect(1000),
+		garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { states <- sc }))
+	refuse.Store(true)
+	sock.cut(false)
+	attempts := 0
+	for {
+		select {
+		case sc := <-states:
+			switch sc.State {
+			case garou.StateReconnecting:
+				attempts++
+			case garou.StateClosed:
+				require.Equal(t, 1, attempts, "a refusal is not retried")
+				code, ok := garou.CloseCodeOf(sc.Err)
+				require.True(t, ok, "%v", sc.Err)
+				require.Equal(t, garou.CloseUnauthorized, code)
+				require.Contains(t, c.Err().Error(), "not any more")
+				return
+			}
+		case <-ctxT(t).Done():
+			t.Fatalf("the client did not stop after %d attempts", attempts)
+		}
 	}
 }
