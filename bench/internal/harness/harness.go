@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -92,7 +93,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-client server send queue bound in bytes, for every implementation")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one scenario run of one implementation")
 	fs.BoolVar(&c.Verbose, "v", c.Verbose, "print progress")
-	fs.StringVar(&c.Profile, "profile", c.Profile, "directory for CPU and heap profiles of every server process")
+	fs.StringVar(&c.Profile, "profile", c.Profile, "directory for CPU and heap profiles of every server process, and CPU profiles of every load process")
 	fs.IntVar(&c.Round, "round", c.Round, "round number, for profile names (set by run for each load process)")
 }
 
@@ -303,6 +304,17 @@ func loadMain(cfg Config, impls []impl.Impl) error {
 	im, err := lookup(impls, cfg.Impls)
 	if err != nil {
 		return err
+	}
+	if cfg.Profile != "" {
+		f, err := os.Create(filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-r%d.load.cpu.pprof", cfg.Scenarios, im.Name, cfg.Round)))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
