@@ -163,7 +163,7 @@ func dialAll(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, pre
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i))
+			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i), "")
 			if err != nil {
 				e.add(fmt.Errorf("dial: %w", err))
 				return
