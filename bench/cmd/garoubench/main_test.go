@@ -57,9 +57,9 @@ func TestSmoke(t *testing.T) {
 						t.Errorf("idle: %d connections, %v KiB live each", r.Received, r.LivePerConn)
 					}
 				case harness.Crowd:
-					if !r.Finished || r.Connected != 20 || r.Received != 20 || r.P99 <= 0 || r.LivePerConn <= 0 {
-						t.Errorf("crowd %s: finished %v, %d connected, %d received, p99 %v ms, %v KiB live each",
-							r.Crowd, r.Finished, r.Connected, r.Received, r.P99, r.LivePerConn)
+					if !r.Finished || r.Connected != 20 || r.Received != 40 || r.P99 <= 0 || r.P99Next <= 0 || r.LivePerConn <= 0 {
+						t.Errorf("crowd %s: finished %v, %d connected, %d received, p99 %v and %v ms, %v KiB live each",
+							r.Crowd, r.Finished, r.Connected, r.Received, r.P99, r.P99Next, r.LivePerConn)
 					}
 				}
 			}

@@ -71,9 +71,13 @@ func roomName(i, rooms int) string {
 // DialConcurrency at a time, within CrowdBudget; measures the server's CPU
 // per connect, overall and per tenth of the crowd, and its memory per
 // connection once they are connected and it has settled; then the first
-// member of each room says one text, and every client's delivery latency
-// is measured. A crowd that did not connect within the budget is reported
-// as far as it got, without the text.
+// member of each room says one text, and once every client has it and
+// Settle has passed, a second one, and every client's delivery latency of
+// each is measured. The first text is the first thing a quiet connection
+// carries since its handshake: quic-go then also probes the path MTU, on
+// both sides, and may retransmit on a round-trip time measured during the
+// handshake; the second shows the fan-out of connections in use. A crowd that did not connect within the
+// budget is reported as far as it got, without the texts.
 func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms int, res *Result, e *errs) {
 	n := res.Clients
 	before, err := srv.Stats()
@@ -93,10 +97,13 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		receivers.Wait()
 	}()
 
-	// lat[i] is the delivery latency of the text to client i + 1, so that
-	// 0 means none yet; got counts the clients that have it.
-	lat := make([]atomic.Int64, n)
-	var got atomic.Int64
+	// lat[t][i] is the delivery latency of text t to client i, plus 1 so
+	// that 0 means none yet; got[t] counts the clients that have it.
+	var lat [crowdTexts][]atomic.Int64
+	for t := range lat {
+		lat[t] = make([]atomic.Int64, n)
+	}
+	var got [crowdTexts]atomic.Int64
 	receive := func(i int, c impl.Client) {
 		defer receivers.Done()
 		for {
@@ -109,8 +116,11 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 				}
 				return
 			}
-			if ts, ok := sentAt(text); ok && lat[i].CompareAndSwap(0, time.Now().UnixNano()-ts+1) {
-				got.Add(1)
+			now := time.Now().UnixNano()
+			ts, ok1 := sentAt(text)
+			_, t, ok2 := textID(text)
+			if ok1 && ok2 && t < crowdTexts && lat[t][i].CompareAndSwap(0, now-ts+1) {
+				got[t].Add(1)
 			}
 		}
 	}
@@ -209,45 +219,60 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		return
 	}
 
-	// One text per room, from its first connected member, all at once.
+	// Each text: one per room, from its first connected member, all at
+	// once.
 	senders := map[int]impl.Client{}
 	for i, c := range clients {
 		if c != nil {
-			res.Expected++
 			if _, ok := senders[i%rooms]; !ok {
 				senders[i%rooms] = c
 			}
 		}
 	}
-	var sends sync.WaitGroup
-	for i, c := range senders {
-		sends.Go(func() {
-			text := makeText(cfg.TextSize, time.Now().UnixNano(), i, 0)
-			if err := c.Send(ctx, text); err != nil && !closing.Load() {
-				e.add(fmt.Errorf("send: %w", err))
+	for t := range crowdTexts {
+		if t > 0 { // let the first text's acknowledgements and probes end
+			select {
+			case <-time.After(cfg.Settle):
+			case <-ctx.Done():
 			}
-		})
-	}
-	waitCount(ctx, &got, res.Expected, stallLimit)
-	sends.Wait()
-	res.Received = got.Load()
-	res.Lost = max(res.Expected-res.Received, 0)
-	var ls []float64
-	for i := range lat {
-		if v := lat[i].Load(); v != 0 {
-			ls = append(ls, float64(v-1)/1e6)
+		}
+		var sends sync.WaitGroup
+		for i, c := range senders {
+			sends.Go(func() {
+				text := makeText(cfg.TextSize, time.Now().UnixNano(), i, t)
+				if err := c.Send(ctx, text); err != nil && !closing.Load() {
+					e.add(fmt.Errorf("send: %w", err))
+				}
+			})
+		}
+		waitCount(ctx, &got[t], int64(k), stallLimit)
+		sends.Wait()
+		res.Expected += int64(k)
+		res.Received += got[t].Load()
+		var ls []float64
+		for i := range lat[t] {
+			if v := lat[t][i].Load(); v != 0 {
+				ls = append(ls, float64(v-1)/1e6)
+			}
+		}
+		slices.Sort(ls)
+		if len(ls) == 0 {
+			continue
+		}
+		if t == 0 {
+			res.P50, res.P99, res.Max = quantile(ls, 0.50), quantile(ls, 0.99), ls[len(ls)-1]
+		} else {
+			res.P50Next, res.P99Next = quantile(ls, 0.50), quantile(ls, 0.99)
 		}
 	}
-	slices.Sort(ls)
-	if len(ls) > 0 {
-		res.P50 = quantile(ls, 0.50)
-		res.P99 = quantile(ls, 0.99)
-		res.Max = ls[len(ls)-1]
-	}
+	res.Lost = max(res.Expected-res.Received, 0)
 	if ctx.Err() != nil {
 		e.add(errors.New("timed out"))
 	}
 }
+
+// crowdTexts is how many texts a crowd is sent, one after the other.
+const crowdTexts = 2
 
 // quantile of sorted values, nearest rank.
 func quantile(sorted []float64, q float64) float64 {

@@ -79,13 +79,16 @@ type Result struct {
 	// connect over the first and the last tenth of the clients to connect
 	// (the last tenth reached if the run did not finish), in
 	// milliseconds; LoadPerConnect the load process's CPU per connect.
-	// Max is the slowest delivery of the text, in milliseconds.
+	// P50, P99 and Max are the first text's delivery latencies,
+	// P50Next and P99Next the second's, in milliseconds.
 	Connected      int     `json:"connected,omitempty"`
 	Finished       bool    `json:"finished,omitempty"`
 	FirstTenth     float64 `json:"first_tenth_ms,omitempty"`
 	LastTenth      float64 `json:"last_tenth_ms,omitempty"`
 	LoadPerConnect float64 `json:"load_ms_per_connect,omitempty"`
 	Max            float64 `json:"max_ms,omitempty"`
+	P50Next        float64 `json:"p50_next_ms,omitempty"`
+	P99Next        float64 `json:"p99_next_ms,omitempty"`
 }
 
 func (r Result) summary() string {
@@ -105,7 +108,8 @@ func (r Result) summary() string {
 		fmt.Fprintf(&b, "%d connected in %.1fs, %.2f ms server CPU/connect (first tenth %.2f, last %.2f), %.2f ms load CPU/connect, %.1f KiB RSS/conn, %.1f KiB live/conn",
 			r.Connected, r.Seconds, r.CPUPerConnect, r.FirstTenth, r.LastTenth, r.LoadPerConnect, r.RSSPerConn, r.LivePerConn)
 		if r.Expected > 0 {
-			fmt.Fprintf(&b, ", text p50 %.1f ms p99 %.1f ms max %.1f ms, lost %d", r.P50, r.P99, r.Max, r.Lost)
+			fmt.Fprintf(&b, ", first text p50 %.1f ms p99 %.1f ms max %.1f ms, second text p50 %.1f ms p99 %.1f ms, lost %d",
+				r.P50, r.P99, r.Max, r.P50Next, r.P99Next, r.Lost)
 		}
 		fmt.Fprintf(&b, ", CPU bench %.0f%% other %.0f%%", r.Busy, r.Other)
 	}
