@@ -76,8 +76,9 @@ func roomName(i, rooms int) string {
 // each is measured. The first text is the first thing a quiet connection
 // carries since its handshake: quic-go then also probes the path MTU, on
 // both sides, and may retransmit on a round-trip time measured during the
-// handshake; the second shows the fan-out of connections in use. A crowd that did not connect within the
-// budget is reported as far as it got, without the texts.
+// handshake; the second shows the fan-out of connections in use. A crowd
+// that did not connect within the budget is reported as far as it got,
+// without the texts.
 func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms int, res *Result, e *errs) {
 	n := res.Clients
 	before, err := srv.Stats()

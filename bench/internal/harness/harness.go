@@ -147,10 +147,11 @@ func (c *Config) validate() error {
 }
 
 // loadTimeout bounds one load process: -timeout, or for a crowd long
-// enough for its budget, the settling, the text and the teardown.
+// enough for its budget, the two settlings, the two texts and the
+// teardown.
 func (c *Config) loadTimeout(scenario string) time.Duration {
 	if scenario == Crowd {
-		return max(c.Timeout, c.CrowdBudget+c.Settle+2*stallLimit+time.Minute)
+		return max(c.Timeout, c.CrowdBudget+2*c.Settle+2*stallLimit+time.Minute)
 	}
 	return c.Timeout
 }
