@@ -129,7 +129,8 @@ func count(n int) string {
 }
 
 // ratio is x over the baselines' figures, as "1.23 / 0.98" (x quic-min /
-// x ws-tls), with "–" for a baseline that did not run or had errors.
+// x ws-tls), with "–" for a baseline that did not run, had errors or did
+// not connect all of its crowd.
 func ratio(x float64, by map[string]summary, f func(summary) float64) string {
 	cells := make([]string, len(baselines))
 	for i, name := range baselines {
