@@ -1,6 +1,7 @@
 // Command garoubench compares the Garou chat server with two baselines, a
 // minimal quic-go broadcast server and a gorilla/websocket hub over TLS, in
-// three scenarios: burst, paced and idle. See the README beside go.mod.
+// four scenarios: burst, paced, idle and crowd. See the README beside
+// go.mod.
 package main
 
 import (

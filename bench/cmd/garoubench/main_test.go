@@ -29,13 +29,15 @@ func TestSmoke(t *testing.T) {
 			cfg.BurstClients, cfg.BurstMsgs, cfg.Window = 4, 50, 8
 			cfg.PacedClients, cfg.PacedRate, cfg.PacedDuration = 4, 200, 300*time.Millisecond
 			cfg.IdleConns, cfg.Settle = 20, 50*time.Millisecond
+			cfg.Scenarios = "burst,paced,idle,crowd"
+			cfg.Crowds, cfg.CrowdBudget = "20,20/4", 30*time.Second
 			cfg.Timeout = time.Minute
 			results, err := harness.Run(context.Background(), cfg, impls, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(results) != 3 {
-				t.Fatalf("got %d results, want 3", len(results))
+			if len(results) != 5 {
+				t.Fatalf("got %d results, want 5", len(results))
 			}
 			for _, r := range results {
 				if r.Errors != 0 || r.Lost != 0 || r.Received != r.Expected || r.Rate <= 0 {
@@ -54,15 +56,48 @@ func TestSmoke(t *testing.T) {
 					if r.Received != 20 || r.LivePerConn <= 0 {
 						t.Errorf("idle: %d connections, %v KiB live each", r.Received, r.LivePerConn)
 					}
+				case harness.Crowd:
+					if !r.Finished || r.Connected != 20 || r.Received != 40 || r.P99 <= 0 || r.P99Next <= 0 || r.LivePerConn <= 0 {
+						t.Errorf("crowd %s: finished %v, %d connected, %d received, p99 %v and %v ms, %v KiB live each",
+							r.Crowd, r.Finished, r.Connected, r.Received, r.P99, r.P99Next, r.LivePerConn)
+					}
 				}
 			}
 			var b strings.Builder
 			harness.WriteReport(&b, cfg, results)
-			for _, sc := range []string{"## burst", "## paced", "## idle"} {
+			for _, sc := range []string{"## burst", "## paced", "## idle", "## crowd", "| 20/4 | " + im.Name + " |"} {
 				if !strings.Contains(b.String(), sc) || !strings.Contains(b.String(), "| "+im.Name+" |") {
 					t.Errorf("report lacks %q or the %s row:\n%s", sc, im.Name, b.String())
 				}
 			}
 		})
+	}
+}
+
+// TestCrowdBudget checks that a crowd that cannot connect within its
+// budget ends on time and says how far it got.
+func TestCrowdBudget(t *testing.T) {
+	cfg := harness.DefaultConfig()
+	cfg.Impls, cfg.Scenarios = "quic-min", "crowd"
+	cfg.Crowds, cfg.CrowdBudget, cfg.Settle = "500", 30*time.Millisecond, 10*time.Millisecond
+	start := time.Now()
+	results, err := harness.Run(context.Background(), cfg, impls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("the run took %v", d)
+	}
+	if len(results) != 1 {
+		t.Fatalf("got %d results, want 1", len(results))
+	}
+	r := results[0]
+	if r.Finished || r.Connected >= 500 || r.Errors != 0 || r.Expected != 0 {
+		t.Errorf("finished %v, %d connected, %d errors (%s), %d expected", r.Finished, r.Connected, r.Errors, r.FirstErr, r.Expected)
+	}
+	var b strings.Builder
+	harness.WriteReport(&b, cfg, results)
+	if want := "did not finish within budget"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
 	}
 }

@@ -41,25 +41,38 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 }
 
 // Client adapts *garou.Client.
-type Client struct{ c *garou.Client }
+type Client struct {
+	c    *garou.Client
+	room string
+}
 
 // Dial connects a client that does not reconnect: a lost connection must
-// show as lost deliveries, not be papered over.
-func Dial(ctx context.Context, addr, fp, name string) (impl.Client, error) {
-	c, err := garou.Dial(ctx, addr, name,
+// show as lost deliveries, not be papered over. It joins room, or
+// garou.DefaultRoom if room is empty.
+func Dial(ctx context.Context, addr, fp, name, room string) (impl.Client, error) {
+	opts := []garou.ClientOption{
 		garou.WithFingerprint(fp),
 		garou.WithLocalAddr("127.0.0.1:0"),
 		garou.WithReconnect(0),
-		garou.WithConnectTimeout(30*time.Second),
-	)
+		garou.WithConnectTimeout(30 * time.Second),
+	}
+	if room != "" {
+		opts = append(opts, garou.WithRooms(room))
+	} else {
+		room = garou.DefaultRoom
+	}
+	c, err := garou.Dial(ctx, addr, name, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{c: c}, nil
+	return &Client{c: c, room: room}, nil
 }
 
-// Send says text in the default room and waits for the acknowledgement.
-func (c *Client) Send(ctx context.Context, text string) error { return c.c.Send(ctx, text) }
+// Send says text in the client's room and waits for the acknowledgement.
+func (c *Client) Send(ctx context.Context, text string) error {
+	_, err := c.c.SendTo(ctx, c.room, text)
+	return err
+}
 
 // Receive returns the next text, skipping joins, leaves and the rest.
 func (c *Client) Receive() (string, string, error) {

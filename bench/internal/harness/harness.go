@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ const (
 	Burst = "burst"
 	Paced = "paced"
 	Idle  = "idle"
+	Crowd = "crowd"
 )
 
 // Config is every knob of a run. The orchestrator hands all of it to each
@@ -46,6 +48,9 @@ type Config struct {
 	DialConcurrency int
 	Settle          time.Duration
 
+	Crowds      string
+	CrowdBudget time.Duration
+
 	QueueBytes int
 	Timeout    time.Duration
 	Verbose    bool
@@ -53,8 +58,9 @@ type Config struct {
 	Round      int
 }
 
-// DefaultConfig is the quick run: all three scenarios for the three
-// implementations take about three minutes on two cores.
+// DefaultConfig is the quick run: burst, paced and idle for the three
+// implementations take about three minutes on two cores. The crowd
+// scenario takes longer and runs only when asked for.
 func DefaultConfig() Config {
 	return Config{
 		Impls:           "quic-min,ws-tls,garou",
@@ -70,6 +76,8 @@ func DefaultConfig() Config {
 		IdleConns:       1000,
 		DialConcurrency: 32,
 		Settle:          2 * time.Second,
+		Crowds:          "1000,5000,10000,10000/100",
+		CrowdBudget:     2 * time.Minute,
 		QueueBytes:      4 << 20,
 		Timeout:         2 * time.Minute,
 	}
@@ -77,7 +85,7 @@ func DefaultConfig() Config {
 
 func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Impls, "impls", c.Impls, "comma-separated implementations to run")
-	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle")
+	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds per implementation and scenario; the table shows the median")
 	fs.IntVar(&c.BurstClients, "burst-clients", c.BurstClients, "burst: clients, each sending and receiving")
 	fs.IntVar(&c.BurstMsgs, "burst-msgs", c.BurstMsgs, "burst: texts each client sends")
@@ -88,11 +96,13 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PacedDuration, "paced-duration", c.PacedDuration, "paced: how long the clients send")
 	fs.IntVar(&c.IdleConns, "idle-conns", c.IdleConns, "idle: connections")
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "connections being set up at once")
-	fs.DurationVar(&c.Settle, "idle-settle", c.Settle, "idle: wait after the last connection before measuring memory")
+	fs.DurationVar(&c.Settle, "idle-settle", c.Settle, "idle and crowd: wait after the last connection before measuring memory")
+	fs.StringVar(&c.Crowds, "crowds", c.Crowds, "crowd: comma-separated crowds, each N (clients in one room) or N/R (N clients over R rooms)")
+	fs.DurationVar(&c.CrowdBudget, "crowd-budget", c.CrowdBudget, "crowd: time allowed to connect a crowd; past it the run reports how many connected")
 	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-client server send queue bound in bytes, for every implementation")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one scenario run of one implementation")
 	fs.BoolVar(&c.Verbose, "v", c.Verbose, "print progress")
-	fs.StringVar(&c.Profile, "profile", c.Profile, "directory for CPU and heap profiles of every server process")
+	fs.StringVar(&c.Profile, "profile", c.Profile, "directory for CPU and heap profiles of every server process, and CPU profiles of every load process")
 	fs.IntVar(&c.Round, "round", c.Round, "round number, for profile names (set by run for each load process)")
 }
 
@@ -114,8 +124,36 @@ func (c *Config) validate() error {
 		return errors.New("-queue-bytes must be at least 65536")
 	case c.Timeout <= 0:
 		return errors.New("-timeout must be positive")
+	case c.CrowdBudget <= 0:
+		return errors.New("-crowd-budget must be positive")
+	}
+	for _, sc := range splitList(c.Scenarios) {
+		switch sc {
+		case Burst, Paced, Idle:
+		case Crowd:
+			if len(splitList(c.Crowds)) == 0 {
+				return errors.New("-crowds is empty")
+			}
+			for _, spec := range splitList(c.Crowds) {
+				if _, _, err := parseCrowd(spec); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("unknown scenario %q", sc)
+		}
 	}
 	return nil
+}
+
+// loadTimeout bounds one load process: -timeout, or for a crowd long
+// enough for its budget, the two settlings, the two texts and the
+// teardown.
+func (c *Config) loadTimeout(scenario string) time.Duration {
+	if scenario == Crowd {
+		return max(c.Timeout, c.CrowdBudget+2*c.Settle+2*stallLimit+time.Minute)
+	}
+	return c.Timeout
 }
 
 // args renders the configuration as flags for a child process.
@@ -232,22 +270,32 @@ func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer)
 	}
 	var results []Result
 	for _, sc := range splitList(cfg.Scenarios) {
-		switch sc {
-		case Burst, Paced, Idle:
-		default:
-			return results, fmt.Errorf("unknown scenario %q", sc)
+		variants := []string{""}
+		if sc == Crowd {
+			variants = splitList(cfg.Crowds)
 		}
-		for round := range cfg.Rounds {
-			for _, name := range names {
-				res, err := runLoad(ctx, cfg, name, sc, round+1)
-				if err != nil {
-					res = Result{Impl: name, Scenario: sc, Errors: 1, FirstErr: err.Error()}
+		for _, variant := range variants {
+			for round := range cfg.Rounds {
+				for _, name := range names {
+					child := cfg
+					child.Impls, child.Scenarios, child.Round = name, sc, round+1
+					if sc == Crowd {
+						child.Crowds = variant
+					}
+					res, err := runLoad(ctx, child)
+					if err != nil {
+						res = Result{Impl: name, Scenario: sc, Crowd: variant, Errors: 1, FirstErr: err.Error()}
+					}
+					res.Round = round + 1
+					if progress != nil {
+						label := sc
+						if variant != "" {
+							label += " " + variant
+						}
+						fmt.Fprintf(progress, "%s %s round %d/%d: %s\n", label, name, round+1, cfg.Rounds, res.summary())
+					}
+					results = append(results, res)
 				}
-				res.Round = round + 1
-				if progress != nil {
-					fmt.Fprintf(progress, "%s %s round %d/%d: %s\n", sc, name, round+1, cfg.Rounds, res.summary())
-				}
-				results = append(results, res)
 			}
 		}
 	}
@@ -263,11 +311,11 @@ func runAll(cfg Config, impls []impl.Impl, out io.Writer) error {
 	return nil
 }
 
-// runLoad runs one load process and reads its result.
-func runLoad(ctx context.Context, cfg Config, name, scenario string, round int) (Result, error) {
-	child := cfg
-	child.Impls, child.Scenarios, child.Round = name, scenario, round
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout+time.Minute)
+// runLoad runs one load process for child, a configuration of one
+// implementation, one scenario and, for crowd, one crowd, and reads its
+// result.
+func runLoad(ctx context.Context, child Config) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, child.loadTimeout(child.Scenarios)+time.Minute)
 	defer cancel()
 	cmd, err := command(ctx, append([]string{"load"}, child.args()...)...)
 	if err != nil {
@@ -304,7 +352,18 @@ func loadMain(cfg Config, impls []impl.Impl) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	if cfg.Profile != "" {
+		f, err := os.Create(filepath.Join(cfg.Profile, profileName(cfg, im.Name)+".load.cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.loadTimeout(cfg.Scenarios))
 	defer cancel()
 	res := runScenario(ctx, cfg, im, cfg.Scenarios)
 	b, err := json.Marshal(res)

@@ -77,3 +77,13 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", d, c)
 	}
 }
+
+func TestTextIDAllocs(t *testing.T) {
+	text := makeText(100, 1234567890123456789, 7, 42)
+	if n := testing.AllocsPerRun(100, func() { textID(text) }); n != 0 {
+		t.Errorf("textID allocates %v times", n)
+	}
+	if _, _, ok := textID("12 3"); ok {
+		t.Error("textID accepted a text without a number")
+	}
+}

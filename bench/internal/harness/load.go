@@ -23,6 +23,9 @@ type Result struct {
 	Scenario string `json:"scenario"`
 	Round    int    `json:"round"`
 	Clients  int    `json:"clients"`
+	// Crowd is the crowd ("N" or "N/R") of a crowd run, Rooms its rooms.
+	Crowd string `json:"crowd,omitempty"`
+	Rooms int    `json:"rooms,omitempty"`
 
 	// Expected and Received count deliveries: one text arriving at one
 	// client. Lost is their difference.
@@ -48,7 +51,11 @@ type Result struct {
 	// processes' CPU as a share of all the host's cores (near 100% means
 	// the host, not the server, is the limit).
 	LoadCPU float64 `json:"load_cpu_us"`
-	Busy    float64 `json:"busy_pct"`
+	// LoadPerDelivery divides LoadCPU by Received: the clients' receive
+	// path (and the load's own bookkeeping, the same for every
+	// implementation), in microseconds (burst, paced).
+	LoadPerDelivery float64 `json:"load_us_per_delivery"`
+	Busy            float64 `json:"busy_pct"`
 	// Other is the CPU that other processes of the host used meanwhile,
 	// as a share of all cores: past a few percent the figures are
 	// disturbed.
@@ -64,8 +71,24 @@ type Result struct {
 	RSSPerConn  float64 `json:"rss_kib_per_conn"`
 	LivePerConn float64 `json:"live_kib_per_conn"`
 	// CPUPerConnect is the server's CPU from the first dial to the last
-	// welcome divided by the connections, in milliseconds (idle).
+	// welcome divided by the connections, in milliseconds (idle, crowd).
 	CPUPerConnect float64 `json:"cpu_ms_per_connect"`
+
+	// Crowd: Connected clients; Finished says all of them connected
+	// within the budget. FirstTenth and LastTenth are the server's CPU per
+	// connect over the first and the last tenth of the clients to connect
+	// (the last tenth reached if the run did not finish), in
+	// milliseconds; LoadPerConnect the load process's CPU per connect.
+	// P50, P99 and Max are the first text's delivery latencies,
+	// P50Next and P99Next the second's, in milliseconds.
+	Connected      int     `json:"connected,omitempty"`
+	Finished       bool    `json:"finished,omitempty"`
+	FirstTenth     float64 `json:"first_tenth_ms,omitempty"`
+	LastTenth      float64 `json:"last_tenth_ms,omitempty"`
+	LoadPerConnect float64 `json:"load_ms_per_connect,omitempty"`
+	Max            float64 `json:"max_ms,omitempty"`
+	P50Next        float64 `json:"p50_next_ms,omitempty"`
+	P99Next        float64 `json:"p99_next_ms,omitempty"`
 }
 
 func (r Result) summary() string {
@@ -78,11 +101,22 @@ func (r Result) summary() string {
 	case Idle:
 		fmt.Fprintf(&b, "%.1f KiB RSS/conn, %.1f KiB live/conn, %.0f connects/s, %.2f ms server CPU/connect, CPU bench %.0f%% other %.0f%%",
 			r.RSSPerConn, r.LivePerConn, r.Rate, r.CPUPerConnect, r.Busy, r.Other)
+	case Crowd:
+		if !r.Finished {
+			fmt.Fprintf(&b, "did not finish within budget, reached %d of %d; ", r.Connected, r.Clients)
+		}
+		fmt.Fprintf(&b, "%d connected in %.1fs, %.2f ms server CPU/connect (first tenth %.2f, last %.2f), %.2f ms load CPU/connect, %.1f KiB RSS/conn, %.1f KiB live/conn",
+			r.Connected, r.Seconds, r.CPUPerConnect, r.FirstTenth, r.LastTenth, r.LoadPerConnect, r.RSSPerConn, r.LivePerConn)
+		if r.Expected > 0 {
+			fmt.Fprintf(&b, ", first text p50 %.1f ms p99 %.1f ms max %.1f ms, second text p50 %.1f ms p99 %.1f ms, lost %d",
+				r.P50, r.P99, r.Max, r.P50Next, r.P99Next, r.Lost)
+		}
+		fmt.Fprintf(&b, ", CPU bench %.0f%% other %.0f%%", r.Busy, r.Other)
 	}
-	if r.Scenario != Idle {
-		fmt.Fprintf(&b, ", %.2f µs load CPU/delivery, CPU bench %.0f%% other %.0f%%", r.LoadCPU/max(float64(r.Received), 1), r.Busy, r.Other)
+	if r.Scenario == Burst || r.Scenario == Paced {
+		fmt.Fprintf(&b, ", %.2f µs load CPU/delivery, CPU bench %.0f%% other %.0f%%", r.LoadPerDelivery, r.Busy, r.Other)
 	}
-	if r.Scenario != Idle || r.Lost != 0 {
+	if r.Scenario == Burst || r.Scenario == Paced || (r.Scenario == Idle && r.Lost != 0) {
 		fmt.Fprintf(&b, ", lost %d", r.Lost)
 	}
 	if r.Errors > 0 {
@@ -125,12 +159,22 @@ func logf(cfg Config, format string, args ...any) {
 func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string) Result {
 	res := Result{Impl: im.Name, Scenario: scenario}
 	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns}[scenario]
+	rooms := 1
+	if scenario == Crowd {
+		res.Crowd = cfg.Crowds
+		clients, rooms, _ = parseCrowd(cfg.Crowds) // validated
+		res.Rooms = rooms
+		if err := ensureFiles(clients); err != nil {
+			res.Errors, res.FirstErr = 1, err.Error()
+			return res
+		}
+	}
 	res.Clients = clients
 	profile := ""
 	if cfg.Profile != "" {
-		profile = filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-r%d", scenario, im.Name, cfg.Round))
+		profile = filepath.Join(cfg.Profile, profileName(cfg, im.Name))
 	}
-	srv, err := startServer(ctx, im.Name, clients+16, cfg.QueueBytes, cfg.Timeout+time.Minute, profile)
+	srv, err := startServer(ctx, im.Name, clients+16, cfg.QueueBytes, cfg.loadTimeout(scenario)+time.Minute, profile)
 	if err != nil {
 		res.Errors, res.FirstErr = 1, err.Error()
 		return res
@@ -143,6 +187,8 @@ func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string)
 		paced(ctx, cfg, im, srv, &res, &e)
 	case Idle:
 		idle(ctx, cfg, im, srv, &res, &e)
+	case Crowd:
+		crowd(ctx, cfg, im, srv, rooms, &res, &e)
 	}
 	if err := srv.Stop(10 * time.Second); err != nil {
 		logf(cfg, "%s: server exit: %v", im.Name, err)
@@ -163,7 +209,7 @@ func dialAll(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, pre
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i))
+			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i), "")
 			if err != nil {
 				e.add(fmt.Errorf("dial: %w", err))
 				return
@@ -216,15 +262,19 @@ func sentAt(text string) (int64, bool) {
 	return ts, err == nil
 }
 
-// textID returns the sender and number makeText put in a text.
+// textID returns the sender and number makeText put in a text. It runs
+// once per burst delivery in the load process, whose CPU is compared
+// across implementations, so it does not allocate.
 func textID(text string) (sender, k int, ok bool) {
-	f := strings.SplitN(text, " ", 4)
-	if len(f) < 4 {
+	_, rest, ok1 := strings.Cut(text, " ")
+	s, rest, ok2 := strings.Cut(rest, " ")
+	n, _, ok3 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, false
 	}
-	s, err1 := strconv.Atoi(f[1])
-	n, err2 := strconv.Atoi(f[2])
-	return s, n, err1 == nil && err2 == nil
+	sender, err1 := strconv.Atoi(s)
+	k, err2 := strconv.Atoi(n)
+	return sender, k, err1 == nil && err2 == nil
 }
 
 // receiver counts the texts one client receives.
@@ -362,7 +412,14 @@ func finish(res *Result, rs []*receiver, start time.Time, c0, c1 cpuMark) {
 	res.LoadCPU = float64(c1.load - c0.load)
 	if res.Received > 0 {
 		res.CPUPerDelivery = res.ServerCPU / float64(res.Received)
+		res.LoadPerDelivery = res.LoadCPU / float64(res.Received)
 	}
+	busyShares(res, c0, c1)
+}
+
+// busyShares fills Busy and Other from res.Seconds, res.ServerCPU,
+// res.LoadCPU and the host's CPU between c0 and c1.
+func busyShares(res *Result, c0, c1 cpuMark) {
 	if res.Seconds > 0 {
 		all := 1e6 * res.Seconds * float64(runtime.NumCPU())
 		res.Busy = 100 * (res.ServerCPU + res.LoadCPU) / all
@@ -614,10 +671,8 @@ func idle(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *R
 	res.LoadCPU = float64(c1.load - c0.load)
 	if res.Seconds > 0 {
 		res.Rate = float64(k) / res.Seconds
-		all := 1e6 * res.Seconds * float64(runtime.NumCPU())
-		res.Busy = 100 * (res.ServerCPU + res.LoadCPU) / all
-		res.Other = max(100*(float64(c1.host-c0.host)-res.ServerCPU-res.LoadCPU)/all, 0)
 	}
+	busyShares(res, c0, c1)
 	if k > 0 {
 		res.CPUPerConnect = res.ServerCPU / 1e3 / float64(k)
 	}

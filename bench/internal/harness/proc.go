@@ -194,6 +194,9 @@ type serverProc struct {
 	Addr string
 	FP   string
 	mu   sync.Mutex
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 func startServer(ctx context.Context, impl string, maxConns, queueBytes int, lifetime time.Duration, profile string) (*serverProc, error) {
@@ -267,19 +270,22 @@ func (p *serverProc) CPU() int64 {
 }
 
 // Stop ends the server by closing its stdin, and kills it if it has not
-// exited within grace.
+// exited within grace. Only the first call does anything; every call
+// returns its result.
 func (p *serverProc) Stop(grace time.Duration) error {
-	p.in.Close()
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("server did not stop within %v; killed", grace)
-	}
+	p.stopOnce.Do(func() {
+		p.in.Close()
+		done := make(chan error, 1)
+		go func() { done <- p.cmd.Wait() }()
+		select {
+		case p.stopErr = <-done:
+		case <-time.After(grace):
+			_ = p.cmd.Process.Kill()
+			<-done
+			p.stopErr = fmt.Errorf("server did not stop within %v; killed", grace)
+		}
+	})
+	return p.stopErr
 }
 
 func (p *serverProc) kill() {

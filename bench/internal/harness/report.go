@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// baseline is the implementation the ratio columns compare with.
-const baseline = "ws-tls"
+// baselines are the implementations the ratio columns compare with, in
+// the order of the "x quic / x ws" cells.
+var baselines = []string{"quic-min", "ws-tls"}
 
 // summary is the median of one implementation's rounds in one scenario.
 type summary struct {
@@ -47,6 +48,7 @@ func summarize(rs []Result) summary {
 	s.Rate = pick(func(r Result) float64 { return r.Rate })
 	s.Seconds = pick(func(r Result) float64 { return r.Seconds })
 	s.CPUPerDelivery = pick(func(r Result) float64 { return r.CPUPerDelivery })
+	s.LoadPerDelivery = pick(func(r Result) float64 { return r.LoadPerDelivery })
 	s.Busy = pick(func(r Result) float64 { return r.Busy })
 	s.Other = pick(func(r Result) float64 { return r.Other })
 	s.P50 = pick(func(r Result) float64 { return r.P50 })
@@ -55,20 +57,30 @@ func summarize(rs []Result) summary {
 	s.RSSPerConn = pick(func(r Result) float64 { return r.RSSPerConn })
 	s.LivePerConn = pick(func(r Result) float64 { return r.LivePerConn })
 	s.CPUPerConnect = pick(func(r Result) float64 { return r.CPUPerConnect })
+	s.FirstTenth = pick(func(r Result) float64 { return r.FirstTenth })
+	s.LastTenth = pick(func(r Result) float64 { return r.LastTenth })
+	s.LoadPerConnect = pick(func(r Result) float64 { return r.LoadPerConnect })
+	s.Max = pick(func(r Result) float64 { return r.Max })
+	s.P50Next = pick(func(r Result) float64 { return r.P50Next })
+	s.P99Next = pick(func(r Result) float64 { return r.P99Next })
 	for _, r := range rs {
 		s.Lost = max(s.Lost, r.Lost)
 		s.Errors = max(s.Errors, r.Errors)
 		if s.FirstErr == "" {
 			s.FirstErr = r.FirstErr
 		}
+		s.Connected = min(s.Connected, r.Connected)
+		s.Finished = s.Finished && r.Finished
 	}
 	return s
 }
 
-func group(results []Result, scenario string) (order []string, by map[string]summary) {
+// group summarizes the results of one scenario (and for crowd, of one
+// crowd) per implementation, in the order they ran.
+func group(results []Result, scenario, crowd string) (order []string, by map[string]summary) {
 	raw := map[string][]Result{}
 	for _, r := range results {
-		if r.Scenario != scenario {
+		if r.Scenario != scenario || r.Crowd != crowd {
 			continue
 		}
 		if _, ok := raw[r.Impl]; !ok {
@@ -108,13 +120,28 @@ func num(x float64) string {
 	}
 }
 
-// ratio is x over the baseline's figure, as "1.23x".
-func ratio(x float64, by map[string]summary, f func(summary) float64) string {
-	b, ok := by[baseline]
-	if !ok || f(b) == 0 || b.Errors > 0 {
-		return "–"
+// count formats a count with thousands separators.
+func count(n int) string {
+	if n < 1000 {
+		return strconv.Itoa(n)
 	}
-	return strconv.FormatFloat(x/f(b), 'f', 2, 64) + "x"
+	return num(float64(n))
+}
+
+// ratio is x over the baselines' figures, as "1.23 / 0.98" (x quic-min /
+// x ws-tls), with "–" for a baseline that did not run, had errors or did
+// not connect all of its crowd.
+func ratio(x float64, by map[string]summary, f func(summary) float64) string {
+	cells := make([]string, len(baselines))
+	for i, name := range baselines {
+		b, ok := by[name]
+		if !ok || f(b) == 0 || b.Errors > 0 || (b.Scenario == Crowd && !b.Finished) {
+			cells[i] = "–"
+			continue
+		}
+		cells[i] = strconv.FormatFloat(x/f(b), 'f', 2, 64)
+	}
+	return strings.Join(cells, " / ")
 }
 
 func errCell(s summary) string {
@@ -130,13 +157,14 @@ func errCell(s summary) string {
 }
 
 // WriteReport prints one markdown table per scenario, one row per
-// implementation, with the median over rounds and ratios to ws-tls.
+// implementation (and crowd), with the median over rounds and ratios to
+// quic-min and ws-tls.
 func WriteReport(w io.Writer, cfg Config, results []Result) {
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "# garoubench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "%s, %s/%s, %d CPUs, GOMAXPROCS %d, host %s; rounds %d (median shown; lost and errors: worst round).\n",
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), host, cfg.Rounds)
-	fmt.Fprintf(w, "Server and load run in separate processes on the same host; \"x ws\" is the ratio to ws-tls.\n")
+	fmt.Fprintf(w, "Server and load run in separate processes on the same host; \"x quic / x ws\" are the ratios to quic-min and ws-tls in this run.\n")
 	fmt.Fprintf(w, "CPU bench / other: share of all cores used by the server and load processes / by the rest of the host.\n")
 	disturbed := 0.0
 	for _, r := range results {
@@ -148,7 +176,11 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 		}
 	}()
 	for _, sc := range splitList(cfg.Scenarios) {
-		order, by := group(results, sc)
+		if sc == Crowd {
+			writeCrowds(w, cfg, results)
+			continue
+		}
+		order, by := group(results, sc, "")
 		if len(order) == 0 {
 			continue
 		}
@@ -158,19 +190,20 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 			fmt.Fprintf(w, "## burst: %d clients × %d texts of %d B, window %d (%s deliveries)\n\n",
 				cfg.BurstClients, cfg.BurstMsgs, cfg.TextSize, cfg.Window,
 				num(float64(cfg.BurstClients)*float64(cfg.BurstClients)*float64(cfg.BurstMsgs)))
-			fmt.Fprintln(w, "| impl | deliveries/s | x ws | server CPU µs/delivery | x ws | seconds | CPU bench / other | lost | errors |")
-			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|")
+			fmt.Fprintln(w, "| impl | deliveries/s | x quic / x ws | server CPU µs/delivery | x quic / x ws | load CPU µs/delivery | x quic / x ws | seconds | CPU bench / other | lost | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 			for _, name := range order {
 				s := by[name]
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %d | %s |\n", name,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %d | %s |\n", name,
 					num(s.Rate), ratio(s.Rate, by, func(s summary) float64 { return s.Rate }),
 					num(s.CPUPerDelivery), ratio(s.CPUPerDelivery, by, func(s summary) float64 { return s.CPUPerDelivery }),
+					num(s.LoadPerDelivery), ratio(s.LoadPerDelivery, by, func(s summary) float64 { return s.LoadPerDelivery }),
 					num(s.Seconds), s.Busy, s.Other, s.Lost, errCell(s))
 			}
 		case Paced:
 			fmt.Fprintf(w, "## paced: %d clients, %s texts/s for %v (%s deliveries/s), latency from due send time to each delivery\n\n",
 				cfg.PacedClients, num(cfg.PacedRate), cfg.PacedDuration, num(cfg.PacedRate*float64(cfg.PacedClients)))
-			fmt.Fprintln(w, "| impl | deliveries/s | p50 ms | p99 ms | p99.9 ms | p99 x ws | server CPU µs/delivery | x ws | CPU bench / other | lost | errors |")
+			fmt.Fprintln(w, "| impl | deliveries/s | p50 ms | p99 ms | p99.9 ms | p99 x quic / x ws | server CPU µs/delivery | x quic / x ws | CPU bench / other | lost | errors |")
 			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 			for _, name := range order {
 				s := by[name]
@@ -182,7 +215,7 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 			}
 		case Idle:
 			fmt.Fprintf(w, "## idle: %d connections, memory measured %v after the last one\n\n", cfg.IdleConns, cfg.Settle)
-			fmt.Fprintln(w, "| impl | RSS KiB/conn | x ws | live heap+stack KiB/conn | x ws | connects/s | x ws | server CPU ms/connect | x ws | CPU bench / other | errors |")
+			fmt.Fprintln(w, "| impl | RSS KiB/conn | x quic / x ws | live heap+stack KiB/conn | x quic / x ws | connects/s | x quic / x ws | server CPU ms/connect | x quic / x ws | CPU bench / other | errors |")
 			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 			for _, name := range order {
 				s := by[name]
@@ -193,6 +226,69 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 					num(s.CPUPerConnect), ratio(s.CPUPerConnect, by, func(s summary) float64 { return s.CPUPerConnect }),
 					s.Busy, s.Other, errCell(s))
 			}
+		}
+	}
+}
+
+// writeCrowds prints the crowd table: one row per crowd and implementation.
+func writeCrowds(w io.Writer, cfg Config, results []Result) {
+	crowds := splitList(cfg.Crowds)
+	first := map[string]summary{} // each implementation's first crowd
+	var notes []string
+	header := false
+	for _, crowd := range crowds {
+		order, by := group(results, Crowd, crowd)
+		if len(order) == 0 {
+			continue
+		}
+		if !header {
+			header = true
+			fmt.Fprintf(w, "\n## crowd: N clients connect (%d at a time) into one room, or over R rooms (N/R); then the first member of each room says a text, twice\n\n", cfg.DialConcurrency)
+			fmt.Fprintf(w, "Connecting is bounded by %v. Memory is measured %v after the last connection. Text latencies are from the send to each delivery: the first text is the first thing the connections carry since connecting, the second follows once everyone has the first.\n\n", cfg.CrowdBudget, cfg.Settle)
+			fmt.Fprintln(w, "| crowd | impl | connected | connect s | server CPU ms/connect | x quic / x ws | x first crowd | last ÷ first tenth | RSS KiB/conn | x quic / x ws | live KiB/conn | x quic / x ws | 1st text p50 ms | p99 ms | x quic / x ws | 2nd text p50 ms | p99 ms | x quic / x ws | lost | errors |")
+			fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		}
+		for _, name := range order {
+			s := by[name]
+			f, ok := first[name]
+			if !ok {
+				first[name], f = s, s
+			}
+			connected := count(s.Connected)
+			if !s.Finished {
+				connected = fmt.Sprintf("%s of %s (budget)", count(s.Connected), count(s.Clients))
+				notes = append(notes, fmt.Sprintf("%s, crowd %s: did not finish within budget (%v), reached %s of %s",
+					name, crowd, cfg.CrowdBudget, count(s.Connected), count(s.Clients)))
+			}
+			vsFirst, tenths := "–", "–"
+			if f.CPUPerConnect > 0 {
+				vsFirst = strconv.FormatFloat(s.CPUPerConnect/f.CPUPerConnect, 'f', 2, 64)
+			}
+			if s.FirstTenth > 0 {
+				tenths = strconv.FormatFloat(s.LastTenth/s.FirstTenth, 'f', 2, 64)
+			}
+			p50, p99, p99x, lost := "–", "–", "–", "–"
+			p50n, p99n, p99nx := "–", "–", "–"
+			if s.Expected > 0 {
+				p50, p99 = num(s.P50), num(s.P99)
+				p99x = ratio(s.P99, by, func(s summary) float64 { return s.P99 })
+				p50n, p99n = num(s.P50Next), num(s.P99Next)
+				p99nx = ratio(s.P99Next, by, func(s summary) float64 { return s.P99Next })
+				lost = strconv.FormatInt(s.Lost, 10)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				crowd, name, connected, num(s.Seconds),
+				num(s.CPUPerConnect), ratio(s.CPUPerConnect, by, func(s summary) float64 { return s.CPUPerConnect }),
+				vsFirst, tenths,
+				num(s.RSSPerConn), ratio(s.RSSPerConn, by, func(s summary) float64 { return s.RSSPerConn }),
+				num(s.LivePerConn), ratio(s.LivePerConn, by, func(s summary) float64 { return s.LivePerConn }),
+				p50, p99, p99x, p50n, p99n, p99nx, lost, errCell(s))
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintf(w, "- %s.\n", n)
 		}
 	}
 }

@@ -27,9 +27,11 @@ type Impl struct {
 	// Serve runs the server until ctx ends. Once it listens it calls
 	// ready with its address and its certificate's fingerprint.
 	Serve func(ctx context.Context, cfg ServerConfig, ready func(addr, fingerprint string)) error
-	// Dial connects a client called name and returns once the server has
-	// registered it, so that it receives every text sent after.
-	Dial func(ctx context.Context, addr, fingerprint, name string) (Client, error)
+	// Dial connects a client called name into room ("" is the
+	// implementation's default room) and returns once the server has
+	// registered it, so that it receives every text sent after in that
+	// room.
+	Dial func(ctx context.Context, addr, fingerprint, name, room string) (Client, error)
 	// BlockingSend says Send waits for the server's acknowledgement: the
 	// load then keeps several Sends in flight per client.
 	BlockingSend bool
@@ -37,7 +39,7 @@ type Impl struct {
 
 // Client is one connected chat client.
 type Client interface {
-	// Send says text. It is safe for concurrent use.
+	// Send says text in the client's room. It is safe for concurrent use.
 	Send(ctx context.Context, text string) error
 	// Receive returns the next text and its sender's name, skipping every
 	// other kind of message. Close makes it return an error.

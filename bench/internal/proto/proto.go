@@ -5,6 +5,7 @@ package proto
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,12 +16,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxFrame bounds a frame body in both directions.
@@ -30,6 +33,9 @@ const MaxFrame = 1 << 20
 type Client struct {
 	Type string `json:"type"`
 	Name string `json:"name,omitempty"`
+	// Room is the room a hello joins; empty is the default room. A
+	// client is in one room and its texts go to that room's members.
+	Room string `json:"room,omitempty"`
 	Text string `json:"text,omitempty"`
 }
 
@@ -94,6 +100,96 @@ func (f *FrameReader) Next() ([]byte, error) {
 		return nil, err
 	}
 	return f.buf, nil
+}
+
+// ParseServer returns the type, sender and text of a server message. The
+// clients decode one message per delivery, so the messages as the servers
+// write them (encoding/json's flat object of strings and numbers) are read
+// directly and the slices point into body; anything else, such as a string
+// with an escape, goes through encoding/json, which gives the same result.
+func ParseServer(body []byte) (typ, from, text []byte, err error) {
+	if typ, from, text, ok := scanServer(body); ok {
+		return typ, from, text, nil
+	}
+	var m struct{ Type, From, Text string }
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, nil, nil, err
+	}
+	return []byte(m.Type), []byte(m.From), []byte(m.Text), nil
+}
+
+// scanServer reads an object of string and unsigned integer values with
+// no spaces and no escapes, and reports false for anything else.
+func scanServer(b []byte) (typ, from, text []byte, ok bool) {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, nil, nil, false
+	}
+	i := 1
+	for i < len(b)-1 {
+		key, j, ok := scanString(b, i)
+		if !ok || j >= len(b) || b[j] != ':' {
+			return nil, nil, nil, false
+		}
+		var val []byte
+		if j++; j < len(b) && b[j] == '"' {
+			if val, j, ok = scanString(b, j); !ok {
+				return nil, nil, nil, false
+			}
+		} else {
+			k := j
+			for k < len(b) && '0' <= b[k] && b[k] <= '9' {
+				k++
+			}
+			if k == j {
+				return nil, nil, nil, false
+			}
+			j = k
+		}
+		switch string(key) {
+		case "type":
+			typ = val
+		case "from":
+			from = val
+		case "text":
+			text = val
+		default:
+			if bytes.EqualFold(key, []byte("type")) || bytes.EqualFold(key, []byte("from")) || bytes.EqualFold(key, []byte("text")) {
+				return nil, nil, nil, false // encoding/json matches keys without case
+			}
+		}
+		switch {
+		case j == len(b)-1:
+			return typ, from, text, true
+		case b[j] == ',':
+			i = j + 1
+		default:
+			return nil, nil, nil, false
+		}
+	}
+	return nil, nil, nil, i == 1 // {}
+}
+
+// scanString reads the string starting at b[i] and returns its contents and
+// the index after it; it reports false for an escape, a control character
+// or invalid UTF-8, which encoding/json would decode, reject or replace.
+func scanString(b []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
+	}
+	n := bytes.IndexByte(b[i+1:], '"')
+	if n < 0 {
+		return nil, 0, false
+	}
+	s = b[i+1 : i+1+n]
+	for _, c := range s {
+		if c == '\\' || c < 0x20 {
+			return nil, 0, false
+		}
+	}
+	if !utf8.Valid(s) { // encoding/json would replace the invalid bytes
+		return nil, 0, false
+	}
+	return s, i + 2 + n, true
 }
 
 // SelfSigned makes an ECDSA P-256 certificate for 127.0.0.1 and localhost

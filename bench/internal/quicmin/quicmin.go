@@ -1,9 +1,12 @@
-// Package quicmin is the smallest reasonable broadcast chat over quic-go:
+// Package quicmin is the smallest reasonable broadcast chat over quic-go,
+// as lean as such a server can be, so that it is a floor for the others:
 // one bidirectional stream per client (the client opens it), frames of a
 // 4-byte big-endian length and a JSON object. The server stamps each text,
-// encodes it once, and puts the same bytes on every client's bounded
-// queue; a writer goroutine per client coalesces what is queued into one
-// stream write.
+// encodes it once, and puts the same bytes on the queue of every member of
+// the sender's room. A writer goroutine runs only while a client's queue
+// is not empty, and coalesces everything queued into one stream write from
+// a pooled buffer, so an idle client costs one goroutine (its reader) and
+// a delivery costs no allocation.
 package quicmin
 
 import (
@@ -18,7 +21,6 @@ import (
 
 	"github.com/garou-chat/garou/bench/internal/impl"
 	"github.com/garou-chat/garou/bench/internal/proto"
-	"github.com/garou-chat/garou/bench/internal/sendq"
 	"github.com/quic-go/quic-go"
 )
 
@@ -31,22 +33,54 @@ const maxWrite = 64 << 10
 // Impl describes this implementation to the load generator.
 var Impl = impl.Impl{Name: "quic-min", Serve: Serve, Dial: Dial}
 
+// serverConfig suits a chat server: one stream per client and nothing
+// else, and small receive windows, since clients send short texts; they
+// grow for a client that sends much (up to two frames of the largest
+// size). These are the settings Garou's server uses too.
+var serverConfig = quic.Config{
+	MaxIdleTimeout:                 time.Minute,
+	MaxIncomingStreams:             1,
+	MaxIncomingUniStreams:          -1,
+	InitialStreamReceiveWindow:     32 << 10,
+	MaxStreamReceiveWindow:         2 * proto.MaxFrame,
+	InitialConnectionReceiveWindow: 48 << 10,
+	MaxConnectionReceiveWindow:     3 * proto.MaxFrame,
+}
+
+// clientConfig accepts no streams from the server and bounds the windows
+// as Garou's client does.
+var clientConfig = quic.Config{
+	MaxIdleTimeout:             time.Minute,
+	MaxIncomingStreams:         -1,
+	MaxIncomingUniStreams:      -1,
+	MaxStreamReceiveWindow:     2 * proto.MaxFrame,
+	MaxConnectionReceiveWindow: 3 * proto.MaxFrame,
+}
+
 type server struct {
 	queueBytes int
 	log        *slog.Logger
+	welcome    []byte
 
-	mu      sync.Mutex
-	clients []*client
-	index   map[*client]int
-	nextID  uint64
+	mu     sync.Mutex
+	rooms  map[string][]*client
+	nextID uint64
 }
 
 type client struct {
 	conn *quic.Conn
 	str  *quic.Stream
 	name string
-	q    *sendq.Queue
-	once sync.Once
+	room string
+	idx  int // in rooms[room], under server.mu
+
+	mu      sync.Mutex
+	queue   [][]byte // frames for the writer; shared, never modified
+	spare   [][]byte // the writer's last slice, to reuse
+	bytes   int      // queued and being written
+	writing bool     // a writer goroutine is running
+	closed  bool
+	writer  sync.WaitGroup
 }
 
 // Serve runs the server until ctx ends.
@@ -60,12 +94,14 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 		return err
 	}
 	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.Listen(tlsConf, &quic.Config{MaxIdleTimeout: time.Minute})
+	qconf := serverConfig
+	ln, err := tr.Listen(tlsConf, &qconf)
 	if err != nil {
 		pc.Close()
 		return err
 	}
-	s := &server{queueBytes: cfg.QueueBytes, log: cfg.Logger, index: make(map[*client]int)}
+	welcome, _ := json.Marshal(proto.Server{Type: proto.TypeWelcome})
+	s := &server{queueBytes: cfg.QueueBytes, log: cfg.Logger, welcome: proto.AppendFrame(nil, welcome), rooms: make(map[string][]*client)}
 	ready(ln.Addr().String(), fp)
 	var wg sync.WaitGroup
 	for {
@@ -76,8 +112,10 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 		wg.Go(func() { s.serve(ctx, conn) })
 	}
 	s.mu.Lock()
-	for _, c := range s.clients {
-		c.close()
+	for _, members := range s.rooms {
+		for _, c := range members {
+			c.close()
+		}
 	}
 	s.mu.Unlock()
 	ln.Close()
@@ -86,6 +124,8 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 	return pc.Close()
 }
 
+// serve reads one client's hello and texts: the one goroutine a connected
+// client always has.
 func (s *server) serve(ctx context.Context, conn *quic.Conn) {
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	str, err := conn.AcceptStream(hctx)
@@ -94,6 +134,8 @@ func (s *server) serve(ctx context.Context, conn *quic.Conn) {
 		_ = conn.CloseWithError(1, "no stream")
 		return
 	}
+	// Unbuffered: an idle connection holds no read buffer, and a text
+	// costs two stream reads once, not once per delivery.
 	fr := proto.NewFrameReader(str, 0)
 	body, err := fr.Next()
 	var hello proto.Client
@@ -104,15 +146,9 @@ func (s *server) serve(ctx context.Context, conn *quic.Conn) {
 		_ = conn.CloseWithError(1, "bad hello")
 		return
 	}
-	c := &client{conn: conn, str: str, name: hello.Name, q: sendq.New(s.queueBytes)}
-	welcome, _ := json.Marshal(proto.Server{Type: proto.TypeWelcome})
-	c.q.Push(proto.AppendFrame(nil, welcome))
+	c := &client{conn: conn, str: str, name: hello.Name, room: hello.Room}
+	c.push(s.welcome, s.queueBytes)
 	s.register(c)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.writeLoop()
-	}()
 	for {
 		body, err := fr.Next()
 		if err != nil {
@@ -122,49 +158,53 @@ func (s *server) serve(ctx context.Context, conn *quic.Conn) {
 		if err := json.Unmarshal(body, &m); err != nil || m.Type != proto.TypeText {
 			break
 		}
-		s.broadcast(c.name, m.Text)
+		s.broadcast(c, m.Text)
 	}
 	s.unregister(c)
 	c.close()
-	<-done
+	c.writer.Wait()
 }
 
 func (s *server) register(c *client) {
 	s.mu.Lock()
-	s.index[c] = len(s.clients)
-	s.clients = append(s.clients, c)
+	c.idx = len(s.rooms[c.room])
+	s.rooms[c.room] = append(s.rooms[c.room], c)
 	s.mu.Unlock()
 }
 
 func (s *server) unregister(c *client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.index[c]
-	if !ok {
+	members := s.rooms[c.room]
+	if c.idx >= len(members) || members[c.idx] != c {
 		return
 	}
-	last := len(s.clients) - 1
-	s.clients[i] = s.clients[last]
-	s.index[s.clients[i]] = i
-	s.clients[last] = nil
-	s.clients = s.clients[:last]
-	delete(s.index, c)
+	last := len(members) - 1
+	members[c.idx] = members[last]
+	members[c.idx].idx = c.idx
+	members[last] = nil
+	if last == 0 {
+		delete(s.rooms, c.room)
+	} else {
+		s.rooms[c.room] = members[:last]
+	}
 }
 
-// broadcast stamps and encodes a text once and queues it for everyone,
-// under the lock so that every client gets the texts in the same order.
-func (s *server) broadcast(from, text string) {
+// broadcast stamps and encodes a text once and queues it for every member
+// of the sender's room, under the lock so that every member gets the
+// texts in the same order.
+func (s *server) broadcast(from *client, text string) {
 	s.mu.Lock()
 	s.nextID++
-	body, err := json.Marshal(proto.Server{Type: proto.TypeText, From: from, ID: s.nextID, Text: text, Time: time.Now().UTC()})
+	body, err := json.Marshal(proto.Server{Type: proto.TypeText, From: from.name, ID: s.nextID, Text: text, Time: time.Now().UTC()})
 	if err != nil {
 		s.mu.Unlock()
 		return
 	}
 	frame := proto.AppendFrame(make([]byte, 0, 4+len(body)), body)
 	var slow []*client
-	for _, c := range s.clients {
-		if !c.q.Push(frame) {
+	for _, c := range s.rooms[from.room] {
+		if !c.push(frame, s.queueBytes) {
 			slow = append(slow, c)
 		}
 	}
@@ -175,40 +215,87 @@ func (s *server) broadcast(from, text string) {
 	}
 }
 
-func (c *client) writeLoop() {
-	var buf []byte
+// push queues a frame without blocking and starts a writer if none is
+// running. It reports false when the client is closed or the frame would
+// pass the bound: the caller then drops the client as a slow consumer.
+func (c *client) push(frame []byte, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.bytes+len(frame) > limit {
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.bytes += len(frame)
+	if !c.writing {
+		c.writing = true
+		c.writer.Add(1)
+		go c.write()
+	}
+	return true
+}
+
+// writeBufs holds the buffers the writers coalesce frames into: only
+// clients being written to hold one.
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// write writes what is queued, everything at once, until the queue is
+// empty, and ends.
+func (c *client) write() {
+	defer c.writer.Done()
+	bp := writeBufs.Get().(*[]byte)
+	defer writeBufs.Put(bp)
 	for {
-		items, ok := c.q.Take()
-		if !ok {
+		c.mu.Lock()
+		frames := c.queue
+		if c.closed || len(frames) == 0 {
+			c.writing = false
+			c.mu.Unlock()
 			return
 		}
-		for _, f := range items {
+		c.queue, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		buf, n, err := (*bp)[:0], 0, error(nil)
+		for _, f := range frames {
 			if len(buf)+len(f) > maxWrite && len(buf) > 0 {
-				if _, err := c.str.Write(buf); err != nil {
-					c.close()
-					return
+				if _, err = c.str.Write(buf); err != nil {
+					break
 				}
 				buf = buf[:0]
 			}
 			buf = append(buf, f...)
+			n += len(f)
 		}
-		c.q.Done(items)
-		if _, err := c.str.Write(buf); err != nil {
+		if err == nil {
+			_, err = c.str.Write(buf)
+		}
+		if cap(buf) <= 4*maxWrite {
+			*bp = buf[:0]
+		}
+		clear(frames)
+		c.mu.Lock()
+		c.bytes -= n
+		if cap(frames) <= 4096 {
+			c.spare = frames[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
 			c.close()
 			return
-		}
-		buf = buf[:0]
-		if cap(buf) > 4*maxWrite {
-			buf = nil
 		}
 	}
 }
 
+// close drops what is queued and closes the connection, which ends the
+// reader and a writer blocked in Write. It is idempotent.
 func (c *client) close() {
-	c.once.Do(func() {
-		c.q.Close()
-		_ = c.conn.CloseWithError(0, "")
-	})
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.queue, c.spare = true, nil, nil
+	c.mu.Unlock()
+	_ = c.conn.CloseWithError(0, "")
 }
 
 // Client is the load side's client.
@@ -222,9 +309,13 @@ type Client struct {
 	wbuf []byte
 }
 
-// Dial connects and returns once the server has welcomed the client. Every
-// client has a UDP socket of its own, as a real client would.
-func Dial(ctx context.Context, addr, fp, name string) (impl.Client, error) {
+// readBuffer is the client's read buffer: a few dozen frames per stream
+// read.
+const readBuffer = 8 << 10
+
+// Dial connects and returns once the server has welcomed the client into
+// room. Every client has a UDP socket of its own, as a real client would.
+func Dial(ctx context.Context, addr, fp, name, room string) (impl.Client, error) {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
@@ -235,15 +326,16 @@ func Dial(ctx context.Context, addr, fp, name string) (impl.Client, error) {
 	}
 	tr := &quic.Transport{Conn: pc}
 	c := &Client{tr: tr, pc: pc}
-	if err := c.connect(ctx, raddr, fp, name); err != nil {
+	if err := c.connect(ctx, raddr, fp, name, room); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Client) connect(ctx context.Context, raddr net.Addr, fp, name string) error {
-	conn, err := c.tr.Dial(ctx, raddr, proto.PinnedTLS(fp, ALPN), &quic.Config{MaxIdleTimeout: time.Minute})
+func (c *Client) connect(ctx context.Context, raddr net.Addr, fp, name, room string) error {
+	qconf := clientConfig
+	conn, err := c.tr.Dial(ctx, raddr, proto.PinnedTLS(fp, ALPN), &qconf)
 	if err != nil {
 		return err
 	}
@@ -251,10 +343,10 @@ func (c *Client) connect(ctx context.Context, raddr net.Addr, fp, name string) e
 	if c.str, err = conn.OpenStreamSync(ctx); err != nil {
 		return err
 	}
-	if err := c.write(proto.Client{Type: proto.TypeHello, Name: name}); err != nil {
+	if err := c.write(proto.Client{Type: proto.TypeHello, Name: name, Room: room}); err != nil {
 		return err
 	}
-	c.fr = proto.NewFrameReader(c.str, 32<<10)
+	c.fr = proto.NewFrameReader(c.str, readBuffer)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.str.SetReadDeadline(dl)
 	}
@@ -263,8 +355,7 @@ func (c *Client) connect(ctx context.Context, raddr net.Addr, fp, name string) e
 		return err
 	}
 	_ = c.str.SetReadDeadline(time.Time{})
-	var m proto.Server
-	if err := json.Unmarshal(body, &m); err != nil || m.Type != proto.TypeWelcome {
+	if typ, _, _, err := proto.ParseServer(body); err != nil || string(typ) != proto.TypeWelcome {
 		return fmt.Errorf("quic-min: expected a welcome, got %q", body)
 	}
 	return nil
@@ -287,26 +378,20 @@ func (c *Client) Send(_ context.Context, text string) error {
 	return c.write(proto.Client{Type: proto.TypeText, Text: text})
 }
 
-// incoming is the part of a server message the load needs.
-type incoming struct {
-	Type string `json:"type"`
-	From string `json:"from"`
-	Text string `json:"text"`
-}
-
-// Receive returns the next text.
+// Receive returns the next text. It allocates only the two strings it
+// returns.
 func (c *Client) Receive() (string, string, error) {
 	for {
 		body, err := c.fr.Next()
 		if err != nil {
 			return "", "", err
 		}
-		var m incoming
-		if err := json.Unmarshal(body, &m); err != nil {
+		typ, from, text, err := proto.ParseServer(body)
+		if err != nil {
 			return "", "", err
 		}
-		if m.Type == proto.TypeText {
-			return m.From, m.Text, nil
+		if string(typ) == proto.TypeText {
+			return string(from), string(text), nil
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package wstls is the WebSocket baseline: the classic gorilla/websocket
-// chat hub over TLS 1.3. A hub goroutine owns the client set, stamps each
-// text and encodes it once; every client has a bounded send queue and a
+// chat hub over TLS 1.3. A hub goroutine owns the rooms and their members,
+// stamps each text and encodes it once for the sender's room; every client
+// has a bounded send queue and a
 // writer goroutine that writes what is queued, one WebSocket message per
 // chat message, through NextWriter into one buffered TLS write.
 package wstls
@@ -42,7 +43,7 @@ type hub struct {
 	unregister chan *client
 	broadcast  chan inbound
 	done       <-chan struct{}
-	clients    map[*client]struct{}
+	rooms      map[string]map[*client]struct{}
 	nextID     uint64
 }
 
@@ -50,6 +51,7 @@ type client struct {
 	ws   *websocket.Conn
 	bc   *batchConn
 	name string
+	room string
 	q    *sendq.Queue
 }
 
@@ -72,7 +74,7 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 		unregister: make(chan *client),
 		broadcast:  make(chan inbound),
 		done:       ctx.Done(),
-		clients:    make(map[*client]struct{}),
+		rooms:      make(map[string]map[*client]struct{}),
 	}
 	var wg sync.WaitGroup
 	hubDone := make(chan struct{})
@@ -105,41 +107,55 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 	return err
 }
 
-// run owns the client set until the server stops.
+// run owns the rooms until the server stops.
 func (h *hub) run() {
 	welcome, _ := json.Marshal(proto.Server{Type: proto.TypeWelcome})
 	for {
 		select {
 		case c := <-h.register:
 			c.q.Push(welcome)
-			h.clients[c] = struct{}{}
-		case c := <-h.unregister:
-			if _, ok := h.clients[c]; ok {
-				delete(h.clients, c)
-				c.q.Close()
+			if h.rooms[c.room] == nil {
+				h.rooms[c.room] = make(map[*client]struct{})
 			}
+			h.rooms[c.room][c] = struct{}{}
+		case c := <-h.unregister:
+			h.remove(c)
 		case m := <-h.broadcast:
 			h.nextID++
 			body, err := json.Marshal(proto.Server{Type: proto.TypeText, From: m.from.name, ID: h.nextID, Text: m.text, Time: time.Now().UTC()})
 			if err != nil {
 				continue
 			}
-			for c := range h.clients {
+			for c := range h.rooms[m.from.room] {
 				if !c.q.Push(body) {
 					h.log.Warn("ws-tls: slow consumer dropped", "name", c.name)
-					delete(h.clients, c)
-					c.q.Close()
+					h.remove(c)
 					_ = c.ws.Close()
 				}
 			}
 		case <-h.done:
-			for c := range h.clients {
-				c.q.Close()
-				_ = c.ws.Close()
+			for _, members := range h.rooms {
+				for c := range members {
+					c.q.Close()
+					_ = c.ws.Close()
+				}
 			}
 			return
 		}
 	}
+}
+
+// remove takes c out of its room and closes its queue.
+func (h *hub) remove(c *client) {
+	members := h.rooms[c.room]
+	if _, ok := members[c]; !ok {
+		return
+	}
+	delete(members, c)
+	if len(members) == 0 {
+		delete(h.rooms, c.room)
+	}
+	c.q.Close()
 }
 
 // serve is the read pump: the hello, then texts to the hub.
@@ -156,7 +172,7 @@ func (h *hub) serve(ws *websocket.Conn) {
 	if !ok {
 		return
 	}
-	c := &client{ws: ws, bc: bc, name: hello.Name, q: sendq.New(h.queueBytes)}
+	c := &client{ws: ws, bc: bc, name: hello.Name, room: hello.Room, q: sendq.New(h.queueBytes)}
 	select {
 	case h.register <- c:
 	case <-h.done:
@@ -301,15 +317,16 @@ type Client struct {
 	wmu sync.Mutex
 }
 
-// Dial connects and returns once the server has welcomed the client.
-func Dial(ctx context.Context, addr, fp, name string) (impl.Client, error) {
+// Dial connects and returns once the server has welcomed the client into
+// room.
+func Dial(ctx context.Context, addr, fp, name, room string) (impl.Client, error) {
 	d := websocket.Dialer{TLSClientConfig: proto.PinnedTLS(fp, "http/1.1"), HandshakeTimeout: 10 * time.Second}
 	ws, _, err := d.DialContext(ctx, "wss://"+addr+"/ws", nil)
 	if err != nil {
 		return nil, err
 	}
 	c := &Client{ws: ws}
-	if err := ws.WriteJSON(proto.Client{Type: proto.TypeHello, Name: name}); err != nil {
+	if err := ws.WriteJSON(proto.Client{Type: proto.TypeHello, Name: name, Room: room}); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -336,25 +353,19 @@ func (c *Client) Send(_ context.Context, text string) error {
 	return c.ws.WriteMessage(websocket.TextMessage, body)
 }
 
-type incoming struct {
-	Type string `json:"type"`
-	From string `json:"from"`
-	Text string `json:"text"`
-}
-
-// Receive returns the next text.
+// Receive returns the next text, decoded as quic-min's client does.
 func (c *Client) Receive() (string, string, error) {
 	for {
 		_, body, err := c.ws.ReadMessage()
 		if err != nil {
 			return "", "", err
 		}
-		var m incoming
-		if err := json.Unmarshal(body, &m); err != nil {
+		typ, from, text, err := proto.ParseServer(body)
+		if err != nil {
 			return "", "", err
 		}
-		if m.Type == proto.TypeText {
-			return m.From, m.Text, nil
+		if string(typ) == proto.TypeText {
+			return string(from), string(text), nil
 		}
 	}
 }

@@ -1,0 +1,91 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func serverFrame(t testing.TB, m Server) []byte {
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var parseSeeds = []string{
+	`{}`,
+	`{"type":"welcome"}`,
+	`{"type":"text","from":"c1","id":7,"text":"hello","time":"2026-01-02T03:04:05.123456789Z"}`,
+	`{"type":"text","from":"c1","text":"a \"quoted\" <b>"}`,
+	`{"type":"text", "from":"c1"}`,
+	`{"type":"text","from":"c1",}`,
+	`{"type":"text","id":-1}`,
+	`{"type":"text","text":"caf\u00e9"}`,
+	"{\"type\":\"text\",\"text\":\"\xff\"}",
+	`{"type":"text","text":null}`,
+	`{"type"}`,
+	`{"tYpe":"text","TEXT":"x"}`,
+	`[1]`,
+	``,
+}
+
+// FuzzParseServer checks that the direct reading of server messages agrees
+// with encoding/json wherever encoding/json accepts the input.
+func FuzzParseServer(f *testing.F) {
+	for _, s := range parseSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want struct{ Type, From, Text string }
+		werr := json.Unmarshal(body, &want)
+		typ, from, text, err := ParseServer(body)
+		if werr != nil {
+			if err == nil {
+				if _, _, _, ok := scanServer(body); !ok {
+					t.Fatalf("%q: encoding/json fails (%v), ParseServer does not", body, werr)
+				}
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		if string(typ) != want.Type || string(from) != want.From || string(text) != want.Text {
+			t.Fatalf("%q: got %q %q %q, want %q %q %q", body, typ, from, text, want.Type, want.From, want.Text)
+		}
+	})
+}
+
+func TestParseServerText(t *testing.T) {
+	body := serverFrame(t, Server{Type: TypeText, From: "c12", ID: 99, Text: "1234 5 6 xxxx", Time: time.Now().UTC()})
+	if _, _, _, ok := scanServer(body); !ok {
+		t.Fatalf("the direct path does not read %s", body)
+	}
+	typ, from, text, err := ParseServer(body)
+	if err != nil || string(typ) != TypeText || string(from) != "c12" || string(text) != "1234 5 6 xxxx" {
+		t.Fatalf("ParseServer = %q %q %q %v", typ, from, text, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _, _, _ = ParseServer(body) }); n != 0 {
+		t.Errorf("ParseServer allocates %v times per text", n)
+	}
+}
+
+func TestFrameReader(t *testing.T) {
+	var wire []byte
+	for _, s := range []string{"a", "", "hello"} {
+		wire = AppendFrame(wire, []byte(s))
+	}
+	fr := NewFrameReader(bytes.NewReader(wire), 16)
+	for _, want := range []string{"a", "", "hello"} {
+		got, err := fr.Next()
+		if err != nil || string(got) != want {
+			t.Fatalf("Next = %q, %v; want %q", got, err, want)
+		}
+	}
+	if _, err := fr.Next(); err == nil {
+		t.Fatal("Next after the last frame: no error")
+	}
+}
