@@ -20,7 +20,8 @@ import (
 // An error is logged and reported to the client concerned as an error
 // with code "internal": a text whose Append fails is not sequenced, not
 // delivered and not acknowledged; a replay whose After fails is replaced
-// by a gap notice (for a resume) or by nothing (for history on join).
+// by an error "internal" about the room (no ref), then, for a resume, a
+// gap notice for what it would have replayed.
 type HistoryStore interface {
 	// Append records m, whose Seq is one more than the last appended for
 	// its room (or the first of a room new since Forget).

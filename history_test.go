@@ -117,8 +117,9 @@ func TestHistoryErrorsAreReported(t *testing.T) {
 	r := rawDial(t, srv)
 	r.hello("carol")
 	r.sendJSON(map[string]any{"type": "join", "ref": 7, "room": "old", "history": 5})
-	r.expect("joined")
-	r.expectError(garou.CodeInternal, 7)
+	require.Equal(t, uint64(7), r.expect("joined").num("ref"), "one reply to the join")
+	e7 := r.expectError(garou.CodeInternal, 0)
+	require.Equal(t, "old", e7.str("room"))
 
 	// Nothing of "bad" reached bob: alice's leave comes first.
 	require.NoError(t, alice.Leave(ctxT(t), "bad"))

@@ -2,6 +2,7 @@ package garou_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -190,4 +191,38 @@ func TestLogsConnectAndDisconnect(t *testing.T) {
 	require.Contains(t, got[1], "user=alice id="+alice.User().ID+" resumed=false")
 	require.Contains(t, got[2], `level=INFO msg="garou: disconnected" remote=127.0.0.1:`)
 	require.Contains(t, got[2], "user=alice id="+alice.User().ID+" reason=quit")
+}
+
+// TestShutdownDeliversATextBeingKept: a text past its checks and waiting
+// on the history store when Shutdown begins is delivered and acknowledged
+// before the clients are told the server is going.
+func TestShutdownDeliversATextBeingKept(t *testing.T) {
+	h := &gatedHistory{HistoryStore: garou.NewMemoryHistory(10), entered: make(chan struct{}), gate: make(chan struct{})}
+	srv := startServer(t, garou.WithHistoryStore(h))
+	alice := dial(t, srv, "alice", garou.WithReconnect(0))
+	bob := dial(t, srv, "bob", garou.WithReconnect(0), garou.WithRooms(garou.DefaultRoom, "side"))
+	awaitJoin(t, alice, "bob")
+
+	sent := make(chan error, 1)
+	go func() { sent <- alice.Send(ctxT(t), "held") }()
+	<-h.entered
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctxT(t)) }()
+	// Wait until the shutdown has begun: another room refuses texts.
+	require.Eventually(t, func() bool {
+		_, err := srv.Publish(ctxT(t), "side", "probe")
+		var e *garou.Error
+		return errors.As(err, &e) && e.Code == garou.CodeShutdown
+	}, 5*time.Second, time.Millisecond)
+	close(h.gate)
+
+	require.NoError(t, <-sent, "the text was accepted: its ack comes before the bye")
+	for {
+		m := next(t, bob, garou.TypeText)
+		if m.Room == garou.DefaultRoom {
+			require.Equal(t, "held", m.Text)
+			break
+		}
+	}
+	require.NoError(t, <-shut)
 }

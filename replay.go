@@ -99,7 +99,8 @@ func (rp *replay) fetch() {
 	msgs, oldest, err := r.s.cfg.history.After(c.qc.Context(), r.name, rp.from)
 	if err != nil {
 		c.log.Error("garou: history read failed", "room", r.name, "err", err)
-		rp.push(mustEncode(errorFrame(rp.ref, r.name, errHistory)))
+		// Unasked (no ref): the join already had its one reply, "joined".
+		rp.push(mustEncode(errorFrame(0, r.name, errHistory)))
 		if rp.gaps {
 			rp.push(mustEncode(gapFrame(r.name, rp.from+1, rp.upto)))
 		}

@@ -233,7 +233,9 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 // kept meanwhile), and the room is removed only if still empty then: a
 // client that joins meanwhile finds the room without its past.
 func (s *Server) removeIfEmpty(r *room) {
-	_ = r.lockOrder(context.Background())
+	if r.lockOrder(s.runCtx) != nil {
+		return // closing: the room goes with the server
+	}
 	defer r.unlockOrder()
 	r.mu.Lock()
 	empty := len(r.members) == 0 && !r.deleted
@@ -241,7 +243,7 @@ func (s *Server) removeIfEmpty(r *room) {
 	if !empty {
 		return
 	}
-	if err := s.cfg.history.Forget(context.Background(), r.name); err != nil {
+	if err := s.cfg.history.Forget(s.runCtx, r.name); err != nil {
 		s.log.Error("garou: history forget failed", "room", r.name, "err", err)
 	}
 	s.roomsMu.Lock()

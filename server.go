@@ -42,12 +42,16 @@ type Server struct {
 	// draining is set by Shutdown: no new text is sequenced after it.
 	draining atomic.Bool
 	closedCh chan struct{} // closed by Close: stop lingering, stop everything
-	stopCh   chan struct{} // closed by Shutdown or Close: stop accepting
-	closing  sync.Once
-	stopping sync.Once
-	ready    chan struct{} // closed once serving, or once it never will
-	readied  sync.Once
-	wg       sync.WaitGroup // every goroutine the server owns
+	// runCtx ends with Close: it bounds what the server's own goroutines
+	// ask of the history store.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	stopCh    chan struct{} // closed by Shutdown or Close: stop accepting
+	closing   sync.Once
+	stopping  sync.Once
+	ready     chan struct{} // closed once serving, or once it never will
+	readied   sync.Once
+	wg        sync.WaitGroup // every goroutine the server owns
 
 	mu         sync.Mutex
 	served     bool
@@ -112,6 +116,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		sessions: make(map[string]*conn),
 		rooms:    make(map[string]*room),
 	}
+	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -228,17 +233,17 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 // bounded by the shutdown timeout. Called by Serve once it accepts no more.
 func (s *Server) drainOnCtx() {
 	s.log.Info("garou: shutting down", "timeout", s.cfg.shutdownTimeout)
-	s.beginShutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.shutdownTimeout)
+	defer cancel()
+	s.beginShutdown(ctx)
 	drained := make(chan struct{})
 	go func() {
 		s.wg.Wait()
 		close(drained)
 	}()
-	t := time.NewTimer(s.cfg.shutdownTimeout)
-	defer t.Stop()
 	select {
 	case <-drained:
-	case <-t.C:
+	case <-ctx.Done():
 		s.log.Warn("garou: shutdown timed out; closing the remaining connections", "timeout", s.cfg.shutdownTimeout)
 		s.closeConns()
 		<-drained
@@ -394,7 +399,7 @@ func orDefault(s, def string) string {
 // goroutine to end. If ctx ends first, it closes the server as Close does
 // and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.beginShutdown()
+	s.beginShutdown(ctx)
 	done := make(chan struct{})
 	go func() {
 		s.waitServe()
@@ -412,20 +417,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // beginShutdown stops accepting connections and texts and tells every
-// client the server is shutting down, without waiting.
-func (s *Server) beginShutdown() {
+// client the server is shutting down. It waits, until ctx ends, for the
+// texts being sequenced (kept in history) to be delivered, so that every
+// text accepted before the shutdown reaches the queues before the byes.
+func (s *Server) beginShutdown(ctx context.Context) {
 	s.stop()
 	s.setReady()
 	s.draining.Store(true)
-	// A barrier on every room: a text being sequenced now completes, and
-	// every later one sees draining and is refused.
+	// A barrier on every room's order: a text past its draining check
+	// (perhaps waiting on the history store) completes and is queued, and
+	// every later one sees draining and is refused. roomsMu is released
+	// first: the order is never taken under it.
 	s.roomsMu.Lock()
+	rooms := make([]*room, 0, len(s.rooms))
 	for _, r := range s.rooms {
-		r.mu.Lock()
-		//lint:ignore SA2001 the empty critical section is the barrier
-		r.mu.Unlock()
+		rooms = append(rooms, r)
 	}
 	s.roomsMu.Unlock()
+	for _, r := range rooms {
+		if r.lockOrder(ctx) != nil {
+			break // out of time: the connections are closed next anyway
+		}
+		r.unlockOrder()
+	}
 	for _, c := range s.connList() {
 		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
 	}
@@ -446,7 +460,10 @@ func (s *Server) Close() error {
 func (s *Server) closeConns() {
 	s.stop()
 	s.setReady()
-	s.closing.Do(func() { close(s.closedCh) })
+	s.closing.Do(func() {
+		close(s.closedCh)
+		s.cancelRun()
+	})
 	for _, c := range s.connList() {
 		c.fail(CloseServerShutdown, "server closed", "shutdown")
 	}
