@@ -309,19 +309,12 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	if dl, ok := ctx.Deadline(); ok {
 		_ = cc.str.SetReadDeadline(dl)
 	}
-	body, err := cc.fr.next()
-	if err != nil {
-		return nil, c.connErr(cc, err)
-	}
-	r, err := decodeReply(body)
+	r, _, err := c.readReply(cc)
 	if err != nil {
 		return nil, err
 	}
 	switch r.Type {
 	case frameWelcome:
-	case frameBye:
-		cc.bye = &r
-		return nil, byeError(&r)
 	default:
 		return nil, fmt.Errorf("garou: server answered the hello with %q", r.Type)
 	}
@@ -339,22 +332,14 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		want[orDefault(spec.Room, DefaultRoom)] = true
 	}
 	for len(want) > 0 {
-		body, err := cc.fr.next()
-		if err != nil {
-			return nil, c.connErr(cc, err)
-		}
-		r, err := decodeReply(body)
+		r, size, err := c.readReply(cc)
 		if err != nil {
 			return nil, err
-		}
-		if r.Type == frameBye {
-			cc.bye = &r
-			return nil, byeError(&r)
 		}
 		if r.Ref == 0 && (r.Type == frameJoined || r.Type == string(TypeError) && ErrorCode(r.Code) != CodeNotDelivered) {
 			delete(want, r.Room)
 		}
-		if !c.dispatch(&r, len(body), ctx.Done()) {
+		if !c.dispatch(&r, size, ctx.Done()) {
 			return nil, ctx.Err()
 		}
 	}
@@ -383,6 +368,26 @@ func (c *Client) handshakeErr(err error) error {
 		return fmt.Errorf("garou: the certificate of %s is not trusted: %w", c.addr, cve)
 	}
 	return fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+}
+
+// readReply reads and decodes cc's next frame and returns it with its
+// size. A failed read is explained (connErr), a malformed frame closes cc,
+// and a bye, the server's last word, is returned as the error it carries.
+func (c *Client) readReply(cc *clientConn) (reply, int, error) {
+	body, err := cc.fr.next()
+	if err != nil {
+		return reply{}, 0, c.connErr(cc, err)
+	}
+	r, err := decodeReply(body)
+	if err != nil {
+		cc.close(CloseProtocol, "malformed frame")
+		return reply{}, 0, err
+	}
+	if r.Type == frameBye {
+		cc.bye = &r
+		return reply{}, 0, byeError(&r)
+	}
+	return r, len(body), nil
 }
 
 // connErr explains a read error on cc: the server's bye, its close code,
@@ -590,21 +595,11 @@ func (c *Client) stop(err error) {
 // read dispatches frames until the connection fails.
 func (c *Client) read(cc *clientConn) error {
 	for {
-		body, err := cc.fr.next()
+		r, size, err := c.readReply(cc)
 		if err != nil {
-			return c.connErr(cc, err)
-		}
-		r, err := decodeReply(body)
-		if err != nil {
-			cc.close(CloseProtocol, "malformed frame")
 			return err
 		}
-		if r.Type == frameBye {
-			cc.bye = &r
-			// Close our side: the server has said all it will.
-			return byeError(&r)
-		}
-		if !c.dispatch(&r, len(body), c.quit) {
+		if !c.dispatch(&r, size, c.quit) {
 			return ErrClosed
 		}
 	}
