@@ -200,21 +200,8 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		res.LastTenth = perConnect(reached)
 	}
 	logf(cfg, "%s: %d of %d connected in %.2fs", im.Name, k, n, res.Seconds)
-
-	select {
-	case <-time.After(cfg.Settle):
-	case <-ctx.Done():
-	}
-	after, err := srv.Stats()
-	if err != nil {
-		e.add(fmt.Errorf("stats: %w", err))
+	if !settledMemory(ctx, cfg, im, srv, before, k, res, e) {
 		return
-	}
-	logf(cfg, "%s: before %+v after %+v", im.Name, before, after)
-	if k > 0 {
-		res.RSSPerConn = float64(after.RSSKiB-before.RSSKiB) / float64(k)
-		live := func(s Stats) float64 { return float64(s.HeapBytes + s.StackBytes) }
-		res.LivePerConn = (live(after) - live(before)) / 1024 / float64(k)
 	}
 	if !res.Finished || k == 0 {
 		return

@@ -677,6 +677,19 @@ func idle(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *R
 		res.CPUPerConnect = res.ServerCPU / 1e3 / float64(k)
 	}
 	logf(cfg, "%s: %d connections in %.2fs", im.Name, k, res.Seconds)
+	if !settledMemory(ctx, cfg, im, srv, before, k, res, e) {
+		return
+	}
+	if ctx.Err() != nil {
+		e.add(errors.New("timed out"))
+	}
+}
+
+// settledMemory waits cfg.Settle (or until ctx ends) for the server to
+// settle, then sets res's memory per connection over the k connections
+// made since before. It reports false when the server's stats could not be
+// read.
+func settledMemory(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, before Stats, k int, res *Result, e *errs) bool {
 	select {
 	case <-time.After(cfg.Settle):
 	case <-ctx.Done():
@@ -684,7 +697,7 @@ func idle(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *R
 	after, err := srv.Stats()
 	if err != nil {
 		e.add(fmt.Errorf("stats: %w", err))
-		return
+		return false
 	}
 	logf(cfg, "%s: before %+v after %+v", im.Name, before, after)
 	if k > 0 {
@@ -692,7 +705,5 @@ func idle(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *R
 		live := func(s Stats) float64 { return float64(s.HeapBytes + s.StackBytes) }
 		res.LivePerConn = (live(after) - live(before)) / 1024 / float64(k)
 	}
-	if ctx.Err() != nil {
-		e.add(errors.New("timed out"))
-	}
+	return true
 }
