@@ -355,10 +355,12 @@ func WithMaxRoomMembers(n int) ServerOption {
 
 // WithRateLimit sets each client's token bucket for requests (texts,
 // direct messages, joins, leaves, lists): perSecond tokens a second, up to
-// burst. A request over the limit is answered with CodeRateLimited; a
-// client that goes on (more than max(burst, 10) refused or malformed frames
-// in a row) is closed with CloseFlooding. perSecond 0 disables the limit.
-// Default 50 a second, burst 100.
+// burst. A request over the limit is answered with CodeRateLimited. Every
+// refused request and malformed frame counts toward flooding, and only a
+// request carried out resets the count: the refusal after max(burst, 10)
+// in a row closes the client with CloseFlooding, whether or not the rate
+// limit is on. perSecond 0 disables the rate limit. Default 50 a second,
+// burst 100.
 func WithRateLimit(perSecond float64, burst int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.rate, c.burst = perSecond, burst })
 }
@@ -486,8 +488,8 @@ func WithReceiveBuffer(n int) ClientOption {
 // retried: network failures and timeouts, and the transient close codes
 // CloseServerShutdown (a server restarting for a deploy), CloseServerFull,
 // CloseTooManyConns, CloseSlowConsumer, CloseHandshakeTimeout and
-// CloseInternal. Final, never retried: the other close codes (kicked,
-// replaced, name rejected, unauthorized, protocol, too large, flooding),
+// CloseInternal (CloseCode.Reconnect). Final, never retried: the other close codes (kicked,
+// replaced, bad or taken name, unauthorized, protocol, too large, flooding),
 // a certificate the client does not trust or whose fingerprint does not
 // match, and a hello the server refuses for good (name taken,
 // authenticator's refusal). Default 10.

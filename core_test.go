@@ -139,19 +139,7 @@ func TestShutdownTellsEveryClient(t *testing.T) {
 	require.NoError(t, a.Send(ctxT(t), "last words"))
 	require.NoError(t, srv.Shutdown(ctxT(t)))
 	for _, c := range []*garou.Client{a, b} {
-		var texts []string
-		for {
-			m, err := c.Receive(ctxT(t))
-			if err != nil {
-				code, ok := garou.CloseCodeOf(err)
-				require.True(t, ok, "%v", err)
-				require.Equal(t, garou.CloseServerShutdown, code)
-				break
-			}
-			if m.Type == garou.TypeText {
-				texts = append(texts, m.Text)
-			}
-		}
+		texts := textsUntilShutdown(t, c)
 		require.Equal(t, []string{"last words"}, texts)
 	}
 	_, err := dialErr(t, srv, "late", garou.WithConnectTimeout(300*time.Millisecond))

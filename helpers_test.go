@@ -148,3 +148,22 @@ func requireOneOrder(t *testing.T, orders [][]string) {
 		next[from]++
 	}
 }
+
+// textsUntilShutdown receives until c's connection ends, which must be by
+// the server's shutdown, and returns the texts received on the way.
+func textsUntilShutdown(t *testing.T, c *garou.Client) []string {
+	t.Helper()
+	var texts []string
+	for {
+		m, err := c.Receive(ctxT(t))
+		if err != nil {
+			code, ok := garou.CloseCodeOf(err)
+			require.True(t, ok, "%v", err)
+			require.Equal(t, garou.CloseServerShutdown, code)
+			return texts
+		}
+		if m.Type == garou.TypeText {
+			texts = append(texts, m.Text)
+		}
+	}
+}

@@ -67,19 +67,7 @@ func TestServeContextEndIsGraceful(t *testing.T) {
 	}
 	cancel()
 	for _, c := range []*garou.Client{a, b} {
-		var texts []string
-		for {
-			m, err := c.Receive(ctxT(t))
-			if err != nil {
-				code, ok := garou.CloseCodeOf(err)
-				require.True(t, ok, "%v", err)
-				require.Equal(t, garou.CloseServerShutdown, code)
-				break
-			}
-			if m.Type == garou.TypeText {
-				texts = append(texts, m.Text)
-			}
-		}
+		texts := textsUntilShutdown(t, c)
 		require.Equal(t, want, texts)
 	}
 	require.NoError(t, served())
