@@ -25,9 +25,11 @@ func TestTextReachesEveryoneIncludingSender(t *testing.T) {
 		require.NotEmpty(t, m.ID)
 		require.False(t, m.Time.IsZero())
 	}
-	users, err := alice.Users(ctxT(t))
+	users, err := alice.Users(ctxT(t), "")
 	require.NoError(t, err)
-	require.Len(t, users, 2)
-	require.Equal(t, "alice", users[0].Name)
+	require.Len(t, users.Users, 2)
+	require.Equal(t, 2, users.Count)
+	require.Empty(t, users.Next)
+	require.Equal(t, "alice", users.Users[0].Name)
 	require.Len(t, srv.Users(), 2)
 }

@@ -125,7 +125,12 @@ type StateChange struct {
 
 // roomState is what resuming a room needs: the last sequence number
 // received, and the room's sequence number when it was last (re)joined.
-type roomState struct{ lastSeq, joinedSeq uint64 }
+type roomState struct {
+	lastSeq, joinedSeq uint64
+	// presence is the number of the room's last join or leave the client
+	// knows of: those numbered up to it are in its joined reply.
+	presence uint64
+}
 
 // clientConn is one QUIC connection of a Client.
 type clientConn struct {
@@ -623,8 +628,51 @@ func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
 	switch r.Type {
 	case frameJoined, frameAck, frameWelcome:
 		return true
+	case framePresence:
+		msgs := c.presence(r)
+		for _, m := range msgs {
+			if !c.push(m, size/len(msgs), stop) {
+				return false
+			}
+		}
+		return true
 	}
 	return c.push(r.message(), size, stop)
+}
+
+// presence turns a presence frame into what Receive returns: its joins and
+// leaves newer than those the client knows of, each with the room's count
+// after it, or one TypePresence message when the frame has the count alone.
+func (c *Client) presence(r *reply) []ChatMessage {
+	c.mu.Lock()
+	st := c.rooms[r.Room]
+	if st == nil || r.PresenceSeq <= st.presence {
+		c.mu.Unlock()
+		return nil // a room left, or changes the joined reply counted
+	}
+	known := st.presence
+	st.presence = r.PresenceSeq
+	c.mu.Unlock()
+	if len(r.Changes) == 0 {
+		return []ChatMessage{{Type: TypePresence, Room: r.Room, Count: r.Count, Time: r.Time}}
+	}
+	// The changes are numbered up to PresenceSeq; count is the room's
+	// count before the first of them.
+	first := r.PresenceSeq - uint64(len(r.Changes)) + 1
+	count := r.Count
+	for _, ch := range r.Changes {
+		count -= ch.delta()
+	}
+	msgs := make([]ChatMessage, 0, len(r.Changes))
+	for i, ch := range r.Changes {
+		count += ch.delta()
+		if first+uint64(i) <= known || ch.delta() == 0 {
+			continue
+		}
+		msgs = append(msgs, ChatMessage{Type: MessageType(ch.Op), Room: r.Room, User: ch.User.user(),
+			Reason: ch.Reason, Count: count, Time: r.Time})
+	}
+	return msgs
 }
 
 // msgOverhead is what a buffered message counts for beyond its frame.
@@ -702,10 +750,11 @@ func (c *Client) track(r *reply) {
 				c.mu.Unlock()
 				return
 			}
-			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq, joinedSeq: r.LastSeq}
+			c.rooms[r.Room] = &roomState{lastSeq: r.LastSeq, joinedSeq: r.LastSeq, presence: r.PresenceSeq}
 			c.order = append(c.order, r.Room)
 		} else {
 			st.joinedSeq = r.LastSeq
+			st.presence = r.PresenceSeq
 		}
 		c.mu.Unlock()
 	case TypeText:
@@ -927,15 +976,17 @@ func checkText(text string) error {
 	return nil
 }
 
-// Join joins room and returns its members. With history > 0 the server
-// first replays up to that many of the room's latest texts through
-// Receive. Joining a room the client is in returns its members again.
-func (c *Client) Join(ctx context.Context, room string, history int) ([]User, error) {
+// Join joins room and returns the first page of its members (all of them
+// in a room of up to PageSize) with its member count; Members pages
+// through the rest. With history > 0 the server first replays up to that
+// many of the room's latest texts through Receive. Joining a room the
+// client is in returns its first page again.
+func (c *Client) Join(ctx context.Context, room string, history int) (Page, error) {
 	if err := ValidateRoom(room); err != nil {
-		return nil, err
+		return Page{}, err
 	}
 	r, err := c.request(ctx, request{Type: frameJoin, Room: room, History: history})
-	return fromWireList(r.Users), err
+	return r.page(), err
 }
 
 // Leave leaves room ("" is DefaultRoom). The room is out of Rooms from the
@@ -972,16 +1023,20 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	return err
 }
 
-// Users returns the users online on the server.
-func (c *Client) Users(ctx context.Context) ([]User, error) {
-	r, err := c.request(ctx, request{Type: frameUsers})
-	return fromWireList(r.Users), err
+// Users returns a page of the users online on the server, in the order of
+// their IDs: the first for cursor "", else the one after the page whose
+// Next cursor is given.
+func (c *Client) Users(ctx context.Context, cursor string) (Page, error) {
+	r, err := c.request(ctx, request{Type: frameUsers, Cursor: cursor})
+	return r.page(), err
 }
 
-// Members returns the members of a room the client is in.
-func (c *Client) Members(ctx context.Context, room string) ([]User, error) {
-	r, err := c.request(ctx, request{Type: frameMembers, Room: room})
-	return fromWireList(r.Users), err
+// Members returns a page of the members of a room the client is in ("" is
+// DefaultRoom), in the order of their IDs: the first for cursor "", else
+// the one after the page whose Next cursor is given.
+func (c *Client) Members(ctx context.Context, room, cursor string) (Page, error) {
+	r, err := c.request(ctx, request{Type: frameMembers, Room: room, Cursor: cursor})
+	return r.page(), err
 }
 
 // Receive returns the next message from the server, in order: texts (its

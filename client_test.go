@@ -101,9 +101,9 @@ func TestSendNeverWaitsOnReceive(t *testing.T) {
 	for i := range 4 {
 		require.NoError(t, c.Send(ctx, fmt.Sprint(i)))
 	}
-	users, err := c.Users(ctx)
+	users, err := c.Users(ctx, "")
 	require.NoError(t, err)
-	require.Len(t, users, 1)
+	require.Len(t, users.Users, 1)
 	// Nothing was lost meanwhile.
 	for i := range 4 {
 		require.Equal(t, fmt.Sprint(i), next(t, c, garou.TypeText).Text)
@@ -391,7 +391,7 @@ func TestLeftRoomIsNotRejoined(t *testing.T) {
 		require.Empty(t, srv.Members(room), room)
 	}
 	require.Equal(t, []string{"a"}, names(srv.Members("z")))
-	_, err := c.Members(ctxT(t), "y")
+	_, err := c.Members(ctxT(t), "y", "")
 	var e *garou.Error
 	require.True(t, errors.As(err, &e), "%v", err)
 	require.Equal(t, garou.CodeNotInRoom, e.Code)

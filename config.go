@@ -26,6 +26,8 @@ const (
 	DefaultBurst             = 100
 	DefaultShutdownTimeout   = 5 * time.Second
 	DefaultSendKeyWindow     = 1024
+	DefaultPresenceInterval  = 200 * time.Millisecond
+	DefaultPresenceLimit     = 100
 
 	DefaultLocalAddr      = "0.0.0.0:0"
 	DefaultConnectTimeout = 10 * time.Second
@@ -88,6 +90,8 @@ type serverConfig struct {
 	burst             int
 	shutdownTimeout   time.Duration
 	sendKeyWindow     int
+	presenceInterval  time.Duration
+	presenceLimit     int
 	tlsConfig         *tls.Config
 	logger            *slog.Logger
 	auth              AuthFunc
@@ -113,6 +117,8 @@ func defaultServerConfig() serverConfig {
 		burst:             DefaultBurst,
 		shutdownTimeout:   DefaultShutdownTimeout,
 		sendKeyWindow:     DefaultSendKeyWindow,
+		presenceInterval:  DefaultPresenceInterval,
+		presenceLimit:     DefaultPresenceLimit,
 		logger:            slog.Default(),
 	}
 }
@@ -145,6 +151,10 @@ func (c *serverConfig) validate() error {
 		return optErr("shutdown timeout must be positive, got %v", c.shutdownTimeout)
 	case c.sendKeyWindow < 0:
 		return optErr("send key window must not be negative, got %d", c.sendKeyWindow)
+	case c.presenceInterval < 0:
+		return optErr("presence interval must not be negative, got %v", c.presenceInterval)
+	case c.presenceLimit < 0:
+		return optErr("presence limit must not be negative, got %d", c.presenceLimit)
 	case c.logger == nil:
 		return optErr("logger must not be nil")
 	}
@@ -331,6 +341,27 @@ func WithHistorySize(n int) ServerOption {
 // Default NewMemoryHistory(size of WithHistorySize).
 func WithHistoryStore(h HistoryStore) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.history = h })
+}
+
+// WithPresenceInterval sets how long the server gathers the joins and
+// leaves of a room before it tells the members, in one "presence" frame
+// (PROTOCOL.md §6): a crowd connecting at once costs each member one frame
+// per interval, not one per join. 0 tells every join and leave at once, in
+// a frame of its own. A text sent by a user whose join is still being
+// gathered first tells the join, so that nobody sees a text from a user
+// before the user's join. The default is DefaultPresenceInterval (200ms).
+func WithPresenceInterval(d time.Duration) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.presenceInterval = d })
+}
+
+// WithPresenceLimit sets the size above which a room's presence frames
+// carry its member count instead of the names of who joined and left, as
+// large rooms do elsewhere: in a room of thousands, names scroll by faster
+// than anyone reads them, and each would cost every member a packet. A
+// member pages through the names with Client.Members. 0 sends counts only.
+// The default is DefaultPresenceLimit (100).
+func WithPresenceLimit(n int) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.presenceLimit = n })
 }
 
 // WithSendKeyWindow sets how many idempotency keys of texts and direct

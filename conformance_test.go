@@ -115,7 +115,7 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	bob.expect("welcome")
 	bob.expect("joined")
 	bob.expect("joined")
-	alice.expect("join")
+	alice.expect("presence") // bob joined
 	_, err := s1.Publish(context.Background(), "dev", "announcement")
 	require.NoError(t, err)
 	bob.expect("text")
@@ -138,7 +138,7 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	carol.expect("error") // dev is full
 	alice.send(`{"type":"leave","ref":8,"room":"dev"}`)
 	alice.expect("ack")
-	bob.expect("leave")
+	bob.expect("presence") // alice left dev
 	alice.send(`{"type":"text","ref":13,"room":"dev","text":"hello?"}`)
 	alice.expect("error")
 	alice.send(`{"type":"text","ref":15,"from":{"id":"1","name":"x"},"text":"spoof"}`)
@@ -158,7 +158,7 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	alice.expect("bye")
 
 	// Server two: rate limit, size limits, gaps, shutdown.
-	s2, addr2 := conformanceServer(t, quiet, WithRateLimit(1, 1), WithHistorySize(1))
+	s2, addr2 := conformanceServer(t, quiet, WithRateLimit(1, 1), WithHistorySize(1), WithPresenceLimit(0))
 	dave := wireDial(t, addr2, sent)
 	dave.send(`{"type":"hello","name":"dave","max_size":4096}`)
 	dave.expect("welcome")
@@ -167,6 +167,7 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	erin.send(`{"type":"hello","name":"erin"}`)
 	erin.expect("welcome")
 	erin.expect("joined")
+	dave.expect("presence") // erin joined: the count alone
 	for _, text := range []string{"one", "two", strings.Repeat("x", 5000)} {
 		_, err := s2.Publish(context.Background(), DefaultRoom, text)
 		require.NoError(t, err)
@@ -219,7 +220,7 @@ func (s *shapes) String() string {
 			}
 		}
 	}) {
-		fmt.Fprintf(&b, "  %s\n", k)
+		fmt.Fprintf(&b, "  %s\n    %s\n", k, s.seen[k])
 	}
 	return b.String()
 }

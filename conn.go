@@ -250,7 +250,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 	}
 	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
-	c.q.welcome(c.encodeList(welcomeFrame(&c.user, c.s.Users(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
+	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
 	}
@@ -305,14 +305,30 @@ func (c *conn) request(req request) error {
 		c.runLeaveHook(name, "left")
 		c.enqueue(mustEncode(ackLeave(req.Ref, name)))
 	case frameUsers:
-		c.enqueue(c.encodeList(usersFrame(req.Ref, "", c.s.Users())))
+		if e := checkCursor(req.Cursor); e != nil {
+			return e
+		}
+		page, next, n := c.s.userPage(req.Cursor)
+		c.enqueue(c.encodePage(usersFrame(req.Ref, "", page, next, n)))
 	case frameMembers:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
 		if r == nil {
 			return notInRoom(name)
 		}
-		c.enqueue(c.encodeList(usersFrame(req.Ref, r.name, r.users())))
+		if e := checkCursor(req.Cursor); e != nil {
+			return e
+		}
+		page, next, n := r.page(req.Cursor)
+		c.enqueue(c.encodePage(usersFrame(req.Ref, r.name, page, next, n)))
+	}
+	return nil
+}
+
+// checkCursor refuses a cursor no server gives: cursors are user IDs.
+func checkCursor(cursor string) *Error {
+	if len(cursor) > maxIdentityID {
+		return &Error{Code: CodeBadFrame, Text: `"cursor" is not one the server gave: too long`}
 	}
 	return nil
 }
@@ -472,14 +488,15 @@ func (c *conn) dropRoom(name string) {
 	c.mu.Unlock()
 }
 
-// encodeList encodes a frame carrying a user list so that it fits the
-// client's size limit: a list too long for it is cut, and the frame says
-// so with "truncated".
-func (c *conn) encodeList(r reply) []byte {
+// encodePage encodes a frame carrying a page of users so that it fits the
+// client's size limit: a page too long for it is cut, and its "next"
+// cursor continues after the last user it keeps. (A page of one user fits
+// any limit: IDs and names are bounded far below MinMessageSize.)
+func (c *conn) encodePage(r reply) []byte {
 	f := mustEncode(r)
-	for len(f)-frameHeaderLen > c.maxSize && len(r.Users) > 0 {
+	for len(f)-frameHeaderLen > c.maxSize && len(r.Users) > 1 {
 		r.Users = r.Users[:len(r.Users)/2]
-		r.Truncated = true
+		r.Next = r.Users[len(r.Users)-1].ID
 		f = mustEncode(r)
 	}
 	return f

@@ -125,6 +125,8 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"type":"text","from":{"id":"1"},"from":{"name":"b"}}`,
 		`{"type":"ack","ref":9007199254740993,"seq":01}`,
 		` {"type" : "leave" , "reason":"quit"} `,
+		`{"type":"presence","room":"dev","time":"2026-11-28T09:36:41.066814396Z","count":1,"presence_seq":3,"changes":[{"op":"join","user":{"id":"7f","name":"alice"}},{"op":"leave","user":{"id":"7f","name":"alice"},"reason":"left"}]}`,
+		`{"type":"joined","room":"lobby","users":[{"id":"a","name":"b"}],"next":"a","count":200,"presence_seq":9,"last_seq":3}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -18,7 +18,10 @@
 //
 // Every client is in the room [DefaultRoom] unless it asks otherwise, and may
 // join more rooms with [Client.Join]. Texts, joins, leaves and member lists
-// are per room. The server gives every text of a room the next sequence
+// are per room. Joins and leaves are gathered for a short interval and told
+// in one frame per room ([WithPresenceInterval]); a room larger than
+// [WithPresenceLimit] is told its member count instead of names, and member
+// lists come a [Page] at a time. The server gives every text of a room the next sequence
 // number of that room and delivers the room's events to every member in one
 // order, the same for all members; the sender receives its own texts too, so
 // every member sees the same sequence. The server keeps the last messages of
@@ -56,7 +59,7 @@ const DefaultRoom = "lobby"
 
 // ALPN is the TLS application protocol Garou negotiates; it carries the
 // protocol version.
-const ALPN = "garou/2"
+const ALPN = "garou/3"
 
 // User is a connected user as the server sees it.
 type User struct {
@@ -85,10 +88,16 @@ const (
 	TypeText MessageType = "text"
 	// TypeDirect is a direct message to this user (ID, From, To, Text, Time).
 	TypeDirect MessageType = "direct"
-	// TypeJoin tells that User joined Room.
+	// TypeJoin tells that User joined Room; Count is the room's members
+	// after it.
 	TypeJoin MessageType = "join"
-	// TypeLeave tells that User left Room; Reason says why.
+	// TypeLeave tells that User left Room; Reason says why; Count is the
+	// room's members after it.
 	TypeLeave MessageType = "leave"
+	// TypePresence tells that Room's member count is now Count, without
+	// who joined and left: the server names them only in rooms within its
+	// presence limit (see WithPresenceLimit). Client.Members lists them.
+	TypePresence MessageType = "presence"
 	// TypeError is an error from the server not tied to a request (Code,
 	// Text, and Room when it is about a room): a room of the hello that
 	// could not be joined, or a message over this client's size limit.
@@ -98,6 +107,22 @@ const (
 	// after the server lost its history).
 	TypeGap MessageType = "gap"
 )
+
+// PageSize is the most users a page of a user list holds: the first page
+// of a room's members in Client.Join, and each page of Client.Members and
+// Client.Users.
+const PageSize = 100
+
+// A Page is one page of a user list, in the order of user IDs. Count is
+// the number of users in the whole list when the page was made; Next is
+// the cursor that asks for the next page, "" on the last. Users come and
+// go between pages: a user who joins after the cursor passed their place
+// is not listed, one who left is not either.
+type Page struct {
+	Users []User
+	Count int
+	Next  string
+}
 
 // ChatMessage is one message from the server. Which fields are set depends
 // on Type. It is not the wire form: PROTOCOL.md specifies that.
@@ -123,6 +148,9 @@ type ChatMessage struct {
 	// "kicked", "slow", "flooding", "shutdown", "error", "reconnected"
 	// (PROTOCOL.md lists when each is given).
 	Reason string
+	// Count is the number of members of Room after a join, a leave or a
+	// presence message.
+	Count int
 	// Code is the error code of an error message.
 	Code ErrorCode
 	// GapFrom and GapTo bound a gap (inclusive).

@@ -167,3 +167,29 @@ func textsUntilShutdown(t *testing.T, c *garou.Client) []string {
 		}
 	}
 }
+
+// allPages reads a user list page by page to its end, checking that the
+// pages follow each other in the order of user IDs.
+func allPages(t *testing.T, page func(cursor string) (garou.Page, error)) []garou.User {
+	t.Helper()
+	var all []garou.User
+	cursor := ""
+	for range 1000 {
+		p, err := page(cursor)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(p.Users), garou.PageSize)
+		for _, u := range p.Users {
+			if len(all) > 0 {
+				require.Less(t, all[len(all)-1].ID, u.ID, "pages in the order of user IDs")
+			}
+			all = append(all, u)
+		}
+		if p.Next == "" {
+			require.Len(t, all, p.Count, "the count is the whole list's")
+			return all
+		}
+		cursor = p.Next
+	}
+	t.Fatal("more than 1000 pages")
+	return nil
+}

@@ -76,9 +76,9 @@ func TestSlowHistoryHoldsUpOnlyItsRoomsTexts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "from the server", next(t, alice, garou.TypeText).Text)
 	carol := dial(t, srv, "carol", garou.WithRooms("slow"))
-	users, err := bob.Members(ctxT(t), "slow")
+	users, err := bob.Members(ctxT(t), "slow", "")
 	require.NoError(t, err)
-	require.Equal(t, []string{"alice", "bob", "carol"}, names(users))
+	require.Equal(t, []string{"alice", "bob", "carol"}, names(users.Users))
 	require.NoError(t, carol.Leave(ctxT(t), "slow"))
 	select {
 	case err := <-sent:

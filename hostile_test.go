@@ -130,7 +130,7 @@ func (r *rawClient) read() (rawMsg, error) {
 }
 
 // roomTraffic are the frames a client in a room receives unasked.
-var roomTraffic = map[string]bool{"join": true, "leave": true, "text": true}
+var roomTraffic = map[string]bool{"presence": true, "text": true}
 
 // expect returns the next frame of one of types, skipping room traffic;
 // any other frame fails the test.

@@ -59,6 +59,9 @@ type request struct {
 	Since   *uint64 `json:"since,omitempty"`
 	History int     `json:"history,omitempty"`
 
+	// users, members: the page after this cursor ("" for the first)
+	Cursor string `json:"cursor,omitempty"`
+
 	// text, direct
 	To   string `json:"to,omitempty"`
 	Text string `json:"text,omitempty"`

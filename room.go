@@ -2,6 +2,8 @@ package garou
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,17 +24,32 @@ type room struct {
 	order chan struct{}
 
 	mu      sync.Mutex
-	members []*conn       // iteration order is irrelevant
-	index   map[*conn]int // position in members
-	byUser  map[string]*conn
+	members []*conn           // sorted by user ID: pages are ranges
+	byUser  map[string]*conn  // user ID → member
 	replays map[*conn]*replay // members whose replay is streaming
 	seq     uint64
 	deleted bool
+
+	// Presence: every join and leave is numbered (pseq) and gathered in
+	// pending until the server's presence loop tells the members in one
+	// frame (see flushPresenceLocked). Only the first presenceLimit+1
+	// changes are kept: past that the frame carries the count alone.
+	pseq     uint64
+	pending  []presenceChange
+	npending int                 // changes since the last frame, kept or not
+	joining  map[string]struct{} // user IDs whose join is in pending
+	queued   bool                // on the server's presence list
+}
+
+// presenceChange is a join or a leave not yet told.
+type presenceChange struct {
+	leave  bool
+	user   User
+	reason string
 }
 
 func newRoom(s *Server, name string, seq uint64) *room {
-	return &room{s: s, name: name, order: make(chan struct{}, 1), index: make(map[*conn]int),
-		byUser: make(map[string]*conn), seq: seq}
+	return &room{s: s, name: name, order: make(chan struct{}, 1), byUser: make(map[string]*conn), seq: seq}
 }
 
 // lockOrder waits for the room's order, or for ctx to end.
@@ -46,12 +63,6 @@ func (r *room) lockOrder(ctx context.Context) error {
 }
 
 func (r *room) unlockOrder() { <-r.order }
-
-func (r *room) users() []User {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.usersLocked()
-}
 
 // broadcastLocked puts one encoded frame on every member's queue except
 // skip, or behind the replay of a member that has one streaming. r.mu is
@@ -69,14 +80,20 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 			}
 			f = notice
 		}
-		if len(r.replays) != 0 {
-			if rp := r.replays[m]; rp != nil {
-				rp.holdLocked(f)
-				continue
-			}
-		}
-		m.enqueue(f)
+		r.deliverLocked(m, f)
 	}
+}
+
+// deliverLocked puts frame on m's queue, or behind m's replay if one is
+// streaming. r.mu is held.
+func (r *room) deliverLocked(m *conn, frame []byte) {
+	if len(r.replays) != 0 {
+		if rp := r.replays[m]; rp != nil {
+			rp.holdLocked(frame)
+			return
+		}
+	}
+	m.enqueue(frame)
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
@@ -89,7 +106,7 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 	defer r.unlockOrder()
 	r.mu.Lock()
 	if c != nil {
-		if _, ok := r.index[c]; !ok {
+		if !r.isMemberLocked(c) {
 			r.mu.Unlock()
 			return ChatMessage{}, notInRoom(r.name)
 		}
@@ -126,6 +143,11 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 	r.mu.Lock()
 	// Kept, so sequenced: delivered even if c was replaced meanwhile.
 	r.seq = seq
+	if c != nil && r.joining != nil {
+		if _, ok := r.joining[c.user.ID]; ok {
+			r.flushPresenceLocked(nil) // its join before its text
+		}
+	}
 	r.broadcastLocked(frame, nil)
 	r.mu.Unlock()
 	return msg, nil
@@ -150,8 +172,8 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	s.roomsMu.Unlock()
 	defer r.mu.Unlock()
 
-	if _, ok := r.index[c]; ok {
-		c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
+	if r.isMemberLocked(c) {
+		c.enqueue(r.joinedLocked(c, ref))
 		return nil, nil
 	}
 	old := r.byUser[c.user.ID]
@@ -167,47 +189,145 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	}
 	r.addLocked(c)
 	c.addRoom(r)
-	c.enqueue(c.encodeList(joinedFrame(ref, r.name, r.usersLocked(), r.seq)))
-	rp := r.replayLocked(c, spec, ref)
 	if old == nil {
-		r.broadcastLocked(mustEncode(joinFrame(r.name, &c.user, time.Now().UTC())), c)
+		// Numbered before the joined reply, whose snapshot includes it:
+		// c is never told of its own join.
+		r.notePresenceLocked(presenceChange{user: c.user}, c)
 	}
-	return rp, nil
+	c.enqueue(r.joinedLocked(c, ref))
+	return r.replayLocked(c, spec, ref), nil
 }
 
-func (r *room) usersLocked() []User {
+// joinedLocked encodes the "joined" reply to c: the room's count and
+// first page of members, and the numbers its presence and texts are at.
+func (r *room) joinedLocked(c *conn, ref uint64) []byte {
+	page, next := r.pageLocked("")
+	return c.encodePage(joinedFrame(ref, r.name, page, next, len(r.members), r.seq, r.pseq))
+}
+
+func (r *room) users() []User {
+	r.mu.Lock()
 	users := make([]User, len(r.members))
 	for i, m := range r.members {
 		users[i] = m.user
 	}
+	r.mu.Unlock()
 	sortUsers(users)
 	return users
 }
 
+// page returns the members after cursor (a user ID; "" for the first), at
+// most PageSize of them, with the cursor of the next page ("" if none) and
+// the member count.
+func (r *room) page(cursor string) (page []User, next string, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	page, next = r.pageLocked(cursor)
+	return page, next, len(r.members)
+}
+
+func (r *room) pageLocked(cursor string) ([]User, string) {
+	i := 0
+	if cursor != "" {
+		i, _ = slices.BinarySearchFunc(r.members, cursor, byID)
+		if i < len(r.members) && r.members[i].user.ID == cursor {
+			i++
+		}
+	}
+	end := min(i+PageSize, len(r.members))
+	page := make([]User, end-i)
+	for j, m := range r.members[i:end] {
+		page[j] = m.user
+	}
+	var next string
+	if end < len(r.members) {
+		next = page[len(page)-1].ID
+	}
+	return page, next
+}
+
+func byID(m *conn, id string) int { return strings.Compare(m.user.ID, id) }
+
+func (r *room) isMemberLocked(c *conn) bool { return r.byUser[c.user.ID] == c }
+
+// addLocked adds c, whose user is not a member, in its place by user ID.
+// Moving the pointers after it costs microseconds even in a room of
+// thousands, and keeps pages cheap.
 func (r *room) addLocked(c *conn) {
-	r.index[c] = len(r.members)
-	r.members = append(r.members, c)
+	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
+	r.members = slices.Insert(r.members, i, c)
 	r.byUser[c.user.ID] = c
 }
 
 func (r *room) removeLocked(c *conn) bool {
-	i, ok := r.index[c]
-	if !ok {
+	if !r.isMemberLocked(c) {
 		return false
 	}
-	last := len(r.members) - 1
-	r.members[i] = r.members[last]
-	r.index[r.members[i]] = i
-	r.members[last] = nil
-	r.members = r.members[:last]
-	delete(r.index, c)
-	if r.byUser[c.user.ID] == c {
-		delete(r.byUser, c.user.ID)
-	}
+	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
+	r.members = slices.Delete(r.members, i, i+1)
+	delete(r.byUser, c.user.ID)
 	if rp := r.replays[c]; rp != nil {
 		rp.cancelLocked()
 	}
 	return true
+}
+
+// notePresenceLocked numbers a join or leave and gathers it for the next
+// presence frame, or tells it at once, to every member but skip, when the
+// interval is 0. r.mu is held.
+func (r *room) notePresenceLocked(ch presenceChange, skip *conn) {
+	r.pseq++
+	r.npending++
+	if r.npending <= r.s.cfg.presenceLimit {
+		r.pending = append(r.pending, ch)
+	}
+	if !ch.leave {
+		if r.joining == nil {
+			r.joining = make(map[string]struct{})
+		}
+		r.joining[ch.user.ID] = struct{}{}
+	}
+	if r.s.cfg.presenceInterval == 0 {
+		r.flushPresenceLocked(skip)
+		return
+	}
+	if !r.queued {
+		r.queued = true
+		r.s.queuePresence(r)
+	}
+}
+
+// flushPresenceLocked tells the members what joined and left since the
+// last presence frame: one frame for all of them, with the changes while
+// the room and the changes are within the presence limit, else with the
+// count alone (so too for a member whose size limit the changes pass).
+// skip, if not nil, is not told. r.mu is held.
+func (r *room) flushPresenceLocked(skip *conn) {
+	if r.npending == 0 {
+		return
+	}
+	now := time.Now().UTC()
+	var counts, full []byte
+	if r.npending <= r.s.cfg.presenceLimit && len(r.members) <= r.s.cfg.presenceLimit {
+		full = mustEncode(presenceFrame(r.name, r.pseq, len(r.members), r.pending, now))
+	}
+	for _, m := range r.members {
+		if m == skip {
+			continue
+		}
+		f := full
+		if f == nil || len(f)-frameHeaderLen > m.maxSize {
+			if counts == nil {
+				counts = mustEncode(presenceFrame(r.name, r.pseq, len(r.members), nil, now))
+			}
+			f = counts
+		}
+		r.deliverLocked(m, f)
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+	r.npending = 0
+	r.joining = nil
 }
 
 // leave removes c from r, tells the remaining members with reason, and
@@ -217,7 +337,7 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 	r.mu.Lock()
 	was := r.removeLocked(c)
 	if was {
-		r.broadcastLocked(mustEncode(leaveFrame(r.name, &c.user, reason, time.Now().UTC())), nil)
+		r.notePresenceLocked(presenceChange{leave: true, user: c.user, reason: reason}, nil)
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()

@@ -48,9 +48,9 @@ func TestMessagesStayInTheirRooms(t *testing.T) {
 	require.Equal(t, map[string]string{"red": "to red", "blue": "to blue"}, got)
 
 	// Members per room; the server lists rooms.
-	members, err := c.Members(ctxT(t), "red")
+	members, err := c.Members(ctxT(t), "red", "")
 	require.NoError(t, err)
-	require.Equal(t, []string{"a", "c"}, names(members))
+	require.Equal(t, []string{"a", "c"}, names(members.Users))
 	require.Equal(t, []garou.RoomInfo{{Name: "blue", Members: 2, LastSeq: mb.Seq}, {Name: "red", Members: 2, LastSeq: ma.Seq}}, srv.Rooms())
 
 	// Leaving a room is told to that room only.
@@ -389,20 +389,30 @@ func TestResumeAfterHistoryIsGoneGetsGap(t *testing.T) {
 }
 
 // TestUserListsFitTheClientLimit: the server never sends a frame over the
-// client's size limit, not even a long user list; it cuts the list.
+// client's size limit, not even a page of a long user list: it cuts the
+// page, and the next page goes on after the last user it kept.
 func TestUserListsFitTheClientLimit(t *testing.T) {
 	srv := startServer(t, garou.WithMaxConnectionsPerAddr(100))
+	var want []string
 	for i := range 60 {
-		dial(t, srv, fmt.Sprintf("%s%02d", strings.Repeat("n", 28), i))
+		name := fmt.Sprintf("%s%02d", strings.Repeat("n", 28), i)
+		dial(t, srv, name)
+		want = append(want, name)
 	}
 	small := dial(t, srv, "small", garou.WithMaxMessageSize(garou.MinMessageSize))
-	users, err := small.Users(ctxT(t))
+	want = append(want, "small")
+	first, err := small.Users(ctxT(t), "")
 	require.NoError(t, err)
-	require.NotEmpty(t, users)
-	require.Less(t, len(users), 61, "the list was cut to fit 4 KiB")
-	members, err := small.Members(ctxT(t), garou.DefaultRoom)
-	require.NoError(t, err)
-	require.Less(t, len(members), 61)
+	require.NotEmpty(t, first.Users)
+	require.Less(t, len(first.Users), 61, "the page was cut to fit 4 KiB")
+	require.NotEmpty(t, first.Next)
+
+	users := allPages(t, func(cursor string) (garou.Page, error) { return small.Users(ctxT(t), cursor) })
+	require.ElementsMatch(t, want, names(users))
+	members := allPages(t, func(cursor string) (garou.Page, error) {
+		return small.Members(ctxT(t), garou.DefaultRoom, cursor)
+	})
+	require.ElementsMatch(t, want, names(members))
 }
 
 // TestSessionTokenSurvivesAResumeNeverWelcomed: a client whose resumed

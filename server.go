@@ -67,6 +67,11 @@ type Server struct {
 	roomsMu  sync.Mutex
 	rooms    map[string]*room
 	seqFloor uint64 // highest seq of any removed room: new rooms start above it
+
+	// Rooms with presence changes to tell, and the presence loop's wake-up.
+	presMu    sync.Mutex
+	presRooms []*room
+	presKick  chan struct{}
 }
 
 // NewServer builds a server from options, validating them.
@@ -115,6 +120,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		byID:     make(map[string]*conn),
 		sessions: make(map[string]*conn),
 		rooms:    make(map[string]*room),
+		presKick: make(chan struct{}, 1),
 	}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
@@ -202,6 +208,9 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	s.log.Info("garou: serving", "addr", ln.Addr().String())
 	s.setReady()
 
+	if s.cfg.presenceInterval > 0 {
+		s.wg.Go(s.presenceLoop)
+	}
 	actx, cancel := context.WithCancel(ctx)
 	s.wg.Go(func() {
 		select {
@@ -291,6 +300,75 @@ func (s *Server) admit(qc *quic.Conn) {
 	s.handshakes++
 	s.mu.Unlock()
 	s.wg.Go(c.serve)
+}
+
+// queuePresence puts r on the list of rooms whose presence changes the
+// presence loop tells at its next turn. Called with r.mu held.
+func (s *Server) queuePresence(r *room) {
+	s.presMu.Lock()
+	s.presRooms = append(s.presRooms, r)
+	s.presMu.Unlock()
+	signal(s.presKick)
+}
+
+// presenceLoop tells the presence changes of every room that has some, one
+// interval after the first of them: at most one presence frame per room
+// per interval, whatever the number of joins and leaves. It sleeps while
+// no room has any, and ends when the server stops.
+func (s *Server) presenceLoop() {
+	t := time.NewTimer(s.cfg.presenceInterval)
+	t.Stop()
+	for {
+		select {
+		case <-s.presKick:
+		case <-s.stopCh:
+			return
+		}
+		t.Reset(s.cfg.presenceInterval)
+		select {
+		case <-t.C:
+		case <-s.stopCh:
+			t.Stop()
+			return
+		}
+		s.presMu.Lock()
+		rooms := s.presRooms
+		s.presRooms = nil
+		s.presMu.Unlock()
+		for _, r := range rooms {
+			r.mu.Lock()
+			r.queued = false
+			r.flushPresenceLocked(nil)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// userPage returns the users online after cursor (a user ID; "" for the
+// first) in the order of their IDs, at most PageSize of them, with the
+// cursor of the next page ("" if none) and the number online.
+func (s *Server) userPage(cursor string) (page []User, next string, total int) {
+	s.mu.Lock()
+	total = len(s.byID)
+	for id, c := range s.byID {
+		if id > cursor {
+			page = append(page, c.user)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(page, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
+	if len(page) > PageSize {
+		page = page[:PageSize:PageSize]
+		next = page[PageSize-1].ID
+	}
+	return page, next, total
+}
+
+// online returns the number of users online.
+func (s *Server) online() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byID)
 }
 
 // Users returns the users online now, in the order they connected.

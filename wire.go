@@ -41,16 +41,49 @@ type reply struct {
 	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Close is the close code that follows a "bye".
 	Close CloseCode `json:"close,omitempty"`
-	// Truncated says a user list was cut to fit the client's size limit.
-	Truncated bool `json:"truncated,omitempty"`
+	// Count is the number of users online, in "welcome" and a "users"
+	// page; of members, in "joined", a "members" page and "presence".
+	Count int `json:"count,omitempty"`
+	// Next is the cursor of a user list's next page; "" on the last.
+	Next string `json:"next,omitempty"`
+	// PresenceSeq numbers a room's joins and leaves: in "joined", the
+	// last the reply includes; in "presence", the last of its changes.
+	PresenceSeq uint64 `json:"presence_seq,omitempty"`
+	// Changes are the joins and leaves of a "presence" frame, in order.
+	Changes []wireChange `json:"changes,omitempty"`
+}
+
+// wireChange is one join or leave of a "presence" frame.
+type wireChange struct {
+	Op     string   `json:"op"` // "join" or "leave"
+	User   wireUser `json:"user"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// delta is what the change does to the member count: 0 for an op this
+// client does not know, which it skips.
+func (w *wireChange) delta() int {
+	switch MessageType(w.Op) {
+	case TypeJoin:
+		return 1
+	case TypeLeave:
+		return -1
+	}
+	return 0
+}
+
+// page is the user list of a joined reply or a users page.
+func (r *reply) page() Page {
+	return Page{Users: fromWireList(r.Users), Count: r.Count, Next: r.Next}
 }
 
 // Server frame types that never reach Receive; the others are the
 // MessageType constants.
 const (
-	frameWelcome = "welcome"
-	frameJoined  = "joined"
-	frameAck     = "ack"
+	frameWelcome  = "welcome"
+	frameJoined   = "joined"
+	frameAck      = "ack"
+	framePresence = "presence"
 )
 
 func toWire(u *User) wireUser {
@@ -76,16 +109,41 @@ func toWireList(users []User) []wireUser {
 	return out
 }
 
-func welcomeFrame(u *User, users []User, session, server string, maxSize int) reply {
-	return reply{Type: frameWelcome, User: toWire(u), Users: toWireList(users), Session: session, Server: server, MaxSize: maxSize}
+// welcomeFrame welcomes u; online is the number of users online.
+func welcomeFrame(u *User, online int, session, server string, maxSize int) reply {
+	return reply{Type: frameWelcome, User: toWire(u), Count: online, Session: session, Server: server, MaxSize: maxSize}
 }
 
-func joinedFrame(ref uint64, room string, members []User, lastSeq uint64) reply {
-	return reply{Type: frameJoined, Ref: ref, Room: room, Users: toWireList(members), LastSeq: lastSeq}
+// joinedFrame answers a join with the room's first page of members, its
+// member count, and the numbers of its latest text and presence change.
+func joinedFrame(ref uint64, room string, page []User, next string, count int, lastSeq, pseq uint64) reply {
+	return reply{Type: frameJoined, Ref: ref, Room: room, Users: toWireList(page), Next: next, Count: count,
+		LastSeq: lastSeq, PresenceSeq: pseq}
 }
 
-func usersFrame(ref uint64, room string, users []User) reply {
-	return reply{Type: frameUsers, Ref: ref, Room: room, Users: toWireList(users)}
+// usersFrame answers "users" (room "") or "members" with a page.
+func usersFrame(ref uint64, room string, page []User, next string, count int) reply {
+	return reply{Type: frameUsers, Ref: ref, Room: room, Users: toWireList(page), Next: next, Count: count}
+}
+
+// presenceFrame tells a room's joins and leaves up to pseq, or, with no
+// changes, only its member count.
+func presenceFrame(room string, pseq uint64, count int, changes []presenceChange, t time.Time) reply {
+	r := reply{Type: framePresence, Room: room, PresenceSeq: pseq, Count: count, Time: t}
+	if len(changes) > 0 {
+		r.Changes = make([]wireChange, len(changes))
+		for i := range changes {
+			ch := &changes[i]
+			w := &r.Changes[i]
+			w.User = toWire(&ch.user)
+			if ch.leave {
+				w.Op, w.Reason = string(TypeLeave), ch.reason
+			} else {
+				w.Op = string(TypeJoin)
+			}
+		}
+	}
+	return r
 }
 
 // ackText acknowledges a sequenced text.
@@ -106,14 +164,6 @@ func ackLeave(ref uint64, room string) reply {
 // textFrame is a text said in a room, or a direct message.
 func textFrame(m *ChatMessage) reply {
 	return reply{Type: string(m.Type), Room: m.Room, Seq: m.Seq, ID: m.ID, From: sender(m.From), To: m.To, Text: m.Text, Time: m.Time}
-}
-
-func joinFrame(room string, u *User, t time.Time) reply {
-	return reply{Type: string(TypeJoin), Room: room, User: toWire(u), Time: t}
-}
-
-func leaveFrame(room string, u *User, reason string, t time.Time) reply {
-	return reply{Type: string(TypeLeave), Room: room, User: toWire(u), Reason: reason, Time: t}
 }
 
 // gapFrame tells that the texts from to to of room are lost; to is 0 when

@@ -370,7 +370,7 @@ func (s *session) handle(ctx context.Context, line string) bool {
 			return true
 		}
 		s.setCurrent(arg)
-		s.printf("joined %s; members: %s", term.Sanitize(arg), names(members))
+		s.printf("joined %s; members (%d): %s", term.Sanitize(arg), members.Count, pageNames(members))
 	case "/leave", "/part":
 		room := arg
 		if room == "" {
@@ -452,12 +452,12 @@ func (s *session) say(ctx context.Context, text string) {
 func (s *session) users(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	users, err := s.cli.Users(ctx)
+	users, err := s.cli.Users(ctx, "")
 	if err != nil {
 		s.printf("cannot list users: %s", explainErr(err))
 		return
 	}
-	s.printf("online (%d): %s", len(users), names(users))
+	s.printf("online (%d): %s", users.Count, pageNames(users))
 }
 
 // explainErr describes a failed request.
@@ -482,6 +482,14 @@ func names(users []garou.User) string {
 		s[i] = u.Name
 	}
 	return sanitizeList(s)
+}
+
+// pageNames lists a page's names, with "…" when more pages follow.
+func pageNames(p garou.Page) string {
+	if p.Next != "" {
+		return names(p.Users) + ", …"
+	}
+	return names(p.Users)
 }
 
 func sanitizeList(s []string) string {
@@ -525,6 +533,8 @@ func format(m garou.ChatMessage) string {
 		return fmt.Sprintf("%s %s --> %s joined", t, room, who(m.User))
 	case garou.TypeLeave:
 		return fmt.Sprintf("%s %s <-- %s left (%s)", t, room, who(m.User), term.Sanitize(orText(m.Reason, "left")))
+	case garou.TypePresence:
+		return fmt.Sprintf("%s %s --- %d members", t, room, m.Count)
 	case garou.TypeGap:
 		if m.GapTo == 0 {
 			return fmt.Sprintf("%s %s !!! texts from #%d on were lost (the server restarted)", t, room, m.GapFrom)

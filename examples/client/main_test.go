@@ -165,7 +165,7 @@ func TestInteractive(t *testing.T) {
 
 	// A second room becomes the current one.
 	require.NoError(t, p.Write("/join games\r"))
-	require.NoError(t, p.Expect(ctx, "joined games; members: alice"))
+	require.NoError(t, p.Expect(ctx, "joined games; members (1): alice"))
 	require.NoError(t, p.Expect(ctx, "games> "))
 	_, err = bob.Join(ctx, "games", 0)
 	require.NoError(t, err)

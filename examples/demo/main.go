@@ -115,7 +115,7 @@ func run(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d.did("alice joins games; members: %s", names(members))
+	d.did("alice joins games; members: %s", names(members.Users))
 	if _, err := bob.Join(ctx, "games", 0); err != nil {
 		return err
 	}
@@ -144,11 +144,11 @@ func run(out io.Writer) error {
 	}
 
 	// The user list is a reply to alice's request.
-	users, err := alice.Users(ctx)
+	users, err := alice.Users(ctx, "")
 	if err != nil {
 		return err
 	}
-	d.did("alice asks who is online: %s", names(users))
+	d.did("alice asks who is online: %s", names(users.Users))
 
 	// Leaving: a room, then the server altogether.
 	if err := bob.Leave(ctx, "games"); err != nil {

@@ -154,9 +154,9 @@ func TestServer(t *testing.T) {
 			break
 		}
 	}
-	users, err := bob.Users(ctx)
+	users, err := bob.Users(ctx, "")
 	require.NoError(t, err)
-	require.Len(t, users, 2)
+	require.Len(t, users.Users, 2)
 
 	// One line per client connected, and the fingerprint once in all.
 	_, err = p.stderr.waitFor(ctx, regexp.MustCompile(`level=INFO msg="garou: welcomed" remote=127\.0\.0\.1:\d+ user=bob id=\S+ resumed=false`))
