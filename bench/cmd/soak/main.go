@@ -300,7 +300,7 @@ func (s *soaker) step(ctx context.Context, rng *rand.Rand, n int) {
 		s.sockMu.Unlock()
 		s.st.reconnects.Add(1)
 	default:
-		_, _ = s.cli.Users(ctx)
+		_, _ = s.cli.Users(ctx, "")
 	}
 }
 
