@@ -358,8 +358,11 @@ func WithPresenceInterval(d time.Duration) ServerOption {
 // carry its member count instead of the names of who joined and left, as
 // large rooms do elsewhere: in a room of thousands, names scroll by faster
 // than anyone reads them, and each would cost every member a packet. A
-// member pages through the names with Client.Members. 0 sends counts only.
-// The default is DefaultPresenceLimit (100).
+// member pages through the names with Client.Members. Such a room is told
+// its count less often as it grows: at most every presence interval times
+// (members ÷ limit), and at least every 50 intervals while it changes, so
+// that its presence costs O(limit) frames per interval, not O(members).
+// 0 sends counts only. The default is DefaultPresenceLimit (100).
 func WithPresenceLimit(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.presenceLimit = n })
 }

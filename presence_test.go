@@ -95,17 +95,22 @@ func TestPresenceIsToldWithinTheInterval(t *testing.T) {
 // TestPresenceInLargeRoomsIsACount: over the presence limit, members get
 // the count alone (TypePresence), and page through the names.
 func TestPresenceInLargeRoomsIsACount(t *testing.T) {
-	srv := startServer(t, garou.WithPresenceLimit(2), garou.WithPresenceInterval(never))
+	srv := startServer(t, garou.WithPresenceLimit(2), garou.WithPresenceInterval(10*time.Millisecond))
 	alice := dial(t, srv, "alice")
 	dial(t, srv, "bob")
-	carol := dial(t, srv, "carol")
-	require.NoError(t, carol.Send(ctxT(t), "three of us"))
-	m := next(t, alice, garou.TypeJoin, garou.TypeLeave, garou.TypePresence)
-	require.Equal(t, garou.TypePresence, m.Type)
-	require.Equal(t, 3, m.Count)
-	require.Nil(t, m.User)
-	require.Equal(t, "three of us", next(t, alice, garou.TypeText).Text, "no other presence message")
-
+	dial(t, srv, "carol")
+	for {
+		m := next(t, alice, garou.TypeJoin, garou.TypeLeave, garou.TypePresence)
+		if m.Type == garou.TypePresence {
+			require.Nil(t, m.User)
+			if m.Count == 3 {
+				break
+			}
+			continue
+		}
+		require.Equal(t, garou.TypeJoin, m.Type)
+		require.Equal(t, "bob", m.User.Name, "only bob's join comes by name: the room then had 2")
+	}
 	members, err := alice.Members(ctxT(t), "", "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"alice", "bob", "carol"}, names(members.Users))

@@ -335,11 +335,23 @@ func (s *Server) presenceLoop() {
 		rooms := s.presRooms
 		s.presRooms = nil
 		s.presMu.Unlock()
+		var later []*room
+		now := time.Now()
 		for _, r := range rooms {
 			r.mu.Lock()
-			r.queued = false
-			r.flushPresenceLocked(nil)
+			if r.presenceDueLocked(now) {
+				r.queued = false
+				r.flushPresenceLocked(nil)
+			} else {
+				later = append(later, r) // a large room: its count waits
+			}
 			r.mu.Unlock()
+		}
+		if later != nil {
+			s.presMu.Lock()
+			s.presRooms = append(s.presRooms, later...)
+			s.presMu.Unlock()
+			signal(s.presKick)
 		}
 	}
 }
