@@ -368,7 +368,7 @@ func (c *conn) sayOnce(req request) (reply, error) {
 	}
 	c.sent.mu.Lock()
 	defer c.sent.mu.Unlock()
-	if ack, ok := c.sent.acks[req.Key]; ok {
+	if ack, ok := c.sent.lookup(req.Key); ok {
 		return ack, nil
 	}
 	ack, err := c.say(req)

@@ -32,21 +32,42 @@ func validKey(k string) bool {
 // room's lock or the server's is held.
 type sentKeys struct {
 	mu   sync.Mutex
-	acks map[string]reply
-	ring []string // keys in the order recorded, oldest at next
+	acks map[string]sentAck // nil until the first key: most sessions never send
+	ring []string           // keys in the order recorded, oldest at next
 	next int
+}
+
+// sentAck is what a remembered acknowledgement needs to be sent again; a
+// whole reply is ten times its size.
+type sentAck struct {
+	room, id, to string
+	seq          uint64
+}
+
+func (a sentAck) reply() reply {
+	return reply{Type: frameAck, Room: a.room, Seq: a.seq, ID: a.id, To: a.to}
 }
 
 func newSentKeys(n int) *sentKeys {
 	if n == 0 {
 		return nil
 	}
-	return &sentKeys{acks: make(map[string]reply, min(n, 64)), ring: make([]string, 0, min(n, 64))}
+	return &sentKeys{}
+}
+
+// lookup returns the acknowledgement key got, if it is remembered. k.mu is
+// held.
+func (k *sentKeys) lookup(key string) (reply, bool) {
+	a, ok := k.acks[key]
+	return a.reply(), ok
 }
 
 // record remembers ack under key, forgetting the oldest key when the window
 // of n keys is full. k.mu is held.
 func (k *sentKeys) record(key string, ack reply, n int) {
+	if k.acks == nil {
+		k.acks = make(map[string]sentAck)
+	}
 	if len(k.ring) < n {
 		k.ring = append(k.ring, key)
 	} else {
@@ -54,5 +75,5 @@ func (k *sentKeys) record(key string, ack reply, n int) {
 		k.ring[k.next] = key
 		k.next = (k.next + 1) % n
 	}
-	k.acks[key] = ack
+	k.acks[key] = sentAck{room: ack.Room, id: ack.ID, to: ack.To, seq: ack.Seq}
 }
