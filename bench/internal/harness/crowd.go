@@ -105,6 +105,34 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		lat[t] = make([]atomic.Int64, n)
 	}
 	var got [crowdTexts]atomic.Int64
+	// storm are the latencies of the texts client 0 says while the crowd
+	// connects, to itself and to client R, the second member of its room.
+	var stormMu sync.Mutex
+	var storm []float64
+	pingers := make(chan struct{}) // closed once clients 0 and R are in
+	var pingersIn atomic.Int32
+	stormDone := make(chan struct{})
+	var pinging sync.WaitGroup
+	pinging.Go(func() {
+		select {
+		case <-pingers:
+		case <-stormDone:
+			return
+		}
+		tick := time.NewTicker(stormEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-stormDone:
+				return
+			}
+			text := makeText(cfg.TextSize, time.Now().UnixNano(), 0, stormText)
+			if err := clients[0].Send(ctx, text); err != nil && !closing.Load() {
+				e.add(fmt.Errorf("send: %w", err))
+			}
+		}
+	})
 	receive := func(i int, c impl.Client) {
 		defer receivers.Done()
 		for {
@@ -120,8 +148,16 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 			now := time.Now().UnixNano()
 			ts, ok1 := sentAt(text)
 			_, t, ok2 := textID(text)
-			if ok1 && ok2 && t < crowdTexts && lat[t][i].CompareAndSwap(0, now-ts+1) {
-				got[t].Add(1)
+			switch {
+			case !ok1 || !ok2:
+			case t < crowdTexts:
+				if lat[t][i].CompareAndSwap(0, now-ts+1) {
+					got[t].Add(1)
+				}
+			case t == stormText && (i == 0 || i == rooms):
+				stormMu.Lock()
+				storm = append(storm, float64(now-ts)/1e6)
+				stormMu.Unlock()
 			}
 		}
 	}
@@ -165,6 +201,9 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 			clients[i] = c
 			receivers.Add(1)
 			go receive(i, c)
+			if (i == 0 || i == rooms) && pingersIn.Add(1) == 2 {
+				close(pingers)
+			}
 			for now := time.Now().UnixNano(); ; {
 				if last := lastWelcome.Load(); last >= now || lastWelcome.CompareAndSwap(last, now) {
 					break
@@ -176,6 +215,8 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		})
 	}
 	dials.Wait()
+	close(stormDone)
+	pinging.Wait()
 	c1 := markCPU(srv)
 	k := int(connected.Load())
 	res.Connected = k
@@ -200,6 +241,13 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		res.LastTenth = perConnect(reached)
 	}
 	logf(cfg, "%s: %d of %d connected in %.2fs", im.Name, k, n, res.Seconds)
+	stormMu.Lock()
+	if len(storm) > 0 {
+		slices.Sort(storm)
+		res.StormTexts = len(storm)
+		res.StormP50, res.StormP99 = quantile(storm, 0.50), quantile(storm, 0.99)
+	}
+	stormMu.Unlock()
 	if !settledMemory(ctx, cfg, im, srv, before, k, res, e) {
 		return
 	}
@@ -261,6 +309,13 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 
 // crowdTexts is how many texts a crowd is sent, one after the other.
 const crowdTexts = 2
+
+// stormText numbers the texts said while the crowd connects, one every
+// stormEvery: a join storm must not starve the room's texts.
+const (
+	stormText  = crowdTexts
+	stormEvery = 100 * time.Millisecond
+)
 
 // quantile of sorted values, nearest rank.
 func quantile(sorted []float64, q float64) float64 {

@@ -63,6 +63,8 @@ func summarize(rs []Result) summary {
 	s.Max = pick(func(r Result) float64 { return r.Max })
 	s.P50Next = pick(func(r Result) float64 { return r.P50Next })
 	s.P99Next = pick(func(r Result) float64 { return r.P99Next })
+	s.StormP50 = pick(func(r Result) float64 { return r.StormP50 })
+	s.StormP99 = pick(func(r Result) float64 { return r.StormP99 })
 	for _, r := range rs {
 		s.Lost = max(s.Lost, r.Lost)
 		s.Errors = max(s.Errors, r.Errors)
@@ -244,9 +246,9 @@ func writeCrowds(w io.Writer, cfg Config, results []Result) {
 		if !header {
 			header = true
 			fmt.Fprintf(w, "\n## crowd: N clients connect (%d at a time) into one room, or over R rooms (N/R); then the first member of each room says a text, twice\n\n", cfg.DialConcurrency)
-			fmt.Fprintf(w, "Connecting is bounded by %v. Memory is measured %v after the last connection. Text latencies are from the send to each delivery: the first text is the first thing the connections carry since connecting, the second follows once everyone has the first.\n\n", cfg.CrowdBudget, cfg.Settle)
-			fmt.Fprintln(w, "| crowd | impl | connected | connect s | server CPU ms/connect | x quic / x ws | x first crowd | last ÷ first tenth | RSS KiB/conn | x quic / x ws | live KiB/conn | x quic / x ws | 1st text p50 ms | p99 ms | x quic / x ws | 2nd text p50 ms | p99 ms | x quic / x ws | lost | errors |")
-			fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+			fmt.Fprintf(w, "Connecting is bounded by %v. Memory is measured %v after the last connection. Text latencies are from the send to each delivery: storm texts are said by one member every %v while the crowd connects (delivered to itself and one other member); the first text is the first thing the connections carry since connecting, the second follows once everyone has the first.\n\n", cfg.CrowdBudget, cfg.Settle, stormEvery)
+			fmt.Fprintln(w, "| crowd | impl | connected | connect s | server CPU ms/connect | x quic / x ws | x first crowd | last ÷ first tenth | RSS KiB/conn | x quic / x ws | live KiB/conn | x quic / x ws | storm text p50 ms | p99 ms | 1st text p50 ms | p99 ms | x quic / x ws | 2nd text p50 ms | p99 ms | x quic / x ws | lost | errors |")
+			fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		}
 		for _, name := range order {
 			s := by[name]
@@ -276,13 +278,17 @@ func writeCrowds(w io.Writer, cfg Config, results []Result) {
 				p99nx = ratio(s.P99Next, by, func(s summary) float64 { return s.P99Next })
 				lost = strconv.FormatInt(s.Lost, 10)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			storm50, storm99 := "–", "–"
+			if s.StormTexts > 0 {
+				storm50, storm99 = num(s.StormP50), num(s.StormP99)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				crowd, name, connected, num(s.Seconds),
 				num(s.CPUPerConnect), ratio(s.CPUPerConnect, by, func(s summary) float64 { return s.CPUPerConnect }),
 				vsFirst, tenths,
 				num(s.RSSPerConn), ratio(s.RSSPerConn, by, func(s summary) float64 { return s.RSSPerConn }),
 				num(s.LivePerConn), ratio(s.LivePerConn, by, func(s summary) float64 { return s.LivePerConn }),
-				p50, p99, p99x, p50n, p99n, p99nx, lost, errCell(s))
+				storm50, storm99, p50, p99, p99x, p50n, p99n, p99nx, lost, errCell(s))
 		}
 	}
 	if len(notes) > 0 {
