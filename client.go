@@ -64,6 +64,8 @@ type Client struct {
 	closing sync.Once
 	wg      sync.WaitGroup
 
+	migrating sync.Mutex // one Migrate at a time
+
 	mu      sync.Mutex
 	name    string // as asked in the hello
 	user    User
@@ -143,6 +145,12 @@ type clientConn struct {
 	wsem chan struct{} // one writer at a time, waiting with a context
 	lost chan struct{} // closed when the connection ended
 	bye  *reply        // the server's last frame, if it sent one
+
+	// The sockets of the paths migrated to (Migrate): each stays open
+	// until the connection ends, when close closes them all.
+	pmu    sync.Mutex
+	paths  []*quic.Transport
+	closed bool
 }
 
 // Dial connects to the server at addr ("host:port") as name and returns
@@ -452,7 +460,71 @@ func (cc *clientConn) close(code CloseCode, reason string) {
 		}
 		_ = cc.tr.Close()
 		_ = cc.pc.Close()
+		cc.pmu.Lock()
+		cc.closed = true
+		paths := cc.paths
+		cc.paths = nil
+		cc.pmu.Unlock()
+		for _, tr := range paths {
+			_ = tr.Close()
+			_ = tr.Conn.Close()
+		}
 	})
+}
+
+// Migrate moves the client's connection to a new UDP socket, as a phone
+// that leaves Wi-Fi for cellular does, without reconnecting: the session,
+// its rooms and its place in them stay as they are, nobody sees the user
+// leave, and nothing said meanwhile is lost or repeated. It opens the new
+// socket (WithLocalAddr's address, a new port), checks that the server
+// answers on it, and moves the connection there; the old socket stays
+// open, for packets still in flight, until the connection ends.
+//
+// If the new path is not confirmed before ctx ends, or the server refuses
+// migration, Migrate returns the error and the connection stays where it
+// was; if the old path is dead too, the client reconnects as for any lost
+// connection. Migrate waits for a connection while the client reconnects.
+// It is safe to call from any goroutine; concurrent calls migrate in turn.
+func (c *Client) Migrate(ctx context.Context) error {
+	c.migrating.Lock()
+	defer c.migrating.Unlock()
+	cc, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	pc, err := c.cfg.listenPacket(ctx)
+	if err != nil {
+		return fmt.Errorf("garou: migrate: open UDP socket: %w", err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	drop := func() {
+		_ = tr.Close()
+		_ = pc.Close()
+	}
+	path, err := cc.qc.AddPath(tr)
+	if err != nil {
+		drop()
+		return fmt.Errorf("garou: migrate: %w", err)
+	}
+	if err := path.Probe(ctx); err != nil {
+		_ = path.Close()
+		drop()
+		return fmt.Errorf("garou: migrate: the server did not answer on the new path: %w", err)
+	}
+	// Registered before the switch: once packets leave from the new
+	// socket, it must live as long as the connection.
+	cc.pmu.Lock()
+	if cc.closed {
+		cc.pmu.Unlock()
+		drop()
+		return fmt.Errorf("garou: migrate: the connection ended: %w", context.Cause(cc.qc.Context()))
+	}
+	cc.paths = append(cc.paths, tr)
+	cc.pmu.Unlock()
+	if err := path.Switch(); err != nil {
+		return fmt.Errorf("garou: migrate: %w", err)
+	}
+	return nil
 }
 
 // setConn makes cc the current connection. It reports false, having
