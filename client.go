@@ -292,7 +292,10 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 			cc.close(CloseNormal, "handshake failed")
 		}
 	}()
-	cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
+	// DialEarly returns at once when the TLS session can be resumed: the
+	// hello then goes in 0-RTT, and the welcome comes one round trip
+	// sooner. The server acts on it only once the handshake completes.
+	cc.qc, err = cc.tr.DialEarly(ctx, c.raddr, c.tls, c.quic)
 	if err != nil {
 		if parent.Err() == nil && noAnswer(err) {
 			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)
@@ -307,29 +310,25 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 			err = ctx.Err() // cc was closed under us
 		}
 	}()
-	cc.str, err = cc.qc.OpenStreamSync(ctx)
+	r, err := c.hello(ctx, cc, rooms)
+	if errors.Is(err, quic.Err0RTTRejected) {
+		// The server did not take the early data (a ticket of another
+		// run, say): nothing of it counted. Say hello again in 1-RTT.
+		if cc.qc, err = cc.qc.NextConnection(ctx); err == nil {
+			r, err = c.hello(ctx, cc, rooms)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
-	}
-	cc.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
-	c.mu.Lock()
-	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
-		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
-	c.mu.Unlock()
-	if _, err := cc.write(ctx, mustEncode(hello)); err != nil {
-		return nil, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = cc.str.SetReadDeadline(dl)
-	}
-	r, _, err := c.readReply(cc)
-	if err != nil {
+		select {
+		case <-cc.qc.HandshakeComplete():
+		default:
+			// An early connection whose handshake then failed (the
+			// server's certificate changed, say) fails like a dial.
+			if cause := context.Cause(cc.qc.Context()); cause != nil {
+				return nil, c.handshakeErr(cause)
+			}
+		}
 		return nil, err
-	}
-	switch r.Type {
-	case frameWelcome:
-	default:
-		return nil, fmt.Errorf("garou: server answered the hello with %q", r.Type)
 	}
 	c.mu.Lock()
 	c.user = *r.User.user()
@@ -358,6 +357,34 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
 	return cc, nil
+}
+
+// hello opens cc's stream, says hello and returns the welcome.
+func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (reply, error) {
+	var err error
+	cc.str, err = cc.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+	}
+	cc.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
+	c.mu.Lock()
+	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
+		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
+	c.mu.Unlock()
+	if _, err := cc.write(ctx, mustEncode(hello)); err != nil {
+		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = cc.str.SetReadDeadline(dl)
+	}
+	r, _, err := c.readReply(cc)
+	if err != nil {
+		return reply{}, err
+	}
+	if r.Type != frameWelcome {
+		return reply{}, fmt.Errorf("garou: server answered the hello with %q", r.Type)
+	}
+	return r, nil
 }
 
 // noAnswer reports whether a QUIC dial failed for want of an answer: its

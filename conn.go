@@ -115,6 +115,13 @@ func (c *conn) run() error {
 		c.finish(CloseProtocol, `the first frame must be a "hello"`, "")
 		return nil
 	}
+	// A hello in 0-RTT may be a replay: nothing is done with it until the
+	// handshake has completed, proving the client holds the keys.
+	select {
+	case <-c.qc.HandshakeComplete():
+	case <-c.qc.Context().Done():
+		return context.Cause(c.qc.Context())
+	}
 	if !c.hello(req, deadline) {
 		return nil
 	}
@@ -249,7 +256,8 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 			c.enqueue(mustEncode(errorFrame(0, spec.Room, e)))
 		}
 	}
-	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil)
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil,
+		"early", c.qc.ConnectionState().Used0RTT)
 	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
@@ -609,7 +617,7 @@ func (c *conn) closeConn() {
 		code, text = c.cause.code, c.cause.text
 	}
 	c.mu.Unlock()
-	_ = c.qc.CloseWithError(quic.ApplicationErrorCode(code), text)
+	c.s.closeQUIC(c.qc, code, text)
 }
 
 func leaveReason(cause *closeCause, err error) string {

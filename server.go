@@ -99,7 +99,11 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		idPfx: hex.EncodeToString(pfx[:]) + "-",
 		quic: &quic.Config{
 			HandshakeIdleTimeout: min(cfg.handshakeTimeout, 10*time.Second),
-			MaxIdleTimeout:       cfg.idleTimeout,
+			// A reconnecting client's hello may come in 0-RTT; it is acted
+			// on only once the handshake completes (conn.run), so a
+			// replayed one does nothing.
+			Allow0RTT:      true,
+			MaxIdleTimeout: cfg.idleTimeout,
 			// One bidirectional stream per connection and nothing else:
 			// further streams are a protocol error at the QUIC layer.
 			MaxIncomingStreams:    1,
@@ -195,7 +199,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	defer s.setReady()
 
 	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.Listen(s.tls, s.quic)
+	ln, err := tr.ListenEarly(s.tls, s.quic)
 	if err != nil {
 		tr.Close()
 		s.mu.Lock()
@@ -291,7 +295,7 @@ func (s *Server) admit(qc *quic.Conn) {
 	if reason != "" {
 		s.mu.Unlock()
 		s.log.Warn("garou: connection refused", "remote", qc.RemoteAddr().String(), "reason", reason)
-		s.wg.Go(func() { _ = qc.CloseWithError(quic.ApplicationErrorCode(code), reason) })
+		s.wg.Go(func() { s.closeQUIC(qc, code, reason) })
 		return
 	}
 	c := newConn(s, qc, addrKey)
@@ -300,6 +304,20 @@ func (s *Server) admit(qc *quic.Conn) {
 	s.handshakes++
 	s.mu.Unlock()
 	s.wg.Go(c.serve)
+}
+
+// closeQUIC closes qc with code. Connections are accepted before their
+// handshake completes (0-RTT), and a close sent before then reaches the
+// client as a bare APPLICATION_ERROR without the code (RFC 9000 §10.2.3):
+// so it waits for the handshake to end, which QUIC's handshake timeout
+// bounds, unless the server is closing.
+func (s *Server) closeQUIC(qc *quic.Conn, code CloseCode, text string) {
+	select {
+	case <-qc.HandshakeComplete():
+	case <-qc.Context().Done():
+	case <-s.closedCh:
+	}
+	_ = qc.CloseWithError(quic.ApplicationErrorCode(code), text)
 }
 
 // queuePresence puts r on the list of rooms whose presence changes the

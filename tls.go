@@ -104,6 +104,13 @@ func clientTLS(c *clientConfig, addr string) (*tls.Config, error) {
 	}
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{ALPN}
+	if cfg.ClientSessionCache == nil {
+		// The session tickets of this client's connections: a reconnect
+		// resumes the TLS session and sends its hello in 0-RTT. The
+		// cache is the client's own, so a ticket is only ever used with
+		// the server (and pin) that issued it.
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	}
 	if cfg.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
