@@ -101,3 +101,120 @@ func (c *countingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	c.writes.Add(1)
 	return c.PacketConn.WriteTo(b, addr)
 }
+
+// TestNATRebinding: a NAT that gives the client a new address mid-burst
+// (the server sees its packets come from another port) does not end the
+// connection: the server validates the new path and carries on.
+func TestNATRebinding(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	nat := newRebindingNAT(t, addrOf(srv))
+	var mu sync.Mutex
+	var states []garou.ConnState
+	cli, err := garou.Dial(ctxT(t), nat.addr(), "behind-nat", garou.WithFingerprint(srv.Fingerprint()),
+		garou.WithStateHandler(func(sc garou.StateChange) {
+			mu.Lock()
+			states = append(states, sc.State)
+			mu.Unlock()
+		}))
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	const total = 90
+	var got []uint64
+	for k := range total {
+		if k%30 == 29 {
+			nat.rebind()
+		}
+		require.NoError(t, cli.Send(ctxT(t), fmt.Sprint(k)))
+	}
+	for len(got) < total {
+		got = append(got, next(t, cli, garou.TypeText).Seq)
+	}
+	for i, s := range got {
+		require.Equal(t, got[0]+uint64(i), s)
+	}
+	require.GreaterOrEqual(t, nat.bindings(), 4, "the server saw the client at four addresses")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []garou.ConnState{garou.StateConnecting, garou.StateConnected}, states, "no reconnect")
+}
+
+// rebindingNAT relays UDP between one client and a server, like a NAT:
+// the server sees the relay's outside socket, which rebind replaces.
+type rebindingNAT struct {
+	t      *testing.T
+	inside net.PacketConn // the client sends here
+	server net.Addr
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	client  net.Addr
+	outside net.PacketConn
+	n       int
+}
+
+func newRebindingNAT(t *testing.T, server string) *rebindingNAT {
+	inside, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	saddr, err := net.ResolveUDPAddr("udp", server)
+	require.NoError(t, err)
+	n := &rebindingNAT{t: t, inside: inside, server: saddr}
+	n.rebind()
+	n.wg.Go(func() {
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := inside.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.client = from
+			out := n.outside
+			n.mu.Unlock()
+			_, _ = out.WriteTo(buf[:k], n.server)
+		}
+	})
+	t.Cleanup(func() {
+		inside.Close()
+		n.mu.Lock()
+		n.outside.Close()
+		n.mu.Unlock()
+		n.wg.Wait()
+	})
+	return n
+}
+
+func (n *rebindingNAT) addr() string { return n.inside.LocalAddr().String() }
+
+// rebind gives the client a new outside address; packets the server sends
+// to the old one are dropped, as a NAT does once a binding expires.
+func (n *rebindingNAT) rebind() {
+	out, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(n.t, err)
+	n.mu.Lock()
+	old := n.outside
+	n.outside = out
+	n.n++
+	n.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	n.wg.Go(func() {
+		buf := make([]byte, 2048)
+		for {
+			k, _, err := out.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			to := n.client
+			n.mu.Unlock()
+			_, _ = n.inside.WriteTo(buf[:k], to)
+		}
+	})
+}
+
+func (n *rebindingNAT) bindings() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.n
+}
