@@ -132,6 +132,7 @@ type roomState struct {
 	// presence is the number of the room's last join or leave the client
 	// knows of: those numbered up to it are in its joined reply.
 	presence uint64
+	typed    time.Time // when Typing last sent a signal
 }
 
 // clientConn is one QUIC connection of a Client.
@@ -1086,6 +1087,36 @@ func (c *Client) Join(ctx context.Context, room string, history int) (Page, erro
 	}
 	r, err := c.request(ctx, request{Type: frameJoin, Room: room, History: history})
 	return r.page(), err
+}
+
+// Typing tells the other members of room ("" is DefaultRoom) that this
+// user is typing; they receive a TypeTyping message. Call it as the user
+// types: it sends at most one signal every TypingTimeout/2 per room, and
+// returns at once without waiting for the server. A signal is not a
+// message: it is not sequenced, not kept, and may be lost (a room over
+// the server's presence limit gets none). It returns an *Error with
+// CodeNotInRoom for a room the client is not in.
+func (c *Client) Typing(ctx context.Context, room string) error {
+	room = orDefault(room, DefaultRoom)
+	now := time.Now()
+	c.mu.Lock()
+	st := c.rooms[room]
+	if st == nil {
+		c.mu.Unlock()
+		return notInRoom(room)
+	}
+	if now.Sub(st.typed) < TypingTimeout/2 {
+		c.mu.Unlock()
+		return nil
+	}
+	st.typed = now
+	c.mu.Unlock()
+	cc, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = cc.write(ctx, mustEncode(request{Type: frameTyping, Room: room}))
+	return err
 }
 
 // Leave leaves room ("" is DefaultRoom). The room is out of Rooms from the

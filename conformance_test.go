@@ -122,6 +122,8 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	alice.send(`{"type":"join","ref":5,"room":"dev","history":10}`)
 	alice.expect("joined")
 	alice.expect("text") // the announcement, replayed
+	alice.send(`{"type":"typing","room":"lobby"}`)
+	bob.expect("typing")
 	alice.send(`{"type":"text","ref":1,"room":"lobby","text":"hi bob"}`)
 	alice.expect("text")
 	alice.expect("ack")

@@ -312,6 +312,15 @@ func (c *conn) request(req request) error {
 		}
 		c.runLeaveHook(name, "left")
 		c.enqueue(mustEncode(ackLeave(req.Ref, name)))
+	case frameTyping:
+		name := orDefault(req.Room, DefaultRoom)
+		r := c.room(name)
+		if r == nil || !r.typing(c) {
+			return notInRoom(name)
+		}
+		if req.Ref != 0 {
+			c.enqueue(mustEncode(ackLeave(req.Ref, name)))
+		}
 	case frameUsers:
 		if e := checkCursor(req.Cursor); e != nil {
 			return e

@@ -106,7 +106,16 @@ const (
 	// missed and are no longer kept (GapTo is 0 when the end is unknown,
 	// after the server lost its history).
 	TypeGap MessageType = "gap"
+	// TypeTyping says that From is typing in Room. It is a signal, not a
+	// message: not sequenced, not kept, not replayed, possibly lost. Show
+	// it for a few seconds (TypingTimeout) unless another renews it.
+	TypeTyping MessageType = "typing"
 )
+
+// TypingTimeout is how long a TypeTyping signal holds: a client typing
+// without pause renews it (Client.Typing sends at most one every
+// TypingTimeout/2 per room), so a signal older than this is stale.
+const TypingTimeout = 4 * time.Second
 
 // PageSize is the most users a page of a user list holds: the first page
 // of a room's members in Client.Join, and each page of Client.Members and

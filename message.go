@@ -28,6 +28,7 @@ const (
 	frameMembers = "members"
 	frameText    = "text"
 	frameDirect  = "direct"
+	frameTyping  = "typing"
 	frameBye     = "bye"
 )
 
@@ -54,7 +55,7 @@ type request struct {
 	MaxSize int         `json:"max_size,omitempty"`
 	Rooms   *[]joinSpec `json:"rooms,omitempty"`
 
-	// join, leave, text, members
+	// join, leave, text, typing, members
 	Room    string  `json:"room,omitempty"`
 	Since   *uint64 `json:"since,omitempty"`
 	History int     `json:"history,omitempty"`
@@ -172,7 +173,7 @@ func decodeRequest(body []byte) (request, error) {
 		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
 	}
 	switch r.Type {
-	case frameHello, frameJoin, frameLeave, frameUsers, frameMembers, frameText, frameDirect, frameBye:
+	case frameHello, frameJoin, frameLeave, frameUsers, frameMembers, frameText, frameDirect, frameTyping, frameBye:
 		return r, nil
 	case "":
 		return r, &Error{Code: CodeBadFrame, Text: `frame has no "type"`}

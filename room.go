@@ -40,6 +40,8 @@ type room struct {
 	joining  map[string]struct{} // user IDs whose join is in pending
 	queued   bool                // on the server's presence list
 	told     time.Time           // when the last presence frame went out
+
+	typed map[*conn]time.Time // when each member's typing was last told
 }
 
 // presenceChange is a join or a leave not yet told.
@@ -152,6 +154,36 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 	r.broadcastLocked(frame, nil)
 	r.mu.Unlock()
 	return msg, nil
+}
+
+// typing tells the room's other members that c is typing, at most once
+// every TypingTimeout/4 per member and room, and never in a room over the
+// presence limit (where, as for joins, nobody could follow who types). It
+// reports false when c is not a member.
+func (r *room) typing(c *conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.isMemberLocked(c) {
+		return false
+	}
+	if len(r.members) > r.s.cfg.presenceLimit {
+		return true
+	}
+	now := time.Now()
+	if last, ok := r.typed[c]; ok && now.Sub(last) < TypingTimeout/4 {
+		return true
+	}
+	if r.typed == nil {
+		r.typed = make(map[*conn]time.Time)
+	}
+	r.typed[c] = now
+	if r.joining != nil {
+		if _, ok := r.joining[c.user.ID]; ok {
+			r.flushPresenceLocked(nil) // its join before its typing
+		}
+	}
+	r.broadcastLocked(mustEncode(typingFrame(r.name, c.from)), c)
+	return true
 }
 
 // errHistory is what a client is told when the history store fails.
@@ -267,6 +299,7 @@ func (r *room) removeLocked(c *conn) bool {
 	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
 	r.members = slices.Delete(r.members, i, i+1)
 	delete(r.byUser, c.user.ID)
+	delete(r.typed, c)
 	if rp := r.replays[c]; rp != nil {
 		rp.cancelLocked()
 	}

@@ -166,6 +166,11 @@ func textFrame(m *ChatMessage) reply {
 	return reply{Type: string(m.Type), Room: m.Room, Seq: m.Seq, ID: m.ID, From: sender(m.From), To: m.To, Text: m.Text, Time: m.Time}
 }
 
+// typingFrame tells a room's members that u is typing.
+func typingFrame(room string, u *User) reply {
+	return reply{Type: string(TypeTyping), Room: room, From: sender(u)}
+}
+
 // gapFrame tells that the texts from to to of room are lost; to is 0 when
 // the end is unknown.
 func gapFrame(room string, from, to uint64) reply {

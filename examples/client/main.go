@@ -180,8 +180,9 @@ type session struct {
 	asked  string                   // the name asked for; the server may give another
 	states <-chan garou.StateChange // the connection's state changes
 
-	mu   sync.Mutex
-	room string // the current room: where typed lines go
+	mu      sync.Mutex
+	room    string               // the current room: where typed lines go
+	typists map[string]time.Time // room + "\x00" + name → until when shown typing
 }
 
 // input is one line read, or why reading ended.
@@ -200,6 +201,16 @@ func (s *session) run(ctx context.Context) int {
 		s.printf("note: the server named you %s", term.Sanitize(u.Name))
 	}
 	s.users(ctx)
+	// Typing a line (not a command) tells the room, at most every 2 s.
+	s.ui.onType(func(line string) {
+		room := s.current()
+		if room == "" || strings.HasPrefix(line, "/") {
+			return
+		}
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_ = s.cli.Typing(tctx, room)
+	})
 
 	// The network: every message received is printed as it arrives.
 	lost := make(chan error, 1)
@@ -211,6 +222,9 @@ func (s *session) run(ctx context.Context) int {
 			if err != nil {
 				lost <- err
 				return
+			}
+			if s.typing(m) {
+				continue
 			}
 			s.ui.print(format(m))
 			s.refused(m)
@@ -307,6 +321,37 @@ func (s *session) refused(m garou.ChatMessage) {
 	s.setCurrent(cur)
 }
 
+// typing follows who is typing: a typing signal shows its sender in the
+// prompt for garou.TypingTimeout, and a text from the sender ends it. It
+// reports whether m was a typing signal, which is not printed.
+func (s *session) typing(m garou.ChatMessage) bool {
+	if m.From == nil || m.Type != garou.TypeTyping && m.Type != garou.TypeText {
+		return false
+	}
+	key := m.Room + "\x00" + m.From.Name
+	s.mu.Lock()
+	_, was := s.typists[key]
+	if m.Type == garou.TypeTyping {
+		if s.typists == nil {
+			s.typists = make(map[string]time.Time)
+		}
+		s.typists[key] = time.Now().Add(garou.TypingTimeout)
+	} else {
+		delete(s.typists, key)
+	}
+	s.mu.Unlock()
+	if m.Type == garou.TypeTyping {
+		s.ui.setPrompt(s.prompt())
+		// Shown until it expires, unless renewed or ended meanwhile.
+		time.AfterFunc(garou.TypingTimeout+10*time.Millisecond, func() { s.ui.setPrompt(s.prompt()) })
+		return true
+	}
+	if was {
+		s.ui.setPrompt(s.prompt())
+	}
+	return false
+}
+
 func (s *session) current() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,10 +366,32 @@ func (s *session) setCurrent(room string) {
 }
 
 func (s *session) prompt() string {
-	if r := s.current(); r != "" {
-		return term.Sanitize(r) + "> "
+	r := s.current()
+	if r == "" {
+		return "(no room)> "
 	}
-	return "(no room)> "
+	var who []string
+	now := time.Now()
+	s.mu.Lock()
+	for key, until := range s.typists {
+		room, name, _ := strings.Cut(key, "\x00")
+		switch {
+		case now.After(until):
+			delete(s.typists, key)
+		case room == r:
+			who = append(who, term.Sanitize(name))
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(who)
+	switch len(who) {
+	case 0:
+		return term.Sanitize(r) + "> "
+	case 1:
+		return fmt.Sprintf("%s (%s is typing…)> ", term.Sanitize(r), who[0])
+	default:
+		return fmt.Sprintf("%s (%s are typing…)> ", term.Sanitize(r), strings.Join(who, ", "))
+	}
 }
 
 // printf shows a line of the client's own, stamped with the time. Untrusted

@@ -132,8 +132,10 @@ func TestInteractive(t *testing.T) {
 	require.NoError(t, p.Expect(ctx, "lobby> "))
 	await(ctx, t, bob, garou.TypeJoin, "alice")
 
-	// A line typed is said in the room, and comes back like everyone's.
+	// A line typed is said in the room, and comes back like everyone's;
+	// the room is told that alice is typing as she starts.
 	require.NoError(t, p.Write("hello bob\r"))
+	await(ctx, t, bob, garou.TypeTyping, "alice")
 	m := await(ctx, t, bob, garou.TypeText, "alice")
 	require.Equal(t, "hello bob", m.Text)
 	require.Equal(t, garou.DefaultRoom, m.Room)
@@ -151,6 +153,14 @@ func TestInteractive(t *testing.T) {
 	require.NoError(t, p.Write("ne\r"))
 	m = await(ctx, t, bob, garou.TypeText, "alice")
 	require.Equal(t, "partial line", m.Text)
+
+	// The room's typing shows in the prompt until the typist's text
+	// arrives.
+	require.NoError(t, bob.Typing(ctx, ""))
+	require.NoError(t, p.Expect(ctx, "lobby (bob is typing…)> "))
+	require.NoError(t, bob.Send(ctx, "done typing"))
+	_, err = p.ExpectRegexp(ctx, regexp.MustCompile(`bob: done typing\r\nlobby> `))
+	require.NoError(t, err)
 
 	require.NoError(t, p.Write("/users\r"))
 	require.NoError(t, p.Expect(ctx, "online (2): bob, alice"))

@@ -18,6 +18,9 @@ type ui interface {
 	readLine() (string, error)
 	// setPrompt changes the prompt shown in front of the line being typed.
 	setPrompt(prompt string)
+	// onType calls f with the line being typed as each character is
+	// typed, where the input is typed key by key.
+	onType(f func(line string))
 	// close gives the terminal back as it was.
 	close()
 }
@@ -51,6 +54,7 @@ type terminalUI struct {
 func (t *terminalUI) print(line string)         { t.ed.Print(line) }
 func (t *terminalUI) readLine() (string, error) { return t.ed.ReadLine() }
 func (t *terminalUI) setPrompt(prompt string)   { t.ed.SetPrompt(prompt) }
+func (t *terminalUI) onType(f func(string))     { t.ed.OnType(f) }
 
 func (t *terminalUI) close() {
 	// Erase the prompt a pending read may have left on the last line.
@@ -88,5 +92,6 @@ func (p *plainUI) readLine() (string, error) {
 	return "", io.EOF
 }
 
-func (p *plainUI) setPrompt(string) {}
-func (p *plainUI) close()           {}
+func (p *plainUI) setPrompt(string)         {}
+func (p *plainUI) onType(func(line string)) {}
+func (p *plainUI) close()                   {}

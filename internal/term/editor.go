@@ -44,6 +44,7 @@ type Editor struct {
 	buf     []rune // the line being typed
 	reading bool   // a ReadLine is in progress: Print redraws the prompt
 	erase   bool   // Enter erases the line instead of leaving it
+	onType  func(line string)
 }
 
 // NewEditor returns an editor that reads keys from in and writes to out,
@@ -78,6 +79,16 @@ func (e *Editor) SetEraseOnEnter(erase bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.erase = erase
+}
+
+// OnType makes the editor call f with the line being typed each time a
+// character is added to it, from the goroutine in ReadLine, with no lock
+// held (f may call Print and SetPrompt). A chat client tells the room
+// that the user is typing.
+func (e *Editor) OnType(f func(line string)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onType = f
 }
 
 // Print writes line above the line being typed: it erases the input line,
@@ -130,6 +141,14 @@ func (e *Editor) ReadLine() (string, error) {
 		line, done, err := e.apply(k, r)
 		if done || err != nil {
 			return line, err
+		}
+		if k == keyRune {
+			e.mu.Lock()
+			f, typed := e.onType, string(e.buf)
+			e.mu.Unlock()
+			if f != nil {
+				f(typed)
+			}
 		}
 	}
 }
