@@ -27,8 +27,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// rawWait bounds every wait for something the server owes a raw client.
-const rawWait = 5 * time.Second
+// rawWait bounds every wait for something the server owes a raw client:
+// long, since it only decides how long a failing test takes, and the race
+// detector on a loaded two-core machine can stall a replay for seconds.
+const rawWait = 15 * time.Second
 
 // rawMsg is a server frame decoded without the library's types.
 type rawMsg map[string]any
