@@ -33,10 +33,6 @@ func drain(members []*conn) {
 	for _, c := range members {
 		c.q.frames = c.q.frames[:0]
 		c.q.bytes = 0
-		select {
-		case <-c.q.wake:
-		default:
-		}
 	}
 }
 

@@ -16,7 +16,8 @@ const maxCoalesce = 64 << 10
 
 // conn is the server's side of one client connection. Its goroutine (serve)
 // reads frames and handles them, hooks included; a second goroutine
-// (writeLoop) drains the send queue. Nothing else ever writes to the stream.
+// (writeLoop) drains the send queue, and runs only while there is
+// something to write. Nothing else ever writes to the stream.
 type conn struct {
 	s       *Server
 	qc      *quic.Conn
@@ -39,9 +40,8 @@ type conn struct {
 	rooms map[string]*room
 	cause *closeCause
 
-	q       *sendQueue    // frames for the client, drained by writeLoop
-	wdone   chan struct{} // closed when writeLoop ends; nil if not started
-	replays []*replay     // guarded by mu: rooms whose past is being streamed, in join order
+	q       *sendQueue // frames for the client, drained by writeLoop
+	replays []*replay  // guarded by mu: rooms whose past is being streamed, in join order
 
 	// Token bucket, touched only by serve.
 	tokens  float64
@@ -58,7 +58,7 @@ type closeCause struct {
 }
 
 func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
-	return &conn{
+	c := &conn{
 		s:       s,
 		qc:      qc,
 		addrKey: addrKey,
@@ -68,6 +68,11 @@ func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
 		maxSize: DefaultMaxMessageSize,
 		tokens:  float64(s.cfg.burst),
 	}
+	// A writer is started only while the queue is open or closing, and
+	// teardown, on serve's goroutine, waits for the queue to be done: the
+	// wait group's count is above zero whenever one starts.
+	c.q.start = func() { s.wg.Go(c.writeLoop) }
+	return c
 }
 
 // serve runs the connection: handshake, then requests until the stream or
@@ -96,9 +101,7 @@ func (c *conn) run() error {
 		return nil
 	}
 	c.str = str
-	c.wdone = make(chan struct{})
 	c.mu.Unlock()
-	c.s.wg.Go(c.writeLoop)
 
 	fr := frameReader{r: str, max: c.s.cfg.maxMessageSize}
 	_ = str.SetReadDeadline(deadline)
@@ -577,7 +580,7 @@ func (c *conn) strike() bool {
 
 // teardown ends the connection, once: it leaves every room (telling the
 // members), forgets the user, closes the connection, and waits for the
-// writer.
+// send queue to be done and its writer, if one runs, to end.
 func (c *conn) teardown(readErr error) {
 	c.mu.Lock()
 	cause := c.cause
@@ -597,7 +600,7 @@ func (c *conn) teardown(readErr error) {
 		}
 	}
 	c.mu.Lock()
-	wdone, graceful := c.wdone, c.cause != nil && c.cause.graceful
+	graceful := c.cause != nil && c.cause.graceful
 	c.mu.Unlock()
 	if !graceful {
 		// Nothing more is owed to this client: close now, which also
@@ -605,15 +608,13 @@ func (c *conn) teardown(readErr error) {
 		c.q.drop()
 		c.closeConn()
 	}
-	if wdone != nil {
-		// Bounded: a graceful writer has a write deadline and a linger,
-		// which Server.Close cuts short.
-		select {
-		case <-wdone:
-		case <-c.s.closedCh:
-			c.closeConn()
-			<-wdone
-		}
+	// Bounded: a graceful writer has a write deadline and a linger,
+	// which Server.Close cuts short.
+	select {
+	case <-c.q.done:
+	case <-c.s.closedCh:
+		c.closeConn()
+		<-c.q.done
 	}
 	c.closeConn()
 }
@@ -668,14 +669,14 @@ func (c *conn) setCause(cause closeCause) bool {
 // closes the connection on reading it, or the server does after a linger.
 // It never blocks.
 func (c *conn) finish(close CloseCode, text, reason string) {
-	// One critical section: whether the writer has started decides whether
-	// this end is graceful, and run starts it only while no cause is set.
+	// One critical section: whether the stream is open decides whether
+	// this end is graceful, and run opens it only while no cause is set.
 	c.mu.Lock()
 	if c.cause != nil {
 		c.mu.Unlock()
 		return
 	}
-	started := c.wdone != nil
+	started := c.str != nil
 	c.cause = &closeCause{code: close, text: text, reason: reason, graceful: started}
 	c.mu.Unlock()
 	if !started {
@@ -717,32 +718,32 @@ func (c *conn) slow(queued int) {
 }
 
 // writeLoop drains the send queue, packing queued frames into as few stream
-// writes as it can, and streams replays as the queue empties. No lock is
-// held while writing.
+// writes as it can, and streams replays as the queue empties. It is started
+// by the queue when a frame arrives and no writer runs, and it ends as soon
+// as the queue is empty. No lock is held while writing.
 func (c *conn) writeLoop() {
-	defer close(c.wdone)
-	// However the writer ends, the connection is over: a write error means
-	// the stream is gone, and a drained closed queue means teardown.
-	defer c.closeConn()
-	defer c.q.drop()
 	for {
 		c.pump()
-		batch, final, end := c.q.take()
-		if end {
+		batch, final, step := c.q.take()
+		switch step {
+		case stepStop:
+			return
+		case stepAgain:
+			continue
+		case stepEnd:
+			// The queue is done: the connection is over.
 			if final != nil {
 				c.linger(final)
 			}
+			c.closeConn()
+			c.q.exited()
 			return
 		}
-		if len(batch) == 0 {
-			select {
-			case <-c.q.wake:
-			case <-c.qc.Context().Done():
-				return
-			}
-			continue
-		}
 		if err := c.write(batch); err != nil {
+			// The stream is gone.
+			c.q.drop()
+			c.closeConn()
+			c.q.exited()
 			return
 		}
 		c.q.written(batch)

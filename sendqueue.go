@@ -25,24 +25,52 @@ const (
 // and no lock is held while the writer writes, so a room can put a frame on
 // every member's queue under its own lock. Frames are shared between
 // queues and never modified.
+//
+// The writer runs only while there is something to write: the queue starts
+// one (with start) when a frame arrives and none runs, and the writer ends
+// when take finds nothing, so an idle connection has no writer goroutine.
+// Both decisions are made under mu, so a frame pushed as the writer ends
+// either is in its last batch or starts the next writer.
 type sendQueue struct {
-	limit int           // the bound in bytes, frames and reservations counted
-	wake  chan struct{} // signalled when the writer has something to do
+	limit int    // the bound in bytes, frames and reservations counted
+	start func() // starts a writer goroutine; nil: the caller takes by hand
+	done  chan struct{}
 
-	mu     sync.Mutex
-	state  queueState
-	frames [][]byte // frames[0] is the welcome's slot during the handshake
-	spare  [][]byte // the writer's last batch, reused for the next frames
-	bytes  int      // queued, being written, and reserved
-	held   int      // of bytes, reserved for frames held elsewhere
-	final  []byte
+	mu       sync.Mutex
+	state    queueState
+	frames   [][]byte // frames[0] is the welcome's slot during the handshake
+	spare    [][]byte // the writer's last batch, reused for the next frames
+	bytes    int      // queued, being written, and reserved
+	held     int      // of bytes, reserved for frames held elsewhere
+	final    []byte
+	writing  bool // a writer runs (or is being started)
+	kicked   bool // signal came while a writer ran: it looks again before ending
+	finished bool // done is closed
 }
 
 func newSendQueue(limit int) *sendQueue {
 	return &sendQueue{
 		limit:  limit,
-		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
 		frames: [][]byte{nil}, // the welcome's slot
+	}
+}
+
+// startLocked reports whether the caller must start a writer (call start
+// once mu is released): there is none, and the queue is past its handshake
+// and not closed. It counts the writer as running from now on.
+func (q *sendQueue) startLocked() bool {
+	if q.writing || q.start == nil || q.state == queueHandshake || q.state == queueClosed {
+		return false
+	}
+	q.writing = true
+	return true
+}
+
+// run starts a writer if startLocked said so.
+func (q *sendQueue) run(start bool) {
+	if start {
+		q.start()
 	}
 }
 
@@ -60,16 +88,13 @@ func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
 		queued = q.bytes
 		q.dropLocked()
 		q.mu.Unlock()
-		q.signal()
 		return false, true, queued
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += len(f)
-	first := len(q.frames) == 1
+	start := q.startLocked()
 	q.mu.Unlock()
-	if first {
-		q.signal()
-	}
+	q.run(start)
 	return true, false, 0
 }
 
@@ -85,7 +110,6 @@ func (q *sendQueue) reserve(n int) (ok, over bool, queued int) {
 	if q.bytes+n > q.limit {
 		queued = q.bytes
 		q.dropLocked()
-		defer q.signal()
 		return false, true, queued
 	}
 	q.bytes += n
@@ -107,8 +131,9 @@ func (q *sendQueue) pushReserved(frames [][]byte) {
 		q.held -= len(f)
 	}
 	q.frames = append(q.frames, frames...)
+	start := q.startLocked()
 	q.mu.Unlock()
-	q.signal()
+	q.run(start)
 }
 
 // unreserve gives back n reserved bytes whose frames will not be sent.
@@ -132,8 +157,9 @@ func (q *sendQueue) welcome(f []byte) {
 	q.frames[0] = f
 	q.bytes += len(f)
 	q.state = queueOpen
+	start := q.startLocked()
 	q.mu.Unlock()
-	q.signal()
+	q.run(start)
 }
 
 // close takes no more frames: the writer drains the queue, then writes
@@ -150,47 +176,82 @@ func (q *sendQueue) close(final []byte) {
 		q.state = queueClosing
 		q.final = final
 	}
+	start := q.startLocked()
 	q.mu.Unlock()
-	q.signal()
+	q.run(start)
 }
 
-// drop closes the queue and discards what it holds: the writer ends.
+// drop closes the queue and discards what it holds: a running writer ends
+// at its next take.
 func (q *sendQueue) drop() {
 	q.mu.Lock()
 	q.dropLocked()
 	q.mu.Unlock()
-	q.signal()
 }
 
 func (q *sendQueue) dropLocked() {
 	q.state = queueClosed
 	clear(q.frames)
 	q.frames, q.spare, q.bytes, q.held, q.final = nil, nil, 0, 0, nil
+	q.finishLocked()
 }
 
-// take returns, for the writer, the frames to write now (possibly none:
-// then wait on wake). end is true when the writer is done: it then writes
-// final (if not nil) and ends. The batch is given back with written.
-func (q *sendQueue) take() (batch [][]byte, final []byte, end bool) {
+// finishLocked closes done once the queue is closed and no writer runs:
+// no writer will ever start again.
+func (q *sendQueue) finishLocked() {
+	if q.state == queueClosed && !q.writing && !q.finished {
+		q.finished = true
+		close(q.done)
+	}
+}
+
+// writerStep is what the writer does after take.
+type writerStep uint8
+
+const (
+	// stepWrite: write the batch, give it back with written, take again.
+	stepWrite writerStep = iota
+	// stepAgain: nothing is queued, but signal was called meanwhile (a
+	// replay may have texts to queue): look again, then take again.
+	stepAgain
+	// stepStop: nothing to write; the writer ends at once, and the next
+	// frame starts another.
+	stepStop
+	// stepEnd: the queue is done. The writer writes final (if not nil) and
+	// calls exited as it ends.
+	stepEnd
+)
+
+// take tells the writer what to do next, with the frames to write now.
+// The batch is given back with written.
+func (q *sendQueue) take() (batch [][]byte, final []byte, step writerStep) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	switch q.state {
-	case queueHandshake:
-		return nil, nil, false
-	case queueClosed:
-		return nil, nil, true
+	switch {
+	case q.state == queueClosed:
+		return nil, nil, stepEnd
+	case len(q.frames) > 0 && q.state != queueHandshake:
+		batch = q.frames
+		q.frames, q.spare = q.spare[:0], nil
+		return batch, nil, stepWrite
+	case q.kicked:
+		q.kicked = false
+		return nil, nil, stepAgain
+	case q.state == queueClosing:
+		final, q.final = q.final, nil
+		q.state = queueClosed
+		return nil, final, stepEnd
 	}
-	if len(q.frames) == 0 {
-		if q.state == queueClosing {
-			final, q.final = q.final, nil
-			q.state = queueClosed
-			return nil, final, true
-		}
-		return nil, nil, false
-	}
-	batch = q.frames
-	q.frames, q.spare = q.spare[:0], nil
-	return batch, nil, false
+	q.writing = false
+	return nil, nil, stepStop
+}
+
+// exited tells the queue that the writer that took stepEnd has ended.
+func (q *sendQueue) exited() {
+	q.mu.Lock()
+	q.writing = false
+	q.finishLocked()
+	q.mu.Unlock()
 }
 
 // written gives back a batch from take once its frames are written.
@@ -219,10 +280,15 @@ func (q *sendQueue) counted() (total, pending int) {
 	return q.bytes, q.bytes - q.held
 }
 
-// signal wakes the writer, without blocking.
+// signal tells the writer that something other than a frame may be ready
+// for it (a replay's texts): a running writer looks again before it ends,
+// and if none runs, one is started.
 func (q *sendQueue) signal() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	q.mu.Lock()
+	if q.writing {
+		q.kicked = true
 	}
+	start := q.startLocked()
+	q.mu.Unlock()
+	q.run(start)
 }
