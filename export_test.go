@@ -1,0 +1,31 @@
+package garou
+
+import (
+	"bytes"
+	"runtime"
+)
+
+// ConnGoroutines counts the goroutines of the servers' connections in this
+// process, from their stacks: readers (a connection's serve, parked in
+// Read when idle) and writers (writeLoop, running only while a queue has
+// something to write).
+func ConnGoroutines() (readers, writers int) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		switch {
+		case bytes.Contains(g, []byte("garou.(*conn).writeLoop")):
+			writers++
+		case bytes.Contains(g, []byte("garou.(*conn).serve")):
+			readers++
+		}
+	}
+	return readers, writers
+}
