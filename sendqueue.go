@@ -242,7 +242,13 @@ func (q *sendQueue) take() (batch [][]byte, final []byte, step writerStep) {
 		q.state = queueClosed
 		return nil, final, stepEnd
 	}
+	// The writer ends: an idle connection keeps no batch slices either
+	// (the next burst allocates one or two, which a burst's batches reuse).
 	q.writing = false
+	q.spare = nil
+	if len(q.frames) == 0 { // not during the handshake
+		q.frames = nil
+	}
 	return nil, nil, stepStop
 }
 

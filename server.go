@@ -108,12 +108,18 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 			// further streams are a protocol error at the QUIC layer.
 			MaxIncomingStreams:    1,
 			MaxIncomingUniStreams: -1,
-			// Clients send small texts: small windows keep an idle
-			// connection cheap; they grow for a client that sends much.
-			InitialStreamReceiveWindow:     32 << 10,
-			MaxStreamReceiveWindow:         max(2*uint64(cfg.maxMessageSize), 1<<20),
-			InitialConnectionReceiveWindow: 48 << 10,
-			MaxConnectionReceiveWindow:     max(3*uint64(cfg.maxMessageSize), 2<<20),
+			// Flow-control windows cost nothing while nothing is in
+			// flight (quic-go buffers a frame only once it arrives), but
+			// they bound what a client can make the server hold while its
+			// reader is busy (in a hook, or waiting for its room): one
+			// largest frame, since the reader consumes as data arrives.
+			// Clients send small texts: the windows start at 32 KiB and
+			// grow only for a client that sends much. One stream carries
+			// everything, so the connection's window is the stream's.
+			InitialStreamReceiveWindow:     initialWindow,
+			MaxStreamReceiveWindow:         maxWindow(cfg.maxMessageSize),
+			InitialConnectionReceiveWindow: initialWindow,
+			MaxConnectionReceiveWindow:     maxWindow(cfg.maxMessageSize),
 		},
 		closedCh: make(chan struct{}),
 		stopCh:   make(chan struct{}),
@@ -128,6 +134,16 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 	}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// initialWindow is the flow-control window a client starts with: its
+// hello and a few texts.
+const initialWindow = 32 << 10
+
+// maxWindow is the flow-control window a client's stream and connection
+// may grow to: one frame of the largest size, with its header.
+func maxWindow(maxMessageSize int) uint64 {
+	return max(uint64(maxMessageSize+frameHeaderLen), initialWindow)
 }
 
 // Fingerprint returns the SHA-256 fingerprint of the server's certificate,
