@@ -83,6 +83,17 @@ func (c *conn) serve() {
 }
 
 func (c *conn) run() error {
+	fr, err := c.handshake()
+	if fr == nil {
+		return err
+	}
+	return c.readLoop(fr)
+}
+
+// handshake accepts the stream and handles the hello. It returns the
+// stream's reader once the client is welcomed, or nil and the error that
+// ended the connection.
+func (c *conn) handshake() (*frameReader, error) {
 	// One deadline for the whole handshake, from the connection to the
 	// hello: opening the stream late does not buy more time.
 	deadline := time.Now().Add(c.s.cfg.handshakeTimeout)
@@ -93,40 +104,40 @@ func (c *conn) run() error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			c.fail(CloseHandshakeTimeout, "no stream opened within the handshake deadline", "")
 		}
-		return err
+		return nil, err
 	}
 	c.mu.Lock()
 	if c.cause != nil { // finished or failed during the handshake
 		c.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	c.str = str
 	c.mu.Unlock()
 
-	fr := frameReader{r: str, max: c.s.cfg.maxMessageSize}
+	fr := &frameReader{r: str, max: c.s.cfg.maxMessageSize}
 	_ = str.SetReadDeadline(deadline)
 	body, err := fr.next()
 	if err != nil {
-		return c.readFailed(err)
+		return nil, c.readFailed(err)
 	}
 	req, derr := decodeRequest(body)
 	switch {
 	case derr != nil:
 		c.finish(CloseProtocol, derr.(*Error).Text, "")
-		return nil
+		return nil, nil
 	case req.Type != frameHello:
 		c.finish(CloseProtocol, `the first frame must be a "hello"`, "")
-		return nil
+		return nil, nil
 	}
 	// A hello in 0-RTT may be a replay: nothing is done with it until the
 	// handshake has completed, proving the client holds the keys.
 	select {
 	case <-c.qc.HandshakeComplete():
 	case <-c.qc.Context().Done():
-		return context.Cause(c.qc.Context())
+		return nil, context.Cause(c.qc.Context())
 	}
 	if !c.hello(req, deadline) {
-		return nil
+		return nil, nil
 	}
 	c.mu.Lock()
 	if c.cause == nil { // a finish during the hello keeps its deadline
@@ -134,27 +145,38 @@ func (c *conn) run() error {
 	}
 	c.mu.Unlock()
 
+	return fr, nil
+}
+
+// readLoop reads and handles the client's requests after the welcome. An
+// idle connection's goroutine is parked here, in Read: the handshake's
+// frames are off its stack, and this one is small, so that the garbage
+// collector shrinks the stack to its minimum.
+func (c *conn) readLoop(fr *frameReader) error {
 	for {
 		body, err := fr.next()
 		if err != nil {
 			return c.readFailed(err)
 		}
-		if c.ending() {
-			// Kicked, replaced or shut down: nothing more it says counts.
-			return nil
-		}
-		req, derr := decodeRequest(body)
-		if derr != nil {
-			c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
-			if !c.refuse(req.Ref, derr.(*Error)) {
-				return nil
-			}
-			continue
-		}
-		if !c.handle(req) {
+		if !c.serveFrame(body) {
 			return nil
 		}
 	}
+}
+
+// serveFrame handles one frame after the welcome. It returns false when the
+// connection is ending.
+func (c *conn) serveFrame(body []byte) bool {
+	if c.ending() {
+		// Kicked, replaced or shut down: nothing more it says counts.
+		return false
+	}
+	req, derr := decodeRequest(body)
+	if derr != nil {
+		c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
+		return c.refuse(req.Ref, derr.(*Error))
+	}
+	return c.handle(req)
 }
 
 // readFailed turns a read error into the right close; it returns err for
