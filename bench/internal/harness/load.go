@@ -70,6 +70,9 @@ type Result struct {
 	// its live heap plus stacks growth after a forced collection.
 	RSSPerConn  float64 `json:"rss_kib_per_conn"`
 	LivePerConn float64 `json:"live_kib_per_conn"`
+	// GoroutinesPerConn is the growth of the server's goroutines divided
+	// by the connections (idle, crowd): the implementation's and quic-go's.
+	GoroutinesPerConn float64 `json:"goroutines_per_conn"`
 	// CPUPerConnect is the server's CPU from the first dial to the last
 	// welcome divided by the connections, in milliseconds (idle, crowd).
 	CPUPerConnect float64 `json:"cpu_ms_per_connect"`
@@ -104,8 +107,8 @@ func (r Result) summary() string {
 	case Paced:
 		fmt.Fprintf(&b, "p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.2f µs server CPU/delivery", r.P50, r.P99, r.P999, r.CPUPerDelivery)
 	case Idle:
-		fmt.Fprintf(&b, "%.1f KiB RSS/conn, %.1f KiB live/conn, %.0f connects/s, %.2f ms server CPU/connect, CPU bench %.0f%% other %.0f%%",
-			r.RSSPerConn, r.LivePerConn, r.Rate, r.CPUPerConnect, r.Busy, r.Other)
+		fmt.Fprintf(&b, "%.1f KiB RSS/conn, %.1f KiB live/conn, %.2f goroutines/conn, %.0f connects/s, %.2f ms server CPU/connect, CPU bench %.0f%% other %.0f%%",
+			r.RSSPerConn, r.LivePerConn, r.GoroutinesPerConn, r.Rate, r.CPUPerConnect, r.Busy, r.Other)
 	case Crowd:
 		if !r.Finished {
 			fmt.Fprintf(&b, "did not finish within budget, reached %d of %d; ", r.Connected, r.Clients)
@@ -709,6 +712,7 @@ func settledMemory(ctx context.Context, cfg Config, im impl.Impl, srv *serverPro
 		res.RSSPerConn = float64(after.RSSKiB-before.RSSKiB) / float64(k)
 		live := func(s Stats) float64 { return float64(s.HeapBytes + s.StackBytes) }
 		res.LivePerConn = (live(after) - live(before)) / 1024 / float64(k)
+		res.GoroutinesPerConn = float64(after.Goroutines-before.Goroutines) / float64(k)
 	}
 	return true
 }

@@ -56,6 +56,7 @@ func summarize(rs []Result) summary {
 	s.P999 = pick(func(r Result) float64 { return r.P999 })
 	s.RSSPerConn = pick(func(r Result) float64 { return r.RSSPerConn })
 	s.LivePerConn = pick(func(r Result) float64 { return r.LivePerConn })
+	s.GoroutinesPerConn = pick(func(r Result) float64 { return r.GoroutinesPerConn })
 	s.CPUPerConnect = pick(func(r Result) float64 { return r.CPUPerConnect })
 	s.FirstTenth = pick(func(r Result) float64 { return r.FirstTenth })
 	s.LastTenth = pick(func(r Result) float64 { return r.LastTenth })
@@ -217,13 +218,14 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 			}
 		case Idle:
 			fmt.Fprintf(w, "## idle: %d connections, memory measured %v after the last one\n\n", cfg.IdleConns, cfg.Settle)
-			fmt.Fprintln(w, "| impl | RSS KiB/conn | x quic / x ws | live heap+stack KiB/conn | x quic / x ws | connects/s | x quic / x ws | server CPU ms/connect | x quic / x ws | CPU bench / other | errors |")
-			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+			fmt.Fprintln(w, "| impl | RSS KiB/conn | x quic / x ws | live heap+stack KiB/conn | x quic / x ws | goroutines/conn | connects/s | x quic / x ws | server CPU ms/connect | x quic / x ws | CPU bench / other | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 			for _, name := range order {
 				s := by[name]
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %s |\n", name,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %.0f%% / %.0f%% | %s |\n", name,
 					num(s.RSSPerConn), ratio(s.RSSPerConn, by, func(s summary) float64 { return s.RSSPerConn }),
 					num(s.LivePerConn), ratio(s.LivePerConn, by, func(s summary) float64 { return s.LivePerConn }),
+					s.GoroutinesPerConn,
 					num(s.Rate), ratio(s.Rate, by, func(s summary) float64 { return s.Rate }),
 					num(s.CPUPerConnect), ratio(s.CPUPerConnect, by, func(s summary) float64 { return s.CPUPerConnect }),
 					s.Busy, s.Other, errCell(s))
