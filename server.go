@@ -30,6 +30,13 @@ const lingerTimeout = 5 * time.Second
 //
 // A Server serves one socket: Serve and ListenAndServe may be called once.
 // Ready tells when it accepts connections, and Addr is then its address.
+//
+// Each connection has one goroutine of the server's, which reads the
+// client's frames and runs the hooks about that user; while there is
+// something to send it, a second one writes, and ends as soon as its queue
+// is empty. An idle connection thus has one goroutine of Garou's, parked in
+// a read, and two of quic-go's (its run loop and its send queue). Close,
+// Shutdown and the end of Serve's context wait for all of them.
 type Server struct {
 	cfg   serverConfig
 	tls   *tls.Config
