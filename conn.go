@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -773,11 +774,28 @@ func (c *conn) writeLoop() {
 }
 
 // write writes a batch of frames, coalesced into writes of up to
-// maxCoalesce bytes. The coalescing buffer is borrowed per batch, so an
-// idle connection holds none.
+// maxCoalesce bytes. A batch of one frame is written as it is; a larger
+// one is copied into a buffer borrowed for the batch, so an idle
+// connection holds none.
 func (c *conn) write(batch [][]byte) error {
-	buf := getWriteBuf()
-	defer func() { putWriteBuf(buf) }()
+	if len(batch) == 1 {
+		_, err := c.str.Write(batch[0])
+		return err
+	}
+	total := 0
+	for _, f := range batch {
+		if len(f) < maxCoalesce {
+			total += len(f)
+		}
+	}
+	bp := writeBufs.Get().(*[]byte)
+	buf := slices.Grow((*bp)[:0], min(total, maxCoalesce))
+	defer func() {
+		if cap(buf) <= maxCoalesce {
+			*bp = buf[:0]
+			writeBufs.Put(bp)
+		}
+	}()
 	for _, f := range batch {
 		if len(f) >= maxCoalesce {
 			if err := c.flush(&buf); err != nil {
@@ -798,19 +816,10 @@ func (c *conn) write(batch [][]byte) error {
 	return c.flush(&buf)
 }
 
-var writeBufs = sync.Pool{New: func() any {
-	b := make([]byte, 0, maxCoalesce)
-	return &b
-}}
-
-func getWriteBuf() []byte { return (*writeBufs.Get().(*[]byte))[:0] }
-
-func putWriteBuf(b []byte) {
-	if b == nil || cap(b) > maxCoalesce {
-		return
-	}
-	writeBufs.Put(&b)
-}
+// writeBufs holds the buffers writers coalesce frames into. A buffer is
+// only as large as the batches it served needed (chat frames are small),
+// and at most maxCoalesce.
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *conn) flush(buf *[]byte) error {
 	if len(*buf) == 0 {
