@@ -762,7 +762,15 @@ func (c *conn) writeLoop() {
 			c.q.exited()
 			return
 		}
-		if err := c.write(batch); err != nil {
+		var err error
+		if len(batch) == 1 {
+			// Nothing to coalesce: written as it is, from this frame, so
+			// that a new writer's stack is not grown to write one frame.
+			_, err = c.str.Write(batch[0])
+		} else {
+			err = c.write(batch)
+		}
+		if err != nil {
 			// The stream is gone.
 			c.q.drop()
 			c.closeConn()
@@ -774,14 +782,9 @@ func (c *conn) writeLoop() {
 }
 
 // write writes a batch of frames, coalesced into writes of up to
-// maxCoalesce bytes. A batch of one frame is written as it is; a larger
-// one is copied into a buffer borrowed for the batch, so an idle
-// connection holds none.
+// maxCoalesce bytes. The frames are copied into a buffer borrowed for the
+// batch, so an idle connection holds none.
 func (c *conn) write(batch [][]byte) error {
-	if len(batch) == 1 {
-		_, err := c.str.Write(batch[0])
-		return err
-	}
 	total := 0
 	for _, f := range batch {
 		if len(f) < maxCoalesce {
