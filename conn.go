@@ -42,6 +42,9 @@ type conn struct {
 	cause *closeCause
 
 	q       *sendQueue // frames for the client, drained by writeLoop
+	// dgram: the client takes QUIC datagrams, and gets its signals so.
+	// Set before the connection joins its first room, never changed.
+	dgram bool
 	replays []*replay  // guarded by mu: rooms whose past is being streamed, in join order
 
 	// Token bucket, touched only by serve.
@@ -268,6 +271,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 		id = got
 	}
+	c.dgram = c.qc.ConnectionState().SupportsDatagrams.Remote
 	old, code, text := c.s.register(c, id, req.Session)
 	if code != CloseNormal {
 		return refuse(code, text)
@@ -752,6 +756,12 @@ func (c *conn) writeLoop() {
 		case stepStop:
 			return
 		case stepAgain:
+			continue
+		case stepDatagrams:
+			for _, d := range batch {
+				// Lost, too large or refused: a signal that may be lost.
+				_ = c.qc.SendDatagram(d)
+			}
 			continue
 		case stepEnd:
 			// The queue is done: the connection is over.

@@ -182,7 +182,17 @@ func (r *room) typing(c *conn) bool {
 			r.flushPresenceLocked(nil) // its join before its typing
 		}
 	}
-	r.broadcastLocked(mustEncode(typingFrame(r.name, c.from)), c)
+	frame := mustEncode(typingFrame(r.name, c.from))
+	for _, m := range r.members {
+		switch {
+		case m == c:
+		case m.dgram:
+			// Lost now and then, never behind texts or retransmissions.
+			m.q.pushDatagram(frame[frameHeaderLen:])
+		default:
+			r.deliverLocked(m, frame)
+		}
+	}
 	return true
 }
 

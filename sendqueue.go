@@ -43,7 +43,8 @@ type sendQueue struct {
 	bytes    int      // queued, being written, and reserved
 	held     int      // of bytes, reserved for frames held elsewhere
 	final    []byte
-	writing  bool // a writer runs (or is being started)
+	dgrams   [][]byte // signals to send as QUIC datagrams, at most maxDatagrams
+	writing  bool     // a writer runs (or is being started)
 	kicked   bool // signal came while a writer ran: it looks again before ending
 	finished bool // done is closed
 }
@@ -96,6 +97,26 @@ func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
 	q.mu.Unlock()
 	q.run(start)
 	return true, false, 0
+}
+
+// maxDatagrams bounds the signals waiting to go out as datagrams: they
+// may be lost anyway, so a connection that cannot take them drops them
+// rather than queue them.
+const maxDatagrams = 16
+
+// pushDatagram queues the body of a signal (typing) to be sent as a QUIC
+// datagram, ahead of the queued frames: it is small, and stale if late. It
+// is dropped when maxDatagrams wait already or the queue is not open.
+func (q *sendQueue) pushDatagram(body []byte) {
+	q.mu.Lock()
+	if q.state != queueOpen || len(q.dgrams) >= maxDatagrams {
+		q.mu.Unlock()
+		return
+	}
+	q.dgrams = append(q.dgrams, body)
+	start := q.startLocked()
+	q.mu.Unlock()
+	q.run(start)
 }
 
 // reserve counts n bytes against the bound for frames held elsewhere until
@@ -192,7 +213,7 @@ func (q *sendQueue) drop() {
 func (q *sendQueue) dropLocked() {
 	q.state = queueClosed
 	clear(q.frames)
-	q.frames, q.spare, q.bytes, q.held, q.final = nil, nil, 0, 0, nil
+	q.frames, q.spare, q.bytes, q.held, q.final, q.dgrams = nil, nil, 0, 0, nil, nil
 	q.finishLocked()
 }
 
@@ -211,6 +232,8 @@ type writerStep uint8
 const (
 	// stepWrite: write the batch, give it back with written, take again.
 	stepWrite writerStep = iota
+	// stepDatagrams: send each of the batch as a datagram, take again.
+	stepDatagrams
 	// stepAgain: nothing is queued, but signal was called meanwhile (a
 	// replay may have texts to queue): look again, then take again.
 	stepAgain
@@ -230,6 +253,9 @@ func (q *sendQueue) take() (batch [][]byte, final []byte, step writerStep) {
 	switch {
 	case q.state == queueClosed:
 		return nil, nil, stepEnd
+	case len(q.dgrams) > 0:
+		batch, q.dgrams = q.dgrams, nil
+		return batch, nil, stepDatagrams
 	case len(q.frames) > 0 && q.state != queueHandshake:
 		batch = q.frames
 		q.frames, q.spare = q.spare[:0], nil
