@@ -1078,7 +1078,9 @@ func checkText(text string) error {
 
 // Join joins room and returns the first page of its members (all of them
 // in a room of up to PageSize) with its member count; Members pages
-// through the rest. With history > 0 the server first replays up to that
+// through the rest. In a room over the server's presence limit (see
+// WithPresenceLimit) the page has no names, only the count: Members lists
+// them from cursor "". With history > 0 the server first replays up to that
 // many of the room's latest texts through Receive. Joining a room the
 // client is in returns its first page again.
 func (c *Client) Join(ctx context.Context, room string, history int) (Page, error) {

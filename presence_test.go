@@ -111,6 +111,10 @@ func TestPresenceInLargeRoomsIsACount(t *testing.T) {
 		require.Equal(t, garou.TypeJoin, m.Type)
 		require.Equal(t, "bob", m.User.Name, "only bob's join comes by name: the room then had 2")
 	}
+	joined, err := alice.Join(ctxT(t), garou.DefaultRoom, 0)
+	require.NoError(t, err)
+	require.Empty(t, joined.Users, "no names in a large room's joined reply")
+	require.Equal(t, 3, joined.Count)
 	members, err := alice.Members(ctxT(t), "", "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"alice", "bob", "carol"}, names(members.Users))
@@ -141,7 +145,8 @@ func TestMembersPages(t *testing.T) {
 		t.Skip("dials 101 clients")
 	}
 	n := garou.PageSize + 1
-	srv := startServer(t, garou.WithMaxConnectionsPerAddr(2*n), garou.WithMaxConnections(2*n))
+	srv := startServer(t, garou.WithMaxConnectionsPerAddr(2*n), garou.WithMaxConnections(2*n),
+		garou.WithPresenceLimit(2*n))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i := range n - 1 {

@@ -243,8 +243,15 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 
 // joinedLocked encodes the "joined" reply to c: the room's count and
 // first page of members, and the numbers its presence and texts are at.
+// In a room over the presence limit it carries the count alone, as its
+// presence frames do: a page of names nobody asked for would cost every
+// joiner of a crowd a frame of kilobytes.
 func (r *room) joinedLocked(c *conn, ref uint64) []byte {
-	page, next := r.pageLocked("")
+	var page []User
+	var next string
+	if len(r.members) <= r.s.cfg.presenceLimit {
+		page, next = r.pageLocked("")
+	}
 	return c.encodePage(joinedFrame(ref, r.name, page, next, len(r.members), r.seq, r.pseq))
 }
 
