@@ -72,9 +72,16 @@ func (n *lossyNet) set(cfg Config, lossPct float64) error {
 func (n *lossyNet) start(cmd *exec.Cmd) error { return n.ns.Start(cmd) }
 
 // note adds what the network did during one run to its result: the share
-// of packets the loss rule dropped, and the ping measured at the start.
+// of packets the loss rule dropped, the ping measured at the start, and an
+// error if the queue reader failed.
 func (n *lossyNet) note(res *Result) {
 	res.PingMs = float64(n.ping.Avg) / 1e6
+	if err := n.ns.Err(); err != nil {
+		res.Errors++
+		if res.FirstErr == "" {
+			res.FirstErr = err.Error()
+		}
+	}
 	dropped, passed, err := n.ns.Counters()
 	if err == nil && dropped+passed > 0 {
 		res.Dropped = 100 * float64(dropped) / float64(dropped+passed)

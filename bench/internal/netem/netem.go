@@ -149,7 +149,8 @@ const Queue = 7
 // Set replaces the namespace's rules: each packet is dropped on input
 // with probability lossPct/100 (to 0.1%), and, if oneWay is positive,
 // held oneWay on output, so a round trip over the loopback takes 2·oneWay
-// more. The first call with a delay starts the queue reader.
+// more. The first call with a delay starts the queue reader; after it,
+// packets go through the queue even with no delay.
 func (ns *NS) Set(lossPct float64, oneWay time.Duration) error {
 	permille := int(lossPct*10 + 0.5)
 	if permille < 0 || permille > 1000 {
@@ -267,6 +268,15 @@ func (ns *NS) Ping(ctx context.Context, count int, interval time.Duration) (Ping
 		return p, fmt.Errorf("netem: ping: %v: %s", err, out.String())
 	}
 	return p, nil // ping exits 1 when a reply was lost: that is the point
+}
+
+// Err returns the first error of the queue reader, if any: the emulation
+// is then broken, and what was measured meanwhile is meaningless.
+func (ns *NS) Err() error {
+	if ns.delay == nil {
+		return nil
+	}
+	return ns.delay.Err()
 }
 
 // Close stops the queue reader and leaves the namespace; it is gone once
