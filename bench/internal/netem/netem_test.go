@@ -64,16 +64,22 @@ func TestEmulation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	start := time.Now()
-	if _, err := c.WriteTo([]byte("x"), c.LocalAddr()); err != nil {
-		t.Fatal(err)
+	// The fastest of five, so that a busy host's scheduling does not
+	// count as network delay.
+	fastest := time.Hour
+	for range 5 {
+		start := time.Now()
+		if _, err := c.WriteTo([]byte("x"), c.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := c.ReadFrom(make([]byte, 8)); err != nil {
+			t.Fatal(err)
+		}
+		fastest = min(fastest, time.Since(start))
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := c.ReadFrom(make([]byte, 8)); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < oneWay || d > oneWay+5*time.Millisecond {
-		t.Errorf("a UDP datagram to itself took %v, want about %v", d, oneWay)
+	if fastest < oneWay || fastest > oneWay+3*time.Millisecond {
+		t.Errorf("a UDP datagram to itself took %v at best, want about %v", fastest, oneWay)
 	}
 
 	// 5% each way: about 9.75% of round trips fail.
