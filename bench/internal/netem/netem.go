@@ -30,7 +30,8 @@ import (
 )
 
 // Available reports why the emulation cannot run here, or nil if it can:
-// it needs root and the nft command.
+// it needs root with the right to create a network namespace (tried on a
+// throwaway thread), and the nft, iptables and ping commands.
 func Available() error {
 	if os.Geteuid() != 0 {
 		return errors.New("netem: needs root")
@@ -39,6 +40,14 @@ func Available() error {
 		if _, err := exec.LookPath(c); err != nil {
 			return fmt.Errorf("netem: needs %s (Debian: apt-get install nftables iptables iputils-ping)", c)
 		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		errc <- unix.Unshare(unix.CLONE_NEWNET)
+	}()
+	if err := <-errc; err != nil {
+		return fmt.Errorf("netem: cannot create a network namespace: %w", err)
 	}
 	return nil
 }
