@@ -96,6 +96,6 @@ func (n *lossyNet) close() error { return n.ns.Close() }
 // inside the emulated network, whose loss rate the orchestrator set.
 func lossy(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *Result, e *errs) {
 	res.Rooms = cfg.LossyRooms
-	res.Loss = strconv.FormatFloat(cfg.Loss, 'f', -1, 64)
+	res.Loss = cfg.LossyLoss // the orchestrator's spelling of cfg.Loss, which the report groups by
 	pacedRooms(ctx, cfg, im, srv, cfg.LossyClients, cfg.LossyRooms, cfg.LossyRate, cfg.LossyDuration, res, e)
 }
