@@ -156,7 +156,7 @@ func (d *Delayer) request(msg, flags uint16, attrs []byte) error {
 				}
 				return nil
 			}
-			m = m[(l+3)&^3:]
+			m = m[min((l+3)&^3, len(m)):]
 		}
 	}
 }
@@ -211,7 +211,7 @@ func (d *Delayer) read() {
 					d.held <- held{id, due}
 				}
 			}
-			m = m[(l+3)&^3:]
+			m = m[min((l+3)&^3, len(m)):]
 		}
 	}
 }
@@ -227,10 +227,7 @@ func packetID(a []byte) (uint32, bool) {
 		if typ == nfqaPacketHdr && l >= 8 {
 			return binary.BigEndian.Uint32(a[4:]), true
 		}
-		a = a[(l+3)&^3 : len(a) : len(a)]
-		if len(a) == 0 {
-			break
-		}
+		a = a[min((l+3)&^3, len(a)):]
 	}
 	return 0, false
 }
