@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/garou-chat/garou/bench/internal/harness"
+	"github.com/garou-chat/garou/bench/internal/netem"
 )
 
 // TestMain lets the test binary stand in for garoubench when the harness
@@ -99,5 +100,44 @@ func TestCrowdBudget(t *testing.T) {
 	harness.WriteReport(&b, cfg, results)
 	if want := "did not finish within budget"; !strings.Contains(b.String(), want) {
 		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
+
+// TestLossySmoke runs a short lossy scenario for every implementation
+// inside the emulated network (root with nft, iptables and ping only):
+// every delivery arrives, none sooner than the round trip, and the loss
+// rule dropped packets.
+func TestLossySmoke(t *testing.T) {
+	if err := netem.Available(); err != nil {
+		t.Skip(err)
+	}
+	if testing.Short() {
+		t.Skip("takes about 15 s")
+	}
+	cfg := harness.DefaultConfig()
+	cfg.Scenarios, cfg.LossyLoss = "lossy", "2"
+	cfg.LossyClients, cfg.LossyRooms, cfg.LossyRate, cfg.LossyDuration = 16, 4, 200, time.Second
+	cfg.Timeout = time.Minute
+	results, err := harness.Run(context.Background(), cfg, impls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(impls) {
+		t.Fatalf("got %d results, want %d", len(results), len(impls))
+	}
+	for _, r := range results {
+		// 16 clients in 4 rooms: each text reaches 4 members.
+		if r.Errors != 0 || r.Lost != 0 || r.Received != r.Expected || r.Expected != 4*200 {
+			t.Errorf("%s: %d of %d deliveries, %d errors (%s)", r.Impl, r.Received, r.Expected, r.Errors, r.FirstErr)
+		}
+		if r.P50 < 20 || r.PingMs < 20 || r.Dropped <= 0 {
+			t.Errorf("%s: p50 %.1f ms, ping %.1f ms, %.2f%% dropped: not on the emulated network", r.Impl, r.P50, r.PingMs, r.Dropped)
+		}
+		t.Logf("%s: p50 %.1f p99 %.1f p99.9 %.1f ms, %.2f%% of packets dropped", r.Impl, r.P50, r.P99, r.P999, r.Dropped)
+	}
+	var b strings.Builder
+	harness.WriteReport(&b, cfg, results)
+	if !strings.Contains(b.String(), "## lossy") || !strings.Contains(b.String(), "| 2% | garou |") {
+		t.Errorf("report:\n%s", b.String())
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ const (
 	Paced = "paced"
 	Idle  = "idle"
 	Crowd = "crowd"
+	Lossy = "lossy"
 )
 
 // Config is every knob of a run. The orchestrator hands all of it to each
@@ -50,6 +53,16 @@ type Config struct {
 
 	Crowds      string
 	CrowdBudget time.Duration
+
+	LossyLoss     string
+	LossyRTT      time.Duration
+	LossyClients  int
+	LossyRooms    int
+	LossyRate     float64
+	LossyDuration time.Duration
+	// Loss is the loss rate of one lossy run, set by the orchestrator
+	// for the load process.
+	Loss float64
 
 	QueueBytes int
 	Timeout    time.Duration
@@ -78,6 +91,12 @@ func DefaultConfig() Config {
 		Settle:          2 * time.Second,
 		Crowds:          "1000,5000,10000,10000/100",
 		CrowdBudget:     2 * time.Minute,
+		LossyLoss:       "0,1,2,5",
+		LossyRTT:        20 * time.Millisecond,
+		LossyClients:    80,
+		LossyRooms:      8,
+		LossyRate:       400,
+		LossyDuration:   10 * time.Second,
 		QueueBytes:      4 << 20,
 		Timeout:         2 * time.Minute,
 	}
@@ -85,7 +104,7 @@ func DefaultConfig() Config {
 
 func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Impls, "impls", c.Impls, "comma-separated implementations to run")
-	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd")
+	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd, lossy (lossy needs root, nft and iptables)")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds per implementation and scenario; the table shows the median")
 	fs.IntVar(&c.BurstClients, "burst-clients", c.BurstClients, "burst: clients, each sending and receiving")
 	fs.IntVar(&c.BurstMsgs, "burst-msgs", c.BurstMsgs, "burst: texts each client sends")
@@ -99,6 +118,13 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Settle, "idle-settle", c.Settle, "idle and crowd: wait after the last connection before measuring memory")
 	fs.StringVar(&c.Crowds, "crowds", c.Crowds, "crowd: comma-separated crowds, each N (clients in one room) or N/R (N clients over R rooms)")
 	fs.DurationVar(&c.CrowdBudget, "crowd-budget", c.CrowdBudget, "crowd: time allowed to connect a crowd; past it the run reports how many connected")
+	fs.StringVar(&c.LossyLoss, "lossy-loss", c.LossyLoss, "lossy: comma-separated loss rates in percent, applied to every packet on input (so each way)")
+	fs.DurationVar(&c.LossyRTT, "lossy-rtt", c.LossyRTT, "lossy: round-trip time added to the loopback (half on each packet's way out)")
+	fs.IntVar(&c.LossyClients, "lossy-clients", c.LossyClients, "lossy: clients, each sending and receiving")
+	fs.IntVar(&c.LossyRooms, "lossy-rooms", c.LossyRooms, "lossy: rooms; client i is in room i mod rooms")
+	fs.Float64Var(&c.LossyRate, "lossy-rate", c.LossyRate, "lossy: texts per second from all clients together")
+	fs.DurationVar(&c.LossyDuration, "lossy-duration", c.LossyDuration, "lossy: how long the clients send, per loss rate and implementation")
+	fs.Float64Var(&c.Loss, "loss", c.Loss, "lossy: the loss rate of this run (set by run for each load process)")
 	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-client server send queue bound in bytes, for every implementation")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one scenario run of one implementation")
 	fs.BoolVar(&c.Verbose, "v", c.Verbose, "print progress")
@@ -130,6 +156,13 @@ func (c *Config) validate() error {
 	for _, sc := range splitList(c.Scenarios) {
 		switch sc {
 		case Burst, Paced, Idle:
+		case Lossy:
+			if _, err := parseLosses(c.LossyLoss); err != nil {
+				return err
+			}
+			if c.LossyClients < 1 || c.LossyRooms < 1 || c.LossyRooms > c.LossyClients || c.LossyRate <= 0 || c.LossyDuration <= 0 || c.LossyRTT < 0 {
+				return errors.New("lossy: want 1 <= -lossy-rooms <= -lossy-clients, a positive -lossy-rate and -lossy-duration, and -lossy-rtt >= 0")
+			}
 		case Crowd:
 			if len(splitList(c.Crowds)) == 0 {
 				return errors.New("-crowds is empty")
@@ -199,6 +232,7 @@ const usage = `garoubench compares Garou with two baseline chat servers.
 usage:
   garoubench [run] [flags]   run the scenarios and print the tables
   garoubench load  [flags]   run one scenario (-scenarios) of one implementation (-impls), print its result
+                             (lossy: run by run inside its network namespace, at the loss rate -loss)
   garoubench serve [flags]   run one server (started by load)
 
 flags of run and load:
@@ -271,31 +305,68 @@ func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer)
 	var results []Result
 	for _, sc := range splitList(cfg.Scenarios) {
 		variants := []string{""}
-		if sc == Crowd {
+		var net *lossyNet
+		switch sc {
+		case Crowd:
 			variants = splitList(cfg.Crowds)
+		case Lossy:
+			variants = splitList(cfg.LossyLoss)
+			var err error
+			if net, err = openLossy(ctx, cfg, progress); err != nil {
+				return results, err
+			}
 		}
 		for _, variant := range variants {
+			var start func(*exec.Cmd) error
+			if net != nil {
+				loss, _ := strconv.ParseFloat(variant, 64) // validated
+				if err := net.set(cfg, loss); err != nil {
+					net.close()
+					return results, err
+				}
+				start = net.start
+			}
 			for round := range cfg.Rounds {
 				for _, name := range names {
 					child := cfg
 					child.Impls, child.Scenarios, child.Round = name, sc, round+1
-					if sc == Crowd {
+					label := sc
+					switch sc {
+					case Crowd:
 						child.Crowds = variant
+						label += " " + variant
+					case Lossy:
+						child.Loss, _ = strconv.ParseFloat(variant, 64)
+						child.LossyLoss = variant
+						label += " " + variant + "%"
 					}
-					res, err := runLoad(ctx, child)
+					res, err := runLoad(ctx, child, start)
 					if err != nil {
-						res = Result{Impl: name, Scenario: sc, Crowd: variant, Errors: 1, FirstErr: err.Error()}
+						res = Result{Impl: name, Scenario: sc, Errors: 1, FirstErr: err.Error()}
+						if sc == Crowd {
+							res.Crowd = variant
+						} else if sc == Lossy {
+							res.Loss = variant
+						}
 					}
 					res.Round = round + 1
-					if progress != nil {
-						label := sc
-						if variant != "" {
-							label += " " + variant
+					if net != nil {
+						net.note(&res)
+						if err := net.set(cfg, child.Loss); err != nil { // resets the counters
+							net.close()
+							return results, err
 						}
+					}
+					if progress != nil {
 						fmt.Fprintf(progress, "%s %s round %d/%d: %s\n", label, name, round+1, cfg.Rounds, res.summary())
 					}
 					results = append(results, res)
 				}
+			}
+		}
+		if net != nil {
+			if err := net.close(); err != nil {
+				return results, err
 			}
 		}
 	}
@@ -314,7 +385,9 @@ func runAll(cfg Config, impls []impl.Impl, out io.Writer) error {
 // runLoad runs one load process for child, a configuration of one
 // implementation, one scenario and, for crowd, one crowd, and reads its
 // result.
-func runLoad(ctx context.Context, child Config) (Result, error) {
+// start starts the process (nil: cmd.Start), e.g. inside the emulated
+// network of a lossy run.
+func runLoad(ctx context.Context, child Config, start func(*exec.Cmd) error) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, child.loadTimeout(child.Scenarios)+time.Minute)
 	defer cancel()
 	cmd, err := command(ctx, append([]string{"load"}, child.args()...)...)
@@ -325,7 +398,10 @@ func runLoad(ctx context.Context, child Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := cmd.Start(); err != nil {
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
 		return Result{}, err
 	}
 	var res Result

@@ -97,6 +97,13 @@ type Result struct {
 	StormTexts int     `json:"storm_texts,omitempty"`
 	StormP50   float64 `json:"storm_p50_ms,omitempty"`
 	StormP99   float64 `json:"storm_p99_ms,omitempty"`
+
+	// Lossy: Loss is the loss rate each way in percent as given; Dropped
+	// the share of packets, in percent, the loss rule dropped during the
+	// run; PingMs the round trip ping measured before the runs.
+	Loss    string  `json:"loss,omitempty"`
+	Dropped float64 `json:"dropped_pct,omitempty"`
+	PingMs  float64 `json:"ping_ms,omitempty"`
 }
 
 func (r Result) summary() string {
@@ -104,7 +111,7 @@ func (r Result) summary() string {
 	switch r.Scenario {
 	case Burst:
 		fmt.Fprintf(&b, "%.0f deliveries/s, %.2f µs server CPU/delivery", r.Rate, r.CPUPerDelivery)
-	case Paced:
+	case Paced, Lossy:
 		fmt.Fprintf(&b, "p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.2f µs server CPU/delivery", r.P50, r.P99, r.P999, r.CPUPerDelivery)
 	case Idle:
 		fmt.Fprintf(&b, "%.1f KiB RSS/conn, %.1f KiB live/conn, %.2f goroutines/conn, %.0f connects/s, %.2f ms server CPU/connect, CPU bench %.0f%% other %.0f%%",
@@ -121,10 +128,13 @@ func (r Result) summary() string {
 		}
 		fmt.Fprintf(&b, ", CPU bench %.0f%% other %.0f%%", r.Busy, r.Other)
 	}
-	if r.Scenario == Burst || r.Scenario == Paced {
+	if r.Scenario == Lossy {
+		fmt.Fprintf(&b, ", %.2f%% of packets dropped", r.Dropped)
+	}
+	if r.Scenario == Burst || r.Scenario == Paced || r.Scenario == Lossy {
 		fmt.Fprintf(&b, ", %.2f µs load CPU/delivery, CPU bench %.0f%% other %.0f%%", r.LoadPerDelivery, r.Busy, r.Other)
 	}
-	if r.Scenario == Burst || r.Scenario == Paced || (r.Scenario == Idle && r.Lost != 0) {
+	if r.Scenario == Burst || r.Scenario == Paced || r.Scenario == Lossy || (r.Scenario == Idle && r.Lost != 0) {
 		fmt.Fprintf(&b, ", lost %d", r.Lost)
 	}
 	if r.Errors > 0 {
@@ -166,7 +176,7 @@ func logf(cfg Config, format string, args ...any) {
 // runScenario starts a server process and runs one scenario against it.
 func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string) Result {
 	res := Result{Impl: im.Name, Scenario: scenario}
-	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns}[scenario]
+	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns, Lossy: cfg.LossyClients}[scenario]
 	rooms := 1
 	if scenario == Crowd {
 		res.Crowd = cfg.Crowds
@@ -197,6 +207,8 @@ func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string)
 		idle(ctx, cfg, im, srv, &res, &e)
 	case Crowd:
 		crowd(ctx, cfg, im, srv, rooms, &res, &e)
+	case Lossy:
+		lossy(ctx, cfg, im, srv, &res, &e)
 	}
 	if err := srv.Stop(10 * time.Second); err != nil {
 		logf(cfg, "%s: server exit: %v", im.Name, err)
@@ -208,6 +220,11 @@ func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string)
 // dialAll connects n clients named prefix0, prefix1, ..., at most
 // cfg.DialConcurrency at a time. Failed dials leave nil entries.
 func dialAll(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, prefix string, n int, e *errs) []impl.Client {
+	return dialRooms(ctx, cfg, im, srv, prefix, n, 1, e)
+}
+
+// dialRooms is dialAll with client i in room i mod rooms.
+func dialRooms(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, prefix string, n, rooms int, e *errs) []impl.Client {
 	clients := make([]impl.Client, n)
 	sem := make(chan struct{}, cfg.DialConcurrency)
 	var wg sync.WaitGroup
@@ -217,7 +234,7 @@ func dialAll(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, pre
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i), "")
+			c, err := im.Dial(dctx, srv.Addr, srv.FP, prefix+strconv.Itoa(i), roomName(i, rooms))
 			if err != nil {
 				e.add(fmt.Errorf("dial: %w", err))
 				return
@@ -372,10 +389,15 @@ func selfCPU() int64 {
 
 // cpuMark is the CPU time of the server, of this process and of the whole
 // host at one moment, in microseconds.
-type cpuMark struct{ server, load, host int64 }
+// parent is the CPU time of the process that started this one: the
+// orchestrator, whose only work during a measurement is, in a lossy run,
+// the emulated network's queue reader. It counts in neither the bench nor
+// the other share.
+type cpuMark struct{ server, load, parent, host int64 }
 
 func markCPU(srv *serverProc) cpuMark {
-	return cpuMark{server: srv.CPU(), load: selfCPU(), host: hostBusy()}
+	parent, _ := cpuMicros(os.Getppid())
+	return cpuMark{server: srv.CPU(), load: selfCPU(), parent: parent, host: hostBusy()}
 }
 
 // hostBusy reads the host's non-idle CPU time from /proc/stat.
@@ -431,14 +453,20 @@ func busyShares(res *Result, c0, c1 cpuMark) {
 	if res.Seconds > 0 {
 		all := 1e6 * res.Seconds * float64(runtime.NumCPU())
 		res.Busy = 100 * (res.ServerCPU + res.LoadCPU) / all
-		res.Other = max(100*(float64(c1.host-c0.host)-res.ServerCPU-res.LoadCPU)/all, 0)
+		res.Other = max(100*(float64(c1.host-c0.host-(c1.parent-c0.parent))-res.ServerCPU-res.LoadCPU)/all, 0)
 	}
 }
 
 // connect dials n clients and starts a receiver on each, set up by setup
 // first; it returns nil receivers if any dial failed.
 func connect(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, n int, expected int64, e *errs, closing *atomic.Bool, setup func(*receiver)) ([]impl.Client, []*receiver) {
-	clients := dialAll(ctx, cfg, im, srv, "c", n, e)
+	return connectRooms(ctx, cfg, im, srv, n, 1, func(int) int64 { return expected }, e, closing, setup)
+}
+
+// connectRooms is connect with client i in room i mod rooms, expecting
+// expected(i) texts.
+func connectRooms(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, n, rooms int, expected func(i int) int64, e *errs, closing *atomic.Bool, setup func(*receiver)) ([]impl.Client, []*receiver) {
+	clients := dialRooms(ctx, cfg, im, srv, "c", n, rooms, e)
 	for _, c := range clients {
 		if c == nil {
 			return clients, nil
@@ -446,7 +474,7 @@ func connect(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, n i
 	}
 	rs := make([]*receiver, n)
 	for i, c := range clients {
-		rs[i] = &receiver{expected: expected, done: make(chan struct{}), exited: make(chan struct{})}
+		rs[i] = &receiver{expected: expected(i), done: make(chan struct{}), exited: make(chan struct{})}
 		setup(rs[i])
 		go rs[i].run(c, closing, e)
 	}
@@ -550,20 +578,29 @@ func burst(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *
 // for PacedDuration, evenly spread; every delivery's latency is measured
 // from the time the text was due to be sent.
 func paced(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, res *Result, e *errs) {
-	n := cfg.PacedClients
-	step := time.Duration(float64(time.Second) / cfg.PacedRate) // between two texts of all clients
-	interval := step * time.Duration(n)                         // between two texts of one client
+	pacedRooms(ctx, cfg, im, srv, cfg.PacedClients, 1, cfg.PacedRate, cfg.PacedDuration, res, e)
+}
+
+// pacedRooms is paced with n clients over rooms rooms (client i in room i
+// mod rooms), rate texts a second between them for duration; a text
+// reaches the members of its sender's room.
+func pacedRooms(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, n, rooms int, rate float64, duration time.Duration, res *Result, e *errs) {
+	step := time.Duration(float64(time.Second) / rate) // between two texts of all clients
+	interval := step * time.Duration(n)                // between two texts of one client
 	plan := make([]int, n)
+	perRoom := make([]int64, rooms)
 	var total int64
 	for i := range n {
 		offset := step * time.Duration(i)
-		if offset < cfg.PacedDuration {
-			plan[i] = int((cfg.PacedDuration - offset + interval - 1) / interval)
+		if offset < duration {
+			plan[i] = int((duration - offset + interval - 1) / interval)
 		}
 		total += int64(plan[i])
+		perRoom[i%rooms] += int64(plan[i])
 	}
 	var closing atomic.Bool
-	clients, rs := connect(ctx, cfg, im, srv, n, total, e, &closing, func(r *receiver) { r.lat = &hist{} })
+	expected := func(i int) int64 { return perRoom[i%rooms] }
+	clients, rs := connectRooms(ctx, cfg, im, srv, n, rooms, expected, e, &closing, func(r *receiver) { r.lat = &hist{} })
 	defer func() {
 		closing.Store(true)
 		closeAll(cfg, clients)

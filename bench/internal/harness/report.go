@@ -66,6 +66,8 @@ func summarize(rs []Result) summary {
 	s.P99Next = pick(func(r Result) float64 { return r.P99Next })
 	s.StormP50 = pick(func(r Result) float64 { return r.StormP50 })
 	s.StormP99 = pick(func(r Result) float64 { return r.StormP99 })
+	s.Dropped = pick(func(r Result) float64 { return r.Dropped })
+	s.PingMs = pick(func(r Result) float64 { return r.PingMs })
 	for _, r := range rs {
 		s.Lost = max(s.Lost, r.Lost)
 		s.Errors = max(s.Errors, r.Errors)
@@ -78,12 +80,13 @@ func summarize(rs []Result) summary {
 	return s
 }
 
-// group summarizes the results of one scenario (and for crowd, of one
-// crowd) per implementation, in the order they ran.
-func group(results []Result, scenario, crowd string) (order []string, by map[string]summary) {
+// group summarizes the results of one scenario (and of one variant: for
+// crowd a crowd, for lossy a loss rate) per implementation, in the order
+// they ran.
+func group(results []Result, scenario, variant string) (order []string, by map[string]summary) {
 	raw := map[string][]Result{}
 	for _, r := range results {
-		if r.Scenario != scenario || r.Crowd != crowd {
+		if r.Scenario != scenario || r.Crowd+r.Loss != variant {
 			continue
 		}
 		if _, ok := raw[r.Impl]; !ok {
@@ -181,6 +184,10 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 	for _, sc := range splitList(cfg.Scenarios) {
 		if sc == Crowd {
 			writeCrowds(w, cfg, results)
+			continue
+		}
+		if sc == Lossy {
+			writeLossy(w, cfg, results)
 			continue
 		}
 		order, by := group(results, sc, "")
@@ -297,6 +304,40 @@ func writeCrowds(w io.Writer, cfg Config, results []Result) {
 		fmt.Fprintln(w)
 		for _, n := range notes {
 			fmt.Fprintf(w, "- %s.\n", n)
+		}
+	}
+}
+
+// writeLossy prints the lossy table: one row per loss rate and
+// implementation.
+func writeLossy(w io.Writer, cfg Config, results []Result) {
+	header := false
+	for _, loss := range splitList(cfg.LossyLoss) {
+		order, by := group(results, Lossy, loss)
+		if len(order) == 0 {
+			continue
+		}
+		if !header {
+			header = true
+			ping := "–"
+			if s := by[order[0]]; s.PingMs > 0 {
+				ping = num(s.PingMs) + " ms"
+			}
+			fmt.Fprintf(w, "\n## lossy: %d clients in %d rooms, %s texts/s for %v, over a loopback with %v round trip (ping: %s) and loss on input (so each way)\n\n",
+				cfg.LossyClients, cfg.LossyRooms, num(cfg.LossyRate), cfg.LossyDuration, cfg.LossyRTT, ping)
+			fmt.Fprintf(w, "A text reaches the %s members of its sender's room; latency is from its due send time to each delivery. \"dropped\" is the share of all packets the loss rule dropped during the run.\n\n",
+				num(float64(cfg.LossyClients)/float64(cfg.LossyRooms)))
+			fmt.Fprintln(w, "| loss | impl | dropped | deliveries/s | p50 ms | x quic / x ws | p99 ms | x quic / x ws | p99.9 ms | x quic / x ws | CPU bench / other | lost | errors |")
+			fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		}
+		for _, name := range order {
+			s := by[name]
+			fmt.Fprintf(w, "| %s%% | %s | %.2f%% | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %d | %s |\n",
+				loss, name, s.Dropped, num(s.Rate),
+				num(s.P50), ratio(s.P50, by, func(s summary) float64 { return s.P50 }),
+				num(s.P99), ratio(s.P99, by, func(s summary) float64 { return s.P99 }),
+				num(s.P999), ratio(s.P999, by, func(s summary) float64 { return s.P999 }),
+				s.Busy, s.Other, s.Lost, errCell(s))
 		}
 	}
 }

@@ -90,7 +90,7 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 		}
 		wg.Go(func() { h.serve(ws) })
 	})
-	srv := &http.Server{Handler: mux, ErrorLog: log.New(discard{}, "", 0), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ErrorLog: log.New(discard{}, "", 0), ReadHeaderTimeout: 30 * time.Second}
 	ready(ln.Addr().String(), fp)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(&batchListener{Listener: tls.NewListener(ln, tlsConf)}) }()
@@ -162,7 +162,7 @@ func (h *hub) remove(c *client) {
 func (h *hub) serve(ws *websocket.Conn) {
 	defer ws.Close()
 	ws.SetReadLimit(proto.MaxFrame)
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var hello proto.Client
 	if err := ws.ReadJSON(&hello); err != nil || hello.Type != proto.TypeHello || hello.Name == "" {
 		return
@@ -320,7 +320,7 @@ type Client struct {
 // Dial connects and returns once the server has welcomed the client into
 // room.
 func Dial(ctx context.Context, addr, fp, name, room string) (impl.Client, error) {
-	d := websocket.Dialer{TLSClientConfig: proto.PinnedTLS(fp, "http/1.1"), HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{TLSClientConfig: proto.PinnedTLS(fp, "http/1.1"), HandshakeTimeout: 30 * time.Second}
 	ws, _, err := d.DialContext(ctx, "wss://"+addr+"/ws", nil)
 	if err != nil {
 		return nil, err
