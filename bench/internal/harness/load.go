@@ -92,11 +92,11 @@ type Result struct {
 	Max            float64 `json:"max_ms,omitempty"`
 	P50Next        float64 `json:"p50_next_ms,omitempty"`
 	P99Next        float64 `json:"p99_next_ms,omitempty"`
-	// StormP50 and StormP99 are the delivery latencies, in milliseconds,
+	// StormP50 and StormMax are the delivery latencies, in milliseconds,
 	// of the StormTexts texts a member said while the crowd connected.
 	StormTexts int     `json:"storm_texts,omitempty"`
 	StormP50   float64 `json:"storm_p50_ms,omitempty"`
-	StormP99   float64 `json:"storm_p99_ms,omitempty"`
+	StormMax   float64 `json:"storm_max_ms,omitempty"`
 
 	// Lossy: Loss is the loss rate each way in percent as given; Dropped
 	// the share of packets, in percent, the loss rule dropped during the
@@ -120,8 +120,8 @@ func (r Result) summary() string {
 		if !r.Finished {
 			fmt.Fprintf(&b, "did not finish within budget, reached %d of %d; ", r.Connected, r.Clients)
 		}
-		fmt.Fprintf(&b, "%d connected in %.1fs, %.2f ms server CPU/connect (first tenth %.2f, last %.2f), %.2f ms load CPU/connect, %.1f KiB RSS/conn, %.1f KiB live/conn, %d texts during the storm p50 %.1f ms p99 %.1f ms",
-			r.Connected, r.Seconds, r.CPUPerConnect, r.FirstTenth, r.LastTenth, r.LoadPerConnect, r.RSSPerConn, r.LivePerConn, r.StormTexts, r.StormP50, r.StormP99)
+		fmt.Fprintf(&b, "%d connected in %.1fs, %.2f ms server CPU/connect (first tenth %.2f, last %.2f), %.2f ms load CPU/connect, %.1f KiB RSS/conn, %.1f KiB live/conn, %d texts during the storm p50 %.1f ms max %.1f ms",
+			r.Connected, r.Seconds, r.CPUPerConnect, r.FirstTenth, r.LastTenth, r.LoadPerConnect, r.RSSPerConn, r.LivePerConn, r.StormTexts, r.StormP50, r.StormMax)
 		if r.Expected > 0 {
 			fmt.Fprintf(&b, ", first text p50 %.1f ms p99 %.1f ms max %.1f ms, second text p50 %.1f ms p99 %.1f ms, lost %d",
 				r.P50, r.P99, r.Max, r.P50Next, r.P99Next, r.Lost)
