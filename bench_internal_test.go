@@ -129,9 +129,11 @@ func BenchmarkDecodeReply(b *testing.B) {
 	frame := mustEncode(textFrame(&ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 12345, ID: "d0745814-1a2b",
 		From: &User{ID: "d0745814-3", Name: "bench-client-12"}, Text: strings.Repeat("x", 100), Time: time.Now().UTC()}))
 	body := frame[frameHeaderLen:]
+	var d replyDecoder // one per connection, as the client has
+	var r reply
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeReply(body); err != nil {
+		if err := d.decode(body, &r); err != nil {
 			b.Fatal(err)
 		}
 	}

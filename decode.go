@@ -1,42 +1,75 @@
 package garou
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
-// decodeReply decodes a server frame body. A client decodes one frame per
-// delivery, so the common frames (texts, direct messages, acks, joins,
-// leaves) take a fast path that reads their fields directly; any frame it
-// does not expect in every detail (escaped strings, user lists, unknown
-// fields, null, ...) goes through encoding/json instead, which gives the
-// same result. FuzzDecodeReply checks that the two agree.
+// decodeReply decodes a server frame body with a decoder of its own.
 func decodeReply(body []byte) (reply, error) {
+	var d replyDecoder
 	var r reply
-	if fastDecodeReply(body, &r) {
-		return r, nil
-	}
-	r = reply{}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return reply{}, fmt.Errorf("garou: malformed frame from server: %w", err)
-	}
-	return r, nil
+	err := d.decode(body, &r)
+	return r, err
 }
 
-// scanner reads a flat JSON object of the shapes the server writes.
+// replyDecoder decodes the frames of one connection. A client decodes one
+// frame per delivery, so the common frames (texts, direct messages, acks,
+// joins, leaves) take a fast path that reads their fields directly, with
+// one allocation for all their strings; any frame it does not expect in
+// every detail (escaped strings, user lists, unknown fields, null, ...)
+// goes through encoding/json instead, which gives the same result.
+// FuzzDecodeReply checks that the two agree.
+//
+// It remembers the whole second of the last time it parsed: the texts of
+// a burst share it, and only their fractions are read.
+type replyDecoder struct {
+	sec     [len("2006-01-02T15:04:05")]byte
+	secTime time.Time // sec, in UTC; zero until a time was parsed
+}
+
+// decode decodes body into r, which it overwrites.
+func (d *replyDecoder) decode(body []byte, r *reply) error {
+	*r = reply{}
+	if d.fast(body, r) {
+		return nil
+	}
+	// Apart from r, so that r does not escape on the fast path.
+	slow := new(reply)
+	if err := json.Unmarshal(body, slow); err != nil {
+		*r = reply{}
+		return fmt.Errorf("garou: malformed frame from server: %w", err)
+	}
+	*r = *slow
+	return nil
+}
+
+// scanner reads a flat JSON object of the shapes the server writes. Its
+// strings are cut from str, one copy of the body made up front.
 type scanner struct {
-	b  []byte
-	i  int
-	ok bool
+	b   []byte
+	str string
+	i   int
+	ok  bool
 }
 
+// fastDecodeReply decodes body on the fast path only, with a decoder of
+// its own, and reports whether it could.
 func fastDecodeReply(body []byte, r *reply) bool {
+	var d replyDecoder
+	return d.fast(body, r)
+}
+
+func (d *replyDecoder) fast(body []byte, r *reply) bool {
 	s := scanner{b: body, ok: true}
 	s.ws()
 	if !s.eat('{') {
 		return false
 	}
+	s.str = string(body) // every string of the frame, in one allocation
 	s.ws()
 	if s.eat('}') {
 		return s.end()
@@ -51,23 +84,23 @@ func fastDecodeReply(body []byte, r *reply) bool {
 		s.ws()
 		switch string(key) {
 		case "type":
-			r.Type = s.str()
+			r.Type = s.string()
 		case "room":
-			r.Room = s.str()
+			r.Room = s.string()
 		case "id":
-			r.ID = s.str()
+			r.ID = s.string()
 		case "to":
-			r.To = s.str()
+			r.To = s.string()
 		case "text":
-			r.Text = s.str()
+			r.Text = s.string()
 		case "reason":
-			r.Reason = s.str()
+			r.Reason = s.string()
 		case "code":
-			r.Code = s.str()
+			r.Code = s.string()
 		case "session":
-			r.Session = s.str()
+			r.Session = s.string()
 		case "server":
-			r.Server = s.str()
+			r.Server = s.string()
 		case "seq":
 			r.Seq = s.uint()
 		case "ref":
@@ -81,7 +114,7 @@ func fastDecodeReply(body []byte, r *reply) bool {
 		case "close":
 			r.Close = CloseCode(s.uint())
 		case "time":
-			if err := r.Time.UnmarshalText(s.rawString()); err != nil {
+			if !d.time(s.rawString(), &r.Time) {
 				return false
 			}
 		case "from":
@@ -111,6 +144,38 @@ func fastDecodeReply(body []byte, r *reply) bool {
 	return false
 }
 
+// time parses an RFC 3339 time into t. A UTC time in the same second as
+// the last one parsed ("2006-01-02T15:04:05", 1 to 9 digits of fraction,
+// "Z": what the server writes) costs the fraction only; any other goes
+// through time.Time's own parser.
+func (d *replyDecoder) time(b []byte, t *time.Time) bool {
+	n := len(d.sec)
+	if !d.secTime.IsZero() && len(b) >= n+3 && len(b) <= n+11 && string(b[:n]) == string(d.sec[:]) &&
+		b[n] == '.' && b[len(b)-1] == 'Z' {
+		var ns, scale int64 = 0, 1e9
+		for _, c := range b[n+1 : len(b)-1] {
+			if c < '0' || c > '9' {
+				ns = -1
+				break
+			}
+			scale /= 10
+			ns += int64(c-'0') * scale
+		}
+		if ns >= 0 {
+			*t = d.secTime.Add(time.Duration(ns))
+			return true
+		}
+	}
+	if err := t.UnmarshalText(b); err != nil {
+		return false
+	}
+	if len(b) > n && b[len(b)-1] == 'Z' && t.Location() == time.UTC && !t.IsZero() {
+		copy(d.sec[:], b)
+		d.secTime = t.Add(-time.Duration(t.Nanosecond()))
+	}
+	return true
+}
+
 func (s *scanner) ws() {
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
@@ -135,35 +200,68 @@ func (s *scanner) end() bool {
 	return s.ok && s.i == len(s.b)
 }
 
-// rawString reads a string with no escapes and valid UTF-8, and returns
-// its bytes; anything else fails the scan.
-func (s *scanner) rawString() []byte {
+// SWAR constants: a byte's worth of ones, and of high bits.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// span reads a string with no escapes and valid UTF-8, and returns where
+// its contents are in s.b; anything else fails the scan.
+func (s *scanner) span() (start, end int) {
 	if !s.eat('"') {
 		s.ok = false
-		return nil
+		return 0, 0
 	}
-	start := s.i
+	start = s.i
+	// Eight bytes at a time while they are printable ASCII other than a
+	// quote or a backslash: the bulk of a text.
+	for s.i+8 <= len(s.b) {
+		x := binary.LittleEndian.Uint64(s.b[s.i:])
+		q, bs := x^(ones*'"'), x^(ones*'\\')
+		special := (x-ones*0x20)&^x | (q-ones)&^q | (bs-ones)&^bs
+		if (x|special)&highs != 0 {
+			break // not ASCII, or a control, quote or backslash
+		}
+		s.i += 8
+	}
+	ascii := true
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		switch {
 		case c == '"':
-			v := s.b[start:s.i]
+			end = s.i
 			s.i++
-			if !utf8.Valid(v) {
+			if !ascii && !utf8.Valid(s.b[start:end]) {
 				s.ok = false
 			}
-			return v
+			return start, end
 		case c == '\\' || c < 0x20:
 			s.ok = false
-			return nil
+			return 0, 0
+		case c >= 0x80:
+			ascii = false
 		}
 		s.i++
 	}
 	s.ok = false
-	return nil
+	return 0, 0
 }
 
-func (s *scanner) str() string { return string(s.rawString()) }
+// rawString is span's bytes.
+func (s *scanner) rawString() []byte {
+	start, end := s.span()
+	return s.b[start:end]
+}
+
+// string is span's string, cut from the copy of the body.
+func (s *scanner) string() string {
+	start, end := s.span()
+	if start == end {
+		return ""
+	}
+	return s.str[start:end]
+}
 
 // uint reads a plain non-negative integer that fits 53 bits (what every
 // JSON reader represents exactly).
@@ -205,9 +303,9 @@ func (s *scanner) user() wireUser {
 		s.ws()
 		switch string(key) {
 		case "id":
-			u.ID = s.str()
+			u.ID = s.string()
 		case "name":
-			u.Name = s.str()
+			u.Name = s.string()
 		case "joined_at":
 			if err := u.JoinedAt.UnmarshalText(s.rawString()); err != nil {
 				s.ok = false

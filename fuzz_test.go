@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -52,6 +53,30 @@ func FuzzFrameReader(f *testing.F) {
 			}
 			if len(body) == 0 || len(body) > limit {
 				t.Fatalf("body of %d bytes", len(body))
+			}
+		}
+	})
+}
+
+// FuzzFrameReaderBuffered checks that a frame reader over a bufio.Reader,
+// which returns the frames wholly in its buffer from there, reads the same
+// frames and stops with the same error as one over the bare stream.
+func FuzzFrameReaderBuffered(f *testing.F) {
+	f.Add(append(frameOf(`{"type":"text","text":"x"}`), frameOf(`{"type":"bye"}`)...), uint8(16))
+	f.Add(append(frameOf(strings.Repeat("y", 40)), 0, 0, 0, 0), uint8(0))
+	f.Add([]byte{0, 0, 0, 3, 'a', 'b', 'c', 0xff, 0xff, 0xff, 0xff}, uint8(5))
+	const limit = 64
+	f.Fuzz(func(t *testing.T, stream []byte, size uint8) {
+		bare := frameReader{r: bytes.NewReader(stream), max: limit}
+		buf := frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), int(size)), max: limit}
+		for range 1000 {
+			want, werr := bare.next()
+			got, gerr := buf.next()
+			if !bytes.Equal(got, want) || (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+				t.Fatalf("buffered reader read %q, %v; bare %q, %v", got, gerr, want, werr)
+			}
+			if werr != nil {
+				return
 			}
 		}
 	})
@@ -120,6 +145,8 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"type":"text","time":"not a time"}`,
 		`{"type":"users","users":[{}]}`,
 		`{"type":"text","room":"lobby","seq":12,"id":"ab-3","from":{"id":"ab-1","name":"zoë"},"text":"héllo <b>","time":"2026-11-25T23:30:02.945716717Z","ref":0}`,
+		`{"type":"text","time":"2026-11-25T23:30:02.9Z"}`,
+		`{"type":"text","time":"2026-11-25T23:30:02.9+00:00"}`,
 		`{"type":"join","room":"r","user":{"id":"1","name":"a","joined_at":"2026-01-01T00:00:00+01:00"},"time":"2026-01-01T00:00:00Z"}`,
 		`{"type":"text","text":"a\"b\n"}`,
 		`{"type":"text","from":{"id":"1"},"from":{"name":"b"}}`,
@@ -142,12 +169,25 @@ func FuzzDecodeReply(f *testing.F) {
 		if !fast.Time.Equal(slow.Time) {
 			t.Fatalf("time %v != %v", fast.Time, slow.Time)
 		}
+		want := slow.Time
 		fast.Time, slow.Time = time.Time{}, time.Time{}
 		for _, u := range []*wireUser{&fast.From, &fast.User, &slow.From, &slow.User} {
 			u.JoinedAt = u.JoinedAt.UTC()
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+		}
+		// A decoder that has seen a time before parses the same second
+		// from its cache: the answer must not change.
+		for _, prime := range [][]byte{body, []byte(`{"type":"text","time":"2026-11-25T23:30:02.1Z"}`)} {
+			var d replyDecoder
+			var first, again reply
+			if !d.fast(prime, &first) || !d.fast(body, &again) {
+				continue
+			}
+			if !again.Time.Equal(want) || again.Time.Location() != want.Location() {
+				t.Fatalf("time after a cached second %v != %v", again.Time, want)
+			}
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -108,7 +109,8 @@ func (e *frameTooLargeError) Error() string {
 var errEmptyFrame = errors.New("empty frame")
 
 // frameReader reads frames, reusing one buffer. The body it returns is
-// valid until the next call.
+// valid until the next call. Over a *bufio.Reader, a frame that is wholly
+// in the reader's buffer is returned from there, without a copy.
 type frameReader struct {
 	r   io.Reader
 	max int
@@ -116,11 +118,46 @@ type frameReader struct {
 	buf []byte
 }
 
+// buffered returns the next frame if the whole of it is in the buffer of
+// r, a *bufio.Reader, already; otherwise it reads nothing and returns nil.
+func (fr *frameReader) buffered() []byte {
+	n := fr.bufferedLen()
+	if n == 0 {
+		return nil
+	}
+	br := fr.r.(*bufio.Reader)
+	b, _ := br.Peek(n)
+	_, _ = br.Discard(n)
+	return b[frameHeaderLen:]
+}
+
+// hasFrame reports whether the next frame can be read without waiting for
+// the stream: it is wholly in the buffer.
+func (fr *frameReader) hasFrame() bool { return fr.bufferedLen() > 0 }
+
+// bufferedLen is the length, prefix included, of the next frame if it is
+// valid and wholly in the buffer; 0 otherwise.
+func (fr *frameReader) bufferedLen() int {
+	br, ok := fr.r.(*bufio.Reader)
+	if !ok || br.Buffered() < frameHeaderLen {
+		return 0
+	}
+	hdr, _ := br.Peek(frameHeaderLen)
+	n := int64(binary.BigEndian.Uint32(hdr))
+	if n == 0 || n > int64(fr.max) || int64(br.Buffered()) < frameHeaderLen+n {
+		return 0
+	}
+	return frameHeaderLen + int(n)
+}
+
 // keepBuf is the largest buffer a frameReader keeps between frames, so a
 // rare large frame does not pin memory on an idle connection.
 const keepBuf = 64 << 10
 
 func (fr *frameReader) next() ([]byte, error) {
+	if b := fr.buffered(); b != nil {
+		return b, nil
+	}
 	if cap(fr.buf) > keepBuf {
 		fr.buf = nil
 	}
