@@ -75,11 +75,14 @@ func TestParseServerText(t *testing.T) {
 
 func TestFrameReader(t *testing.T) {
 	var wire []byte
-	for _, s := range []string{"a", "", "hello"} {
+	// Frames wholly in the 16-byte buffer come from there, the long one
+	// through the copy.
+	frames := []string{"a", "", "hello", "longer than the buffer holds", "b"}
+	for _, s := range frames {
 		wire = AppendFrame(wire, []byte(s))
 	}
 	fr := NewFrameReader(bytes.NewReader(wire), 16)
-	for _, want := range []string{"a", "", "hello"} {
+	for _, want := range frames {
 		got, err := fr.Next()
 		if err != nil || string(got) != want {
 			t.Fatalf("Next = %q, %v; want %q", got, err, want)
