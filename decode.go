@@ -1,9 +1,11 @@
 package garou
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"time"
 	"unicode/utf8"
 )
@@ -76,7 +78,7 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 	}
 	var seenFrom, seenUser bool
 	for s.ok {
-		key := s.rawString()
+		key := s.key()
 		s.ws()
 		if !s.eat(':') {
 			return false
@@ -213,39 +215,69 @@ func (s *scanner) span() (start, end int) {
 		s.ok = false
 		return 0, 0
 	}
+	b := s.b
 	start = s.i
+	i := start
 	// Eight bytes at a time while they are printable ASCII other than a
-	// quote or a backslash: the bulk of a text.
-	for s.i+8 <= len(s.b) {
-		x := binary.LittleEndian.Uint64(s.b[s.i:])
+	// quote or a backslash: the bulk of a text. The lowest byte the mask
+	// flags is the first such byte (the flags above it may be false).
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
 		q, bs := x^(ones*'"'), x^(ones*'\\')
-		special := (x-ones*0x20)&^x | (q-ones)&^q | (bs-ones)&^bs
-		if (x|special)&highs != 0 {
-			break // not ASCII, or a control, quote or backslash
+		if m := (x | (x-ones*0x20)&^x | (q-ones)&^q | (bs-ones)&^bs) & highs; m != 0 {
+			i += bits.TrailingZeros64(m) / 8
+			if b[i] == '"' {
+				s.i = i + 1
+				return start, i
+			}
+			break
 		}
-		s.i += 8
 	}
 	ascii := true
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
 		case c == '"':
-			end = s.i
-			s.i++
-			if !ascii && !utf8.Valid(s.b[start:end]) {
+			if !ascii && !utf8.Valid(b[start:i]) {
 				s.ok = false
+				return 0, 0
 			}
-			return start, end
+			s.i = i + 1
+			return start, i
 		case c == '\\' || c < 0x20:
 			s.ok = false
 			return 0, 0
 		case c >= 0x80:
 			ascii = false
 		}
-		s.i++
 	}
 	s.ok = false
 	return 0, 0
+}
+
+// key reads an object's key, up to its closing quote. It need not check
+// the key's bytes: only the keys of the server's frames (lower case
+// letters and underscores) are accepted by the caller.
+func (s *scanner) key() []byte {
+	if !s.eat('"') {
+		s.ok = false
+		return nil
+	}
+	b, start := s.b, s.i
+	if start+8 <= len(b) {
+		q := binary.LittleEndian.Uint64(b[start:]) ^ (ones * '"')
+		if m := (q - ones) &^ q & highs; m != 0 {
+			end := start + bits.TrailingZeros64(m)/8
+			s.i = end + 1
+			return b[start:end]
+		}
+	}
+	n := bytes.IndexByte(b[start:], '"')
+	if n < 0 {
+		s.ok = false
+		return nil
+	}
+	s.i = start + n + 1
+	return b[start : start+n]
 }
 
 // rawString is span's bytes.
@@ -294,7 +326,7 @@ func (s *scanner) user() wireUser {
 		return u
 	}
 	for s.ok {
-		key := s.rawString()
+		key := s.key()
 		s.ws()
 		if !s.eat(':') {
 			s.ok = false
