@@ -179,7 +179,7 @@ func (d *replyDecoder) time(b []byte, t *time.Time) bool {
 }
 
 func (s *scanner) ws() {
-	for s.i < len(s.b) {
+	for s.i < len(s.b) && s.b[s.i] <= ' ' { // the server writes none
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':
 			s.i++
