@@ -146,6 +146,94 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 	return false
 }
 
+// fastDecodeRequest decodes a client frame of the common shapes (a flat
+// object of known keys with plain strings and numbers, each once) as
+// decodeRequest's encoding/json path would, and reports whether it could;
+// anything else (escapes, null, negative numbers, "rooms", "since", an
+// unknown or repeated key, ...) is left to that path. Each string is a copy
+// of its own: the server keeps texts and keys, not frames.
+// FuzzDecodeRequest checks that the two agree.
+func fastDecodeRequest(body []byte, r *request) bool {
+	s := scanner{b: body, ok: true}
+	s.ws()
+	if !s.eat('{') {
+		return false
+	}
+	s.ws()
+	if s.eat('}') {
+		return s.end()
+	}
+	var seen uint16
+	for s.ok {
+		key := s.key()
+		s.ws()
+		if !s.eat(':') {
+			return false
+		}
+		s.ws()
+		var bit uint16
+		switch string(key) {
+		case "type":
+			bit, r.Type = 1<<0, s.requestType()
+		case "ref":
+			bit, r.Ref = 1<<1, s.uint()
+		case "name":
+			bit, r.Name = 1<<2, s.string()
+		case "token":
+			bit, r.Token = 1<<3, s.string()
+		case "session":
+			bit, r.Session = 1<<4, s.string()
+		case "server":
+			bit, r.Server = 1<<5, s.string()
+		case "max_size":
+			bit, r.MaxSize = 1<<6, int(s.uint())
+		case "room":
+			bit, r.Room = 1<<7, s.string()
+		case "history":
+			bit, r.History = 1<<8, int(s.uint())
+		case "to":
+			bit, r.To = 1<<9, s.string()
+		case "text":
+			bit, r.Text = 1<<10, s.string()
+		case "key":
+			bit, r.Key = 1<<11, s.string()
+		default:
+			return false
+		}
+		if seen&bit != 0 {
+			return false // encoding/json keeps the last: leave it to it
+		}
+		seen |= bit
+		s.ws()
+		if s.eat('}') {
+			return s.end()
+		}
+		if !s.eat(',') {
+			return false
+		}
+		s.ws()
+	}
+	return false
+}
+
+// requestType is string for a frame type, without a copy for the known
+// ones.
+func (s *scanner) requestType() string {
+	start, end := s.span()
+	switch t := s.b[start:end]; string(t) {
+	case frameText:
+		return frameText
+	case frameDirect:
+		return frameDirect
+	case frameJoin:
+		return frameJoin
+	case frameLeave:
+		return frameLeave
+	default:
+		return string(t)
+	}
+}
+
 // time parses an RFC 3339 time into t. A UTC time in the same second as
 // the last one parsed ("2006-01-02T15:04:05", 1 to 9 digits of fraction,
 // "Z": what the server writes) costs the fraction only; any other goes
@@ -286,11 +374,15 @@ func (s *scanner) rawString() []byte {
 	return s.b[start:end]
 }
 
-// string is span's string, cut from the copy of the body.
+// string is span's string, cut from the copy of the body if there is one,
+// else a copy of its own.
 func (s *scanner) string() string {
 	start, end := s.span()
-	if start == end {
+	switch {
+	case start == end:
 		return ""
+	case s.str == "":
+		return string(s.b[start:end])
 	}
 	return s.str[start:end]
 }

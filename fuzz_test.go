@@ -103,6 +103,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"type":"nope"}`,
 		"{\"type\":\"text\",\"text\":\"\xff\"}",
 		`{"type":"text"}{"type":"text"}`,
+		`{"type":"text","ref":7,"room":"lobby","text":"héllo","key":"AbC.1"}`,
+		`{"type":"text","text":"a","text":"b"}`,
+		` { "type" : "join" , "ref" : 3 , "room" : "x" , "history" : 0 } `,
+		`{"Type":"text","ref":01}`,
 		`[1,2,3]`,
 		`null`,
 		``,
@@ -110,6 +114,22 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// The fast path must agree with encoding/json whenever it answers.
+		var fast request
+		if fastDecodeRequest(body, &fast) {
+			var slow request
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&slow); err != nil {
+				t.Fatalf("fast path accepted what encoding/json refuses (%v): %q", err, body)
+			}
+			if _, err := dec.Token(); err != io.EOF {
+				t.Fatalf("fast path accepted data after the object: %q", body)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+			}
+		}
 		req, err := decodeRequest(body)
 		if err != nil {
 			var e *Error
