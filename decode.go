@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -20,18 +21,26 @@ func decodeReply(body []byte) (reply, error) {
 
 // replyDecoder decodes the frames of one connection. A client decodes one
 // frame per delivery, so the common frames (texts, direct messages, acks,
-// joins, leaves) take a fast path that reads their fields directly, with
-// one allocation for all their strings; any frame it does not expect in
-// every detail (escaped strings, user lists, unknown fields, null, ...)
-// goes through encoding/json instead, which gives the same result.
-// FuzzDecodeReply checks that the two agree.
+// joins, leaves) take a fast path that reads their fields directly; any
+// frame it does not expect in every detail (escaped strings, user lists,
+// unknown fields, null, ...) goes through encoding/json instead, which
+// gives the same result. FuzzDecodeReply checks that the two agree.
 //
-// It remembers the whole second of the last time it parsed: the texts of
-// a burst share it, and only their fractions are read.
+// The fast path allocates once for the strings of a frame that are new
+// (a text's ID and text, say): a frame type is a constant, and the room
+// and the senders seen last are remembered. So is the whole second of
+// the last time parsed: the texts of a burst share it, and only their
+// fractions are read.
 type replyDecoder struct {
+	buf     []byte // the new strings of a frame, before their allocation
+	room    string
+	senders map[string]wireUser // by ID, at most maxSenders
 	sec     [len("2006-01-02T15:04:05")]byte
 	secTime time.Time // sec, in UTC; zero until a time was parsed
 }
+
+// maxSenders bounds the senders a replyDecoder remembers.
+const maxSenders = 64
 
 // decode decodes body into r, which it overwrites.
 func (d *replyDecoder) decode(body []byte, r *reply) error {
@@ -49,13 +58,20 @@ func (d *replyDecoder) decode(body []byte, r *reply) error {
 	return nil
 }
 
-// scanner reads a flat JSON object of the shapes the server writes. Its
-// strings are cut from str, one copy of the body made up front.
+// scanner reads a flat JSON object of the shapes the server writes.
 type scanner struct {
-	b   []byte
-	str string
-	i   int
-	ok  bool
+	b  []byte
+	i  int
+	ok bool
+	// The strings to make once the scan succeeds: where they go, and
+	// where they are in b. Past len(later), each string is made at once.
+	later [8]later
+	n     int
+}
+
+type later struct {
+	dst        *string
+	start, end int
 }
 
 // fastDecodeReply decodes body on the fast path only, with a decoder of
@@ -71,7 +87,6 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 	if !s.eat('{') {
 		return false
 	}
-	s.str = string(body) // every string of the frame, in one allocation
 	s.ws()
 	if s.eat('}') {
 		return s.end()
@@ -86,23 +101,28 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 		s.ws()
 		switch string(key) {
 		case "type":
-			r.Type = s.string()
+			s.replyType(&r.Type)
 		case "room":
-			r.Room = s.string()
+			start, end := s.span()
+			if string(body[start:end]) == d.room {
+				r.Room = d.room
+			} else {
+				s.makeLater(&r.Room, start, end)
+			}
 		case "id":
-			r.ID = s.string()
+			s.stringTo(&r.ID)
 		case "to":
-			r.To = s.string()
+			s.stringTo(&r.To)
 		case "text":
-			r.Text = s.string()
+			s.stringTo(&r.Text)
 		case "reason":
-			r.Reason = s.string()
+			s.stringTo(&r.Reason)
 		case "code":
-			r.Code = s.string()
+			s.stringTo(&r.Code)
 		case "session":
-			r.Session = s.string()
+			s.stringTo(&r.Session)
 		case "server":
-			r.Server = s.string()
+			s.stringTo(&r.Server)
 		case "seq":
 			r.Seq = s.uint()
 		case "ref":
@@ -124,19 +144,28 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 				return false
 			}
 			seenFrom = true
-			r.From = s.user()
+			d.user(&s, &r.From)
 		case "user":
 			if seenUser {
 				return false
 			}
 			seenUser = true
-			r.User = s.user()
+			d.user(&s, &r.User)
 		default:
 			return false
 		}
 		s.ws()
 		if s.eat('}') {
-			return s.end()
+			if !s.end() {
+				return false
+			}
+			d.makeStrings(&s)
+			if r.Room != d.room && r.Room != "" {
+				// A copy: r.Room may share its allocation with a text.
+				d.room = strings.Clone(r.Room)
+			}
+			d.remember(r.From)
+			return true
 		}
 		if !s.eat(',') {
 			return false
@@ -144,6 +173,147 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 		s.ws()
 	}
 	return false
+}
+
+// stringTo reads a string into *dst once the scan succeeds.
+func (s *scanner) stringTo(dst *string) {
+	start, end := s.span()
+	if start != end {
+		s.makeLater(dst, start, end)
+	}
+}
+
+func (s *scanner) makeLater(dst *string, start, end int) {
+	if s.n == len(s.later) {
+		*dst = string(s.b[start:end])
+		return
+	}
+	s.later[s.n] = later{dst, start, end}
+	s.n++
+}
+
+// makeStrings makes the strings the scan put off, in one allocation.
+func (d *replyDecoder) makeStrings(s *scanner) {
+	if s.n == 0 {
+		return
+	}
+	d.buf = d.buf[:0]
+	for _, l := range s.later[:s.n] {
+		d.buf = append(d.buf, s.b[l.start:l.end]...)
+	}
+	all, at := string(d.buf), 0
+	for _, l := range s.later[:s.n] {
+		n := l.end - l.start
+		*l.dst, at = all[at:at+n], at+n
+	}
+	if cap(d.buf) > keepBuf {
+		d.buf = nil
+	}
+}
+
+// replyType reads a frame type into *dst: a constant for the known ones.
+func (s *scanner) replyType(dst *string) {
+	start, end := s.span()
+	switch t := s.b[start:end]; string(t) {
+	case string(TypeText):
+		*dst = string(TypeText)
+	case string(TypeDirect):
+		*dst = string(TypeDirect)
+	case frameAck:
+		*dst = frameAck
+	case string(TypeJoin):
+		*dst = string(TypeJoin)
+	case string(TypeLeave):
+		*dst = string(TypeLeave)
+	case string(TypeGap):
+		*dst = string(TypeGap)
+	case string(TypeError):
+		*dst = string(TypeError)
+	case frameJoined:
+		*dst = frameJoined
+	default:
+		if start != end {
+			s.makeLater(dst, start, end)
+		}
+	}
+}
+
+// user reads {"id":..,"name":..[,"joined_at":..]} into *u. A sender seen
+// lately, with no joined_at, costs no allocation.
+func (d *replyDecoder) user(s *scanner, u *wireUser) {
+	if !s.eat('{') {
+		s.ok = false
+		return
+	}
+	s.ws()
+	if s.eat('}') {
+		return
+	}
+	var id, name [2]int
+	var seenID, seenName bool
+	for s.ok {
+		key := s.key()
+		s.ws()
+		if !s.eat(':') {
+			s.ok = false
+			return
+		}
+		s.ws()
+		switch string(key) {
+		case "id":
+			seenID = true
+			id[0], id[1] = s.span()
+		case "name":
+			seenName = true
+			name[0], name[1] = s.span()
+		case "joined_at":
+			if err := u.JoinedAt.UnmarshalText(s.rawString()); err != nil {
+				s.ok = false
+			}
+		default:
+			s.ok = false
+			return
+		}
+		s.ws()
+		if s.eat('}') {
+			break
+		}
+		if !s.eat(',') {
+			s.ok = false
+			return
+		}
+		s.ws()
+	}
+	if !s.ok {
+		return
+	}
+	if seenID && seenName {
+		if w, ok := d.senders[string(s.b[id[0]:id[1]])]; ok && w.Name == string(s.b[name[0]:name[1]]) {
+			u.ID, u.Name = w.ID, w.Name
+			return
+		}
+	}
+	if id[0] != id[1] {
+		s.makeLater(&u.ID, id[0], id[1])
+	}
+	if name[0] != name[1] {
+		s.makeLater(&u.Name, name[0], name[1])
+	}
+}
+
+// remember keeps a sender for the frames to come.
+func (d *replyDecoder) remember(u wireUser) {
+	if u.ID == "" || u.Name == "" || !u.JoinedAt.IsZero() {
+		return
+	}
+	if w, ok := d.senders[u.ID]; ok && w.Name == u.Name {
+		return
+	}
+	if d.senders == nil || len(d.senders) >= maxSenders {
+		d.senders = make(map[string]wireUser, maxSenders)
+	}
+	// Copies: u's strings may share their allocation with a text.
+	d.senders[u.ID] = wireUser{ID: strings.Clone(u.ID), Name: strings.Clone(u.Name)}
 }
 
 // fastDecodeRequest decodes a client frame of the common shapes (a flat
@@ -374,17 +544,13 @@ func (s *scanner) rawString() []byte {
 	return s.b[start:end]
 }
 
-// string is span's string, cut from the copy of the body if there is one,
-// else a copy of its own.
+// string is span's string, a copy of its own.
 func (s *scanner) string() string {
 	start, end := s.span()
-	switch {
-	case start == end:
+	if start == end {
 		return ""
-	case s.str == "":
-		return string(s.b[start:end])
 	}
-	return s.str[start:end]
+	return string(s.b[start:end])
 }
 
 // uint reads a plain non-negative integer that fits 53 bits (what every
@@ -404,49 +570,4 @@ func (s *scanner) uint() uint64 {
 		s.ok = false
 	}
 	return v
-}
-
-// user reads {"id":..,"name":..[,"joined_at":..]}.
-func (s *scanner) user() wireUser {
-	var u wireUser
-	if !s.eat('{') {
-		s.ok = false
-		return u
-	}
-	s.ws()
-	if s.eat('}') {
-		return u
-	}
-	for s.ok {
-		key := s.key()
-		s.ws()
-		if !s.eat(':') {
-			s.ok = false
-			return u
-		}
-		s.ws()
-		switch string(key) {
-		case "id":
-			u.ID = s.string()
-		case "name":
-			u.Name = s.string()
-		case "joined_at":
-			if err := u.JoinedAt.UnmarshalText(s.rawString()); err != nil {
-				s.ok = false
-			}
-		default:
-			s.ok = false
-			return u
-		}
-		s.ws()
-		if s.eat('}') {
-			return u
-		}
-		if !s.eat(',') {
-			s.ok = false
-			return u
-		}
-		s.ws()
-	}
-	return u
 }

@@ -166,6 +166,9 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"type":"users","users":[{}]}`,
 		`{"type":"text","room":"lobby","seq":12,"id":"ab-3","from":{"id":"ab-1","name":"zoë"},"text":"héllo <b>","time":"2026-11-25T23:30:02.945716717Z","ref":0}`,
 		`{"type":"text","time":"2026-11-25T23:30:02.9Z"}`,
+		`{"type":"text","room":"lobby","from":{"id":"1","name":"a"},"text":"x"}`,
+		`{"type":"text","room":"lobby","from":{"id":"1","name":"b"},"text":"x"}`,
+		`{"type":"text","from":{"id":"1","name":"a","id":"2"}}`,
 		`{"type":"text","time":"2026-11-25T23:30:02.9+00:00"}`,
 		`{"type":"join","room":"r","user":{"id":"1","name":"a","joined_at":"2026-01-01T00:00:00+01:00"},"time":"2026-01-01T00:00:00Z"}`,
 		`{"type":"text","text":"a\"b\n"}`,
@@ -197,16 +200,23 @@ func FuzzDecodeReply(f *testing.F) {
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
 		}
-		// A decoder that has seen a time before parses the same second
-		// from its cache: the answer must not change.
-		for _, prime := range [][]byte{body, []byte(`{"type":"text","time":"2026-11-25T23:30:02.1Z"}`)} {
+		// A decoder that has seen a room, a sender and a time before
+		// takes them from what it remembers: the answer must not change.
+		for _, prime := range [][]byte{body, []byte(`{"type":"text","room":"lobby","from":{"id":"1","name":"a"},"time":"2026-11-25T23:30:02.1Z"}`)} {
 			var d replyDecoder
 			var first, again reply
 			if !d.fast(prime, &first) || !d.fast(body, &again) {
-				continue
+				t.Fatalf("a decoder that saw %q refuses %q", prime, body)
 			}
 			if !again.Time.Equal(want) || again.Time.Location() != want.Location() {
 				t.Fatalf("time after a cached second %v != %v", again.Time, want)
+			}
+			again.Time = time.Time{}
+			for _, u := range []*wireUser{&again.From, &again.User} {
+				u.JoinedAt = u.JoinedAt.UTC()
+			}
+			if !reflect.DeepEqual(again, slow) {
+				t.Fatalf("after %q:\nfast %+v\nslow %+v\nbody %q", prime, again, slow, body)
 			}
 		}
 	})
