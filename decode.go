@@ -34,13 +34,15 @@ func decodeReply(body []byte) (reply, error) {
 type replyDecoder struct {
 	buf     []byte // the new strings of a frame, before their allocation
 	room    string
-	senders map[string]wireUser // by ID, at most maxSenders
+	senders *[senderSlots]knownSender // by a hash of the ID; made on first use
 	sec     [len("2006-01-02T15:04:05")]byte
 	secTime time.Time // sec, in UTC; zero until a time was parsed
 }
 
-// maxSenders bounds the senders a replyDecoder remembers.
-const maxSenders = 64
+// senderSlots is how many senders a replyDecoder remembers, at most.
+const senderSlots = 32
+
+type knownSender struct{ id, name string }
 
 // decode decodes body into r, which it overwrites.
 func (d *replyDecoder) decode(body []byte, r *reply) error {
@@ -67,6 +69,9 @@ type scanner struct {
 	// where they are in b. Past len(later), each string is made at once.
 	later [8]later
 	n     int
+	// A user new to the decoder's senders, and its slot there.
+	user *wireUser
+	slot *knownSender
 }
 
 type later struct {
@@ -160,11 +165,13 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 				return false
 			}
 			d.makeStrings(&s)
+			// Copies: the strings may share their allocation with a text.
 			if r.Room != d.room && r.Room != "" {
-				// A copy: r.Room may share its allocation with a text.
 				d.room = strings.Clone(r.Room)
 			}
-			d.remember(r.From)
+			if s.slot != nil {
+				*s.slot = knownSender{strings.Clone(s.user.ID), strings.Clone(s.user.Name)}
+			}
 			return true
 		}
 		if !s.eat(',') {
@@ -287,11 +294,17 @@ func (d *replyDecoder) user(s *scanner, u *wireUser) {
 	if !s.ok {
 		return
 	}
-	if seenID && seenName {
-		if w, ok := d.senders[string(s.b[id[0]:id[1]])]; ok && w.Name == string(s.b[name[0]:name[1]]) {
-			u.ID, u.Name = w.ID, w.Name
+	if seenID && seenName && id[0] != id[1] && name[0] != name[1] {
+		idb, nameb := s.b[id[0]:id[1]], s.b[name[0]:name[1]]
+		if d.senders == nil {
+			d.senders = new([senderSlots]knownSender)
+		}
+		slot := &d.senders[senderHash(idb)%senderSlots]
+		if slot.id == string(idb) && slot.name == string(nameb) {
+			u.ID, u.Name = slot.id, slot.name
 			return
 		}
+		s.user, s.slot = u, slot
 	}
 	if id[0] != id[1] {
 		s.makeLater(&u.ID, id[0], id[1])
@@ -301,19 +314,13 @@ func (d *replyDecoder) user(s *scanner, u *wireUser) {
 	}
 }
 
-// remember keeps a sender for the frames to come.
-func (d *replyDecoder) remember(u wireUser) {
-	if u.ID == "" || u.Name == "" || !u.JoinedAt.IsZero() {
-		return
+// senderHash is FNV-1a.
+func senderHash(id []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range id {
+		h = (h ^ uint32(c)) * 16777619
 	}
-	if w, ok := d.senders[u.ID]; ok && w.Name == u.Name {
-		return
-	}
-	if d.senders == nil || len(d.senders) >= maxSenders {
-		d.senders = make(map[string]wireUser, maxSenders)
-	}
-	// Copies: u's strings may share their allocation with a text.
-	d.senders[u.ID] = wireUser{ID: strings.Clone(u.ID), Name: strings.Clone(u.Name)}
+	return h
 }
 
 // fastDecodeRequest decodes a client frame of the common shapes (a flat
