@@ -98,6 +98,18 @@ func BenchmarkEncodeFrame(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeTextFrame is a text's encoding, once per text said.
+func BenchmarkEncodeTextFrame(b *testing.B) {
+	m := &ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 42, ID: "abcd-2", From: &User{ID: "abcd-1", Name: "alice"},
+		Text: strings.Repeat("x", 100), Time: time.Now().UTC()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeTextFrame(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkReadFrame(b *testing.B) {
 	frame := frameOf(`{"type":"text","ref":7,"room":"lobby","text":"` + strings.Repeat("x", 100) + `"}`)
 	stream := bytes.Repeat(frame, 1000)

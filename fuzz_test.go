@@ -221,3 +221,26 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeTextFrame checks that a text frame written directly is what
+// encoding/json writes, byte for byte.
+func FuzzEncodeTextFrame(f *testing.F) {
+	f.Add("text", "lobby", uint64(42), "ab-2", "ab-1", "alice", "", "hello", int64(1764372000123456789), true)
+	f.Add("direct", "", uint64(0), "ab-3", "ab-1", "alice", "bob", "psst <&>", int64(1764372000000000000), true)
+	f.Add("text", "r", uint64(1), "x", "", "", "", "héllo \"q\"\n", int64(-62135596800000000000/1e9), false)
+	f.Add("text", "r", uint64(9007199254740993), "", "1", "", "", "\u2028", int64(0), true)
+	f.Fuzz(func(t *testing.T, typ, room string, seq uint64, id, fromID, fromName, to, text string, unixNano int64, utc bool) {
+		m := &ChatMessage{Type: MessageType(typ), Room: room, Seq: seq, ID: id, To: to, Text: text, Time: time.Unix(0, unixNano)}
+		if utc {
+			m.Time = m.Time.UTC()
+		}
+		if fromID != "" || fromName != "" {
+			m.From = &User{ID: fromID, Name: fromName}
+		}
+		want, werr := encodeFrame(textFrame(m))
+		got, gerr := encodeTextFrame(m)
+		if (werr == nil) != (gerr == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("direct %q, %v\njson   %q, %v", got, gerr, want, werr)
+		}
+	})
+}
