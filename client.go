@@ -670,11 +670,17 @@ func (c *Client) flush(stop <-chan struct{}) bool {
 			c.overBytes += c.rbatch[i].size
 		}
 	}
-	c.rq = append(c.rq, c.rbatch...)
+	if len(c.rq) == 0 {
+		// Receive has taken everything: the batch becomes the buffer, and
+		// the buffer's emptied array the next batch, without a copy.
+		c.rq, c.rbatch = c.rbatch, c.rq[:0]
+	} else {
+		c.rq = append(c.rq, c.rbatch...)
+		clear(c.rbatch)
+		c.rbatch = c.rbatch[:0]
+	}
 	full := c.overBytes >= c.readAhead
 	c.rmu.Unlock()
-	clear(c.rbatch)
-	c.rbatch = c.rbatch[:0]
 	signal(c.avail)
 	for full {
 		select {
