@@ -40,7 +40,7 @@ type replyDecoder struct {
 }
 
 // senderSlots is how many senders a replyDecoder remembers, at most.
-const senderSlots = 32
+const senderSlots = 64
 
 type knownSender struct{ id, name string }
 
@@ -69,9 +69,6 @@ type scanner struct {
 	// where they are in b. Past len(later), each string is made at once.
 	later [8]later
 	n     int
-	// A user new to the decoder's senders, and its slot there.
-	user *wireUser
-	slot *knownSender
 }
 
 type later struct {
@@ -165,12 +162,9 @@ func (d *replyDecoder) fast(body []byte, r *reply) bool {
 				return false
 			}
 			d.makeStrings(&s)
-			// Copies: the strings may share their allocation with a text.
+			// A copy: r.Room may share its allocation with a text.
 			if r.Room != d.room && r.Room != "" {
 				d.room = strings.Clone(r.Room)
-			}
-			if s.slot != nil {
-				*s.slot = knownSender{strings.Clone(s.user.ID), strings.Clone(s.user.Name)}
 			}
 			return true
 		}
@@ -245,8 +239,8 @@ func (s *scanner) replyType(dst *string) {
 	}
 }
 
-// user reads {"id":..,"name":..[,"joined_at":..]} into *u. A sender seen
-// lately, with no joined_at, costs no allocation.
+// user reads {"id":..,"name":..[,"joined_at":..]} into *u. A user in the
+// decoder's table of senders costs no allocation, a new one one.
 func (d *replyDecoder) user(s *scanner, u *wireUser) {
 	if !s.eat('{') {
 		s.ok = false
@@ -300,11 +294,15 @@ func (d *replyDecoder) user(s *scanner, u *wireUser) {
 			d.senders = new([senderSlots]knownSender)
 		}
 		slot := &d.senders[senderHash(idb)%senderSlots]
-		if slot.id == string(idb) && slot.name == string(nameb) {
-			u.ID, u.Name = slot.id, slot.name
-			return
+		if slot.id != string(idb) || slot.name != string(nameb) {
+			// A sender new to the table, in an allocation of its own
+			// that the table can keep.
+			d.buf = append(append(d.buf[:0], idb...), nameb...)
+			both := string(d.buf)
+			*slot = knownSender{both[:len(idb)], both[len(idb):]}
 		}
-		s.user, s.slot = u, slot
+		u.ID, u.Name = slot.id, slot.name
+		return
 	}
 	if id[0] != id[1] {
 		s.makeLater(&u.ID, id[0], id[1])
