@@ -44,7 +44,7 @@ type Client struct {
 
 	// The receive buffer (see WithReceiveBuffer). The reader appends,
 	// Receive takes from the front.
-	rbatch    []queued // the reader's messages not yet in rq; its own
+	rbatch    []queued // the reader goroutine's messages not yet in rq; only it uses rbatch
 	rmu       sync.Mutex
 	rq        []queued // from rhead on
 	rhead     int
