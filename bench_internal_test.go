@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -93,6 +94,18 @@ func BenchmarkEncodeFrame(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeTextFrame is a text's encoding, once per text said.
+func BenchmarkEncodeTextFrame(b *testing.B) {
+	m := &ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 42, ID: "abcd-2", From: &User{ID: "abcd-1", Name: "alice"},
+		Text: strings.Repeat("x", 100), Time: time.Now().UTC()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeTextFrame(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkReadFrame(b *testing.B) {
 	frame := frameOf(`{"type":"text","ref":7,"room":"lobby","text":"` + strings.Repeat("x", 100) + `"}`)
 	stream := bytes.Repeat(frame, 1000)
@@ -125,10 +138,41 @@ func BenchmarkDecodeReply(b *testing.B) {
 	frame := mustEncode(textFrame(&ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: 12345, ID: "d0745814-1a2b",
 		From: &User{ID: "d0745814-3", Name: "bench-client-12"}, Text: strings.Repeat("x", 100), Time: time.Now().UTC()}))
 	body := frame[frameHeaderLen:]
+	var d replyDecoder // one per connection, as the client has
+	var r reply
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeReply(body); err != nil {
+		if err := d.decode(body, &r); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkClientReceive is the client's receive path per delivered text,
+// without the network: the read loop reads frames from a buffered stream,
+// decodes them and hands them over, and Receive returns them.
+func BenchmarkClientReceive(b *testing.B) {
+	const n = 1000
+	var stream []byte
+	for i := range n {
+		stream = append(stream, mustEncode(textFrame(&ChatMessage{Type: TypeText, Room: DefaultRoom, Seq: uint64(i + 1),
+			ID: fmt.Sprintf("d0745814-%d", 2*i), From: &User{ID: "d0745814-3", Name: "bench-client-12"},
+			Text: strings.Repeat("x", 100), Time: time.Now().UTC()}))...)
+	}
+	c := &Client{cfg: defaultClientConfig(), readAhead: DefaultReadAhead, avail: make(chan struct{}, 1),
+		space: make(chan struct{}, 1), rooms: map[string]*roomState{DefaultRoom: {}}, pending: map[uint64]chan reply{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		cc := &clientConn{fr: frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), 32<<10), max: DefaultMaxMessageSize}}
+		done := make(chan error, 1)
+		go func() { done <- c.read(cc) }()
+		for range n {
+			if _, err := c.Receive(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-done
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
 }

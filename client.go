@@ -44,6 +44,7 @@ type Client struct {
 
 	// The receive buffer (see WithReceiveBuffer). The reader appends,
 	// Receive takes from the front.
+	rbatch    []queued // the reader goroutine's messages not yet in rq; only it uses rbatch
 	rmu       sync.Mutex
 	rq        []queued // from rhead on
 	rhead     int
@@ -143,6 +144,7 @@ type clientConn struct {
 	qc   *quic.Conn
 	str  *quic.Stream
 	fr   frameReader
+	dec  replyDecoder
 	wsem chan struct{} // one writer at a time, waiting with a context
 	lost chan struct{} // closed when the connection ended
 	bye  *reply        // the server's last frame, if it sent one
@@ -345,14 +347,14 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		want[orDefault(spec.Room, DefaultRoom)] = true
 	}
 	for len(want) > 0 {
-		r, size, err := c.readReply(cc)
+		size, err := c.readReply(cc, &r)
 		if err != nil {
 			return nil, err
 		}
 		if r.Ref == 0 && (r.Type == frameJoined || r.Type == string(TypeError) && ErrorCode(r.Code) != CodeNotDelivered) {
 			delete(want, r.Room)
 		}
-		if !c.dispatch(&r, size, ctx.Done()) {
+		if !c.dispatch(&r, size, ctx.Done()) || !c.flush(ctx.Done()) {
 			return nil, ctx.Err()
 		}
 	}
@@ -378,8 +380,8 @@ func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (r
 	if dl, ok := ctx.Deadline(); ok {
 		_ = cc.str.SetReadDeadline(dl)
 	}
-	r, _, err := c.readReply(cc)
-	if err != nil {
+	var r reply
+	if _, err := c.readReply(cc, &r); err != nil {
 		return reply{}, err
 	}
 	if r.Type != frameWelcome {
@@ -411,24 +413,24 @@ func (c *Client) handshakeErr(err error) error {
 	return fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 }
 
-// readReply reads and decodes cc's next frame and returns it with its
-// size. A failed read is explained (connErr), a malformed frame closes cc,
-// and a bye, the server's last word, is returned as the error it carries.
-func (c *Client) readReply(cc *clientConn) (reply, int, error) {
+// readReply reads and decodes cc's next frame into r and returns its size.
+// A failed read is explained (connErr), a malformed frame closes cc, and a
+// bye, the server's last word, is returned as the error it carries.
+func (c *Client) readReply(cc *clientConn, r *reply) (int, error) {
 	body, err := cc.fr.next()
 	if err != nil {
-		return reply{}, 0, c.connErr(cc, err)
+		return 0, c.connErr(cc, err)
 	}
-	r, err := decodeReply(body)
-	if err != nil {
+	if err := cc.dec.decode(body, r); err != nil {
 		cc.close(CloseProtocol, "malformed frame")
-		return reply{}, 0, err
+		return 0, err
 	}
 	if r.Type == frameBye {
-		cc.bye = &r
-		return reply{}, 0, byeError(&r)
+		bye := *r
+		cc.bye = &bye
+		return 0, byeError(&bye)
 	}
-	return r, len(body), nil
+	return len(body), nil
 }
 
 // connErr explains a read error on cc: the server's bye, its close code,
@@ -697,11 +699,24 @@ func (c *Client) stop(err error) {
 	c.emit(StateChange{State: StateClosed, Err: err})
 }
 
-// read dispatches frames until the connection fails.
+// maxBatch bounds the messages the reader hands to the receive buffer at
+// once.
+const maxBatch = 64
+
+// read dispatches frames until the connection fails. The messages of the
+// frames that are in the read buffer already go to the receive buffer
+// together, before the next read that may wait.
 func (c *Client) read(cc *clientConn) error {
+	var r reply
 	for {
-		r, size, err := c.readReply(cc)
+		if len(c.rbatch) > 0 && (len(c.rbatch) >= maxBatch || !cc.fr.hasFrame()) && !c.flush(c.quit) {
+			return ErrClosed
+		}
+		size, err := c.readReply(cc, &r)
 		if err != nil {
+			if !c.flush(c.quit) {
+				return ErrClosed
+			}
 			return err
 		}
 		if !c.dispatch(&r, size, c.quit) {
@@ -711,11 +726,15 @@ func (c *Client) read(cc *clientConn) error {
 }
 
 // dispatch handles one frame other than a bye: a reply goes to its waiter
-// at once, a message to the receive buffer. It reports false if stop
-// closed while it waited for room in the buffer.
+// at once, after the messages read before it (see flush), a message to the
+// reader's batch for the receive buffer. It reports false if stop closed
+// while it waited for room in the buffer.
 func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
 	c.track(r)
 	if r.Ref != 0 {
+		if !c.flush(stop) {
+			return false
+		}
 		c.mu.Lock()
 		ch := c.pending[r.Ref]
 		delete(c.pending, r.Ref)
@@ -731,13 +750,12 @@ func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
 	case framePresence:
 		msgs := c.presence(r)
 		for _, m := range msgs {
-			if !c.push(m, size/len(msgs), stop) {
-				return false
-			}
+			c.rbatch = append(c.rbatch, queued{m: m, size: size/len(msgs) + msgOverhead})
 		}
 		return true
 	}
-	return c.push(r.message(), size, stop)
+	c.rbatch = append(c.rbatch, queued{m: r.message(), size: size + msgOverhead})
+	return true
 }
 
 // presence turns a presence frame into what Receive returns: its joins and
@@ -778,22 +796,35 @@ func (c *Client) presence(r *reply) []ChatMessage {
 // msgOverhead is what a buffered message counts for beyond its frame.
 const msgOverhead = 256
 
-// push appends m to the receive buffer, then, while the messages past the
-// buffer's size reach the read-ahead, waits for Receive to take some (see
-// WithReceiveBuffer). It reports false if stop closed meanwhile.
-func (c *Client) push(m ChatMessage, size int, stop <-chan struct{}) bool {
-	size += msgOverhead
-	c.rmu.Lock()
-	if len(c.rq)-c.rhead >= c.cfg.receiveBuffer {
-		c.overBytes += size
+// flush moves the reader's batch to the receive buffer, under one lock,
+// then, while the messages past the buffer's size reach the read-ahead,
+// waits for Receive to take some (see WithReceiveBuffer). It reports false
+// if stop closed meanwhile.
+func (c *Client) flush(stop <-chan struct{}) bool {
+	if len(c.rbatch) == 0 {
+		return true
 	}
-	if c.rhead > 0 && len(c.rq) == cap(c.rq) && c.rhead >= len(c.rq)/2 {
+	c.rmu.Lock()
+	if c.rhead > 0 && len(c.rq)+len(c.rbatch) > cap(c.rq) && c.rhead >= len(c.rq)/2 {
 		// Reuse the taken half of the array rather than grow it.
 		n := copy(c.rq, c.rq[c.rhead:])
 		clear(c.rq[n:])
 		c.rq, c.rhead = c.rq[:n], 0
 	}
-	c.rq = append(c.rq, queued{m: m, size: size})
+	for i := range c.rbatch {
+		if len(c.rq)-c.rhead+i >= c.cfg.receiveBuffer {
+			c.overBytes += c.rbatch[i].size
+		}
+	}
+	if len(c.rq) == 0 {
+		// Receive has taken everything: the batch becomes the buffer, and
+		// the buffer's emptied array the next batch, without a copy.
+		c.rq, c.rbatch = c.rbatch, c.rq[:0]
+	} else {
+		c.rq = append(c.rq, c.rbatch...)
+		clear(c.rbatch)
+		c.rbatch = c.rbatch[:0]
+	}
 	full := c.overBytes >= c.readAhead
 	c.rmu.Unlock()
 	signal(c.avail)

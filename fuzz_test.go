@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -57,6 +58,30 @@ func FuzzFrameReader(f *testing.F) {
 	})
 }
 
+// FuzzFrameReaderBuffered checks that a frame reader over a bufio.Reader,
+// which returns the frames wholly in its buffer from there, reads the same
+// frames and stops with the same error as one over the bare stream.
+func FuzzFrameReaderBuffered(f *testing.F) {
+	f.Add(append(frameOf(`{"type":"text","text":"x"}`), frameOf(`{"type":"bye"}`)...), uint8(16))
+	f.Add(append(frameOf(strings.Repeat("y", 40)), 0, 0, 0, 0), uint8(0))
+	f.Add([]byte{0, 0, 0, 3, 'a', 'b', 'c', 0xff, 0xff, 0xff, 0xff}, uint8(5))
+	const limit = 64
+	f.Fuzz(func(t *testing.T, stream []byte, size uint8) {
+		bare := frameReader{r: bytes.NewReader(stream), max: limit}
+		buf := frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), int(size)), max: limit}
+		for range 1000 {
+			want, werr := bare.next()
+			got, gerr := buf.next()
+			if !bytes.Equal(got, want) || (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+				t.Fatalf("buffered reader read %q, %v; bare %q, %v", got, gerr, want, werr)
+			}
+			if werr != nil {
+				return
+			}
+		}
+	})
+}
+
 // FuzzDecodeRequest feeds arbitrary frame bodies to the server's decoder:
 // it must never panic, and must either accept a known type or return an
 // *Error with a documented code.
@@ -78,6 +103,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"type":"nope"}`,
 		"{\"type\":\"text\",\"text\":\"\xff\"}",
 		`{"type":"text"}{"type":"text"}`,
+		`{"type":"text","ref":7,"room":"lobby","text":"héllo","key":"AbC.1"}`,
+		`{"type":"text","text":"a","text":"b"}`,
+		` { "type" : "join" , "ref" : 3 , "room" : "x" , "history" : 0 } `,
+		`{"Type":"text","ref":01}`,
 		`[1,2,3]`,
 		`null`,
 		``,
@@ -85,6 +114,22 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// The fast path must agree with encoding/json whenever it answers.
+		var fast request
+		if fastDecodeRequest(body, &fast) {
+			var slow request
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&slow); err != nil {
+				t.Fatalf("fast path accepted what encoding/json refuses (%v): %q", err, body)
+			}
+			if _, err := dec.Token(); err != io.EOF {
+				t.Fatalf("fast path accepted data after the object: %q", body)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+			}
+		}
 		req, err := decodeRequest(body)
 		if err != nil {
 			var e *Error
@@ -120,6 +165,11 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"type":"text","time":"not a time"}`,
 		`{"type":"users","users":[{}]}`,
 		`{"type":"text","room":"lobby","seq":12,"id":"ab-3","from":{"id":"ab-1","name":"zoë"},"text":"héllo <b>","time":"2026-11-25T23:30:02.945716717Z","ref":0}`,
+		`{"type":"text","time":"2026-11-25T23:30:02.9Z"}`,
+		`{"type":"text","room":"lobby","from":{"id":"1","name":"a"},"text":"x"}`,
+		`{"type":"text","room":"lobby","from":{"id":"1","name":"b"},"text":"x"}`,
+		`{"type":"text","from":{"id":"1","name":"a","id":"2"}}`,
+		`{"type":"text","time":"2026-11-25T23:30:02.9+00:00"}`,
 		`{"type":"join","room":"r","user":{"id":"1","name":"a","joined_at":"2026-01-01T00:00:00+01:00"},"time":"2026-01-01T00:00:00Z"}`,
 		`{"type":"text","text":"a\"b\n"}`,
 		`{"type":"text","from":{"id":"1"},"from":{"name":"b"}}`,
@@ -144,12 +194,55 @@ func FuzzDecodeReply(f *testing.F) {
 		if !fast.Time.Equal(slow.Time) {
 			t.Fatalf("time %v != %v", fast.Time, slow.Time)
 		}
+		want := slow.Time
 		fast.Time, slow.Time = time.Time{}, time.Time{}
 		for _, u := range []*wireUser{&fast.From, &fast.User, &slow.From, &slow.User} {
 			u.JoinedAt = u.JoinedAt.UTC()
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("fast %+v\nslow %+v\nbody %q", fast, slow, body)
+		}
+		// A decoder that has seen a room, a sender and a time before
+		// takes them from what it remembers: the answer must not change.
+		for _, prime := range [][]byte{body, []byte(`{"type":"text","room":"lobby","from":{"id":"1","name":"a"},"time":"2026-11-25T23:30:02.1Z"}`)} {
+			var d replyDecoder
+			var first, again reply
+			if !d.fast(prime, &first) || !d.fast(body, &again) {
+				t.Fatalf("a decoder that saw %q refuses %q", prime, body)
+			}
+			if !again.Time.Equal(want) || again.Time.Location() != want.Location() {
+				t.Fatalf("time after a cached second %v != %v", again.Time, want)
+			}
+			again.Time = time.Time{}
+			for _, u := range []*wireUser{&again.From, &again.User} {
+				u.JoinedAt = u.JoinedAt.UTC()
+			}
+			if !reflect.DeepEqual(again, slow) {
+				t.Fatalf("after %q:\nfast %+v\nslow %+v\nbody %q", prime, again, slow, body)
+			}
+		}
+	})
+}
+
+// FuzzEncodeTextFrame checks that a text frame written directly is what
+// encoding/json writes, byte for byte.
+func FuzzEncodeTextFrame(f *testing.F) {
+	f.Add("text", "lobby", uint64(42), "ab-2", "ab-1", "alice", "", "hello", int64(1764372000123456789), true)
+	f.Add("direct", "", uint64(0), "ab-3", "ab-1", "alice", "bob", "psst <&>", int64(1764372000000000000), true)
+	f.Add("text", "r", uint64(1), "x", "", "", "", "héllo \"q\"\n", int64(-62135596800000000000/1e9), false)
+	f.Add("text", "r", uint64(9007199254740993), "", "1", "", "", "\u2028", int64(0), true)
+	f.Fuzz(func(t *testing.T, typ, room string, seq uint64, id, fromID, fromName, to, text string, unixNano int64, utc bool) {
+		m := &ChatMessage{Type: MessageType(typ), Room: room, Seq: seq, ID: id, To: to, Text: text, Time: time.Unix(0, unixNano)}
+		if utc {
+			m.Time = m.Time.UTC()
+		}
+		if fromID != "" || fromName != "" {
+			m.From = &User{ID: fromID, Name: fromName}
+		}
+		want, werr := encodeFrame(textFrame(m))
+		got, gerr := encodeTextFrame(m)
+		if (werr == nil) != (gerr == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("direct %q, %v\njson   %q, %v", got, gerr, want, werr)
 		}
 	})
 }

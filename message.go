@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -8,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -100,6 +103,61 @@ func encodeFrame(v any) ([]byte, error) {
 	return out, nil
 }
 
+// encodeTextFrame is encodeFrame(textFrame(m)), byte for byte, written
+// directly when every string is printable ASCII with nothing to escape and
+// the time is in UTC: a text is encoded once per text said, on the path of
+// every delivery. Anything else goes through encodeFrame.
+// FuzzEncodeTextFrame checks that the two agree.
+func encodeTextFrame(m *ChatMessage) ([]byte, error) {
+	w := textFrame(m)
+	if !jsonPlain(w.Type) || !jsonPlain(w.Room) || !jsonPlain(w.ID) || !jsonPlain(w.From.ID) ||
+		!jsonPlain(w.From.Name) || !jsonPlain(w.To) || !jsonPlain(w.Text) || !w.From.JoinedAt.IsZero() ||
+		w.Time.Location() != time.UTC || w.Time.Year() < 0 || w.Time.Year() > 9999 {
+		return encodeFrame(w)
+	}
+	b := make([]byte, frameHeaderLen, frameHeaderLen+128+len(w.Type)+len(w.Room)+len(w.ID)+
+		len(w.From.ID)+len(w.From.Name)+len(w.To)+len(w.Text))
+	b = append(b, `{"type":"`...)
+	b = append(b, w.Type...)
+	b = append(b, '"')
+	if w.Room != "" {
+		b = append(append(append(b, `,"room":"`...), w.Room...), '"')
+	}
+	if w.Seq != 0 {
+		b = strconv.AppendUint(append(b, `,"seq":`...), w.Seq, 10)
+	}
+	if w.ID != "" {
+		b = append(append(append(b, `,"id":"`...), w.ID...), '"')
+	}
+	if w.From != (wireUser{}) {
+		b = append(append(b, `,"from":{"id":"`...), w.From.ID...)
+		b = append(append(append(b, `","name":"`...), w.From.Name...), `"}`...)
+	}
+	if w.To != "" {
+		b = append(append(append(b, `,"to":"`...), w.To...), '"')
+	}
+	if w.Text != "" {
+		b = append(append(append(b, `,"text":"`...), w.Text...), '"')
+	}
+	if !w.Time.IsZero() {
+		b = w.Time.AppendFormat(append(b, `,"time":`...), `"`+time.RFC3339Nano+`"`)
+	}
+	b = append(b, '}')
+	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeaderLen))
+	return b, nil
+}
+
+// jsonPlain reports whether encoding/json writes s as it is: printable
+// ASCII, no quote, no backslash.
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // frameTooLargeError is returned by frameReader for a length prefix over the
 // limit; nothing of the body has been read.
 type frameTooLargeError struct{ size, max uint64 }
@@ -112,7 +170,8 @@ func (e *frameTooLargeError) Error() string {
 var errEmptyFrame = errors.New("empty frame")
 
 // frameReader reads frames, reusing one buffer. The body it returns is
-// valid until the next call.
+// valid until the next call. Over a *bufio.Reader, a frame that is wholly
+// in the reader's buffer is returned from there, without a copy.
 type frameReader struct {
 	r   io.Reader
 	max int
@@ -120,11 +179,46 @@ type frameReader struct {
 	buf []byte
 }
 
+// buffered returns the next frame if the whole of it is in the buffer of
+// r, a *bufio.Reader, already; otherwise it reads nothing and returns nil.
+func (fr *frameReader) buffered() []byte {
+	n := fr.bufferedLen()
+	if n == 0 {
+		return nil
+	}
+	br := fr.r.(*bufio.Reader)
+	b, _ := br.Peek(n)
+	_, _ = br.Discard(n)
+	return b[frameHeaderLen:]
+}
+
+// hasFrame reports whether the next frame can be read without waiting for
+// the stream: it is wholly in the buffer.
+func (fr *frameReader) hasFrame() bool { return fr.bufferedLen() > 0 }
+
+// bufferedLen is the length, prefix included, of the next frame if it is
+// valid and wholly in the buffer; 0 otherwise.
+func (fr *frameReader) bufferedLen() int {
+	br, ok := fr.r.(*bufio.Reader)
+	if !ok || br.Buffered() < frameHeaderLen {
+		return 0
+	}
+	hdr, _ := br.Peek(frameHeaderLen)
+	n := int64(binary.BigEndian.Uint32(hdr))
+	if n == 0 || n > int64(fr.max) || int64(br.Buffered()) < frameHeaderLen+n {
+		return 0
+	}
+	return frameHeaderLen + int(n)
+}
+
 // keepBuf is the largest buffer a frameReader keeps between frames, so a
 // rare large frame does not pin memory on an idle connection.
 const keepBuf = 64 << 10
 
 func (fr *frameReader) next() ([]byte, error) {
+	if b := fr.buffered(); b != nil {
+		return b, nil
+	}
 	if cap(fr.buf) > keepBuf {
 		fr.buf = nil
 	}
@@ -158,19 +252,26 @@ func (fr *frameReader) next() ([]byte, error) {
 }
 
 // decodeRequest decodes a client frame body. Its errors are *Error values
-// with CodeBadFrame or CodeUnknownType, ready to send back.
+// with CodeBadFrame or CodeUnknownType, ready to send back. The frames of
+// the common shapes take a fast path (fastDecodeRequest).
 func decodeRequest(body []byte) (request, error) {
 	var r request
 	if !utf8.Valid(body) {
 		return r, &Error{Code: CodeBadFrame, Text: "frame is not valid UTF-8"}
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + jsonProblem(err)}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
+	if !fastDecodeRequest(body, &r) {
+		// Apart from r, so that r does not escape on the fast path.
+		slow := new(request)
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(slow)
+		r = *slow
+		if err != nil {
+			return r, &Error{Code: CodeBadFrame, Text: "malformed frame: " + jsonProblem(err)}
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return r, &Error{Code: CodeBadFrame, Text: "malformed frame: data after the JSON object"}
+		}
 	}
 	switch r.Type {
 	case frameHello, frameJoin, frameLeave, frameUsers, frameMembers, frameText, frameDirect, frameTyping, frameBye:

@@ -132,7 +132,7 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 		Text: text,
 		Time: time.Now().UTC(),
 	}
-	frame, err := encodeFrame(textFrame(&msg))
+	frame, err := encodeTextFrame(&msg)
 	if err != nil {
 		return ChatMessage{}, err
 	}

@@ -68,20 +68,31 @@ var ErrFrameTooLarge = errors.New("frame too large")
 // FrameReader reads length-prefixed frames, reusing one buffer.
 type FrameReader struct {
 	r   io.Reader
+	br  *bufio.Reader // r, when buffered
 	hdr [4]byte
 	buf []byte
 }
 
-// NewFrameReader reads frames from r; with size > 0 it buffers r.
+// NewFrameReader reads frames from r; with size > 0 it buffers r, and a
+// frame wholly in the buffer is returned from there, without a copy.
 func NewFrameReader(r io.Reader, size int) *FrameReader {
 	if size > 0 {
-		r = bufio.NewReaderSize(r, size)
+		br := bufio.NewReaderSize(r, size)
+		return &FrameReader{r: br, br: br}
 	}
 	return &FrameReader{r: r}
 }
 
 // Next returns the next frame body, valid until the following call.
 func (f *FrameReader) Next() ([]byte, error) {
+	if f.br != nil && f.br.Buffered() >= 4 {
+		hdr, _ := f.br.Peek(4)
+		if n := int(binary.BigEndian.Uint32(hdr)); n <= MaxFrame && f.br.Buffered() >= 4+n {
+			b, _ := f.br.Peek(4 + n)
+			_, _ = f.br.Discard(4 + n)
+			return b[4:], nil
+		}
+	}
 	if _, err := io.ReadFull(f.r, f.hdr[:]); err != nil {
 		return nil, err
 	}

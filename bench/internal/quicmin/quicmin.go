@@ -309,9 +309,10 @@ type Client struct {
 	wbuf []byte
 }
 
-// readBuffer is the client's read buffer: a few dozen frames per stream
-// read.
-const readBuffer = 8 << 10
+// readBuffer is the client's read buffer, as large as Garou's client's: a
+// frame wholly in it is decoded from there, and a stream read brings in
+// everything the stream has up to that size.
+const readBuffer = 32 << 10
 
 // Dial connects and returns once the server has welcomed the client into
 // room. Every client has a UDP socket of its own, as a real client would.
