@@ -190,6 +190,9 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 		raddr: raddr,
 		tls:   tlsConf,
 		quic: &quic.Config{
+			// The server sends signals (typing) as datagrams to a client
+			// that takes them.
+			EnableDatagrams:       true,
 			HandshakeIdleTimeout:  cfg.connectTimeout,
 			MaxIdleTimeout:        cfg.idleTimeout,
 			KeepAlivePeriod:       cfg.keepAlive,
@@ -576,6 +579,11 @@ func (c *Client) setConn(cc *clientConn) bool {
 // the client stops for good.
 func (c *Client) run(cc *clientConn) {
 	for {
+		signals := make(chan struct{})
+		go func() {
+			defer close(signals)
+			c.readDatagrams(cc)
+		}()
 		err := c.read(cc)
 		c.mu.Lock()
 		c.cur = nil
@@ -583,6 +591,7 @@ func (c *Client) run(cc *clientConn) {
 		c.mu.Unlock()
 		close(cc.lost)
 		cc.close(CloseNormal, "bye")
+		<-signals // ends with the connection
 		if !c.shouldReconnect(err) {
 			c.stop(err)
 			return
@@ -791,6 +800,39 @@ func (c *Client) presence(r *reply) []ChatMessage {
 			Reason: ch.Reason, Count: count, Time: r.Time})
 	}
 	return msgs
+}
+
+// readDatagrams hands the signals the server sends as QUIC datagrams
+// (typing) to Receive, until the connection ends. A signal that finds the
+// receive buffer past its read-ahead is dropped: it may be lost anyway.
+func (c *Client) readDatagrams(cc *clientConn) {
+	for {
+		b, err := cc.qc.ReceiveDatagram(cc.qc.Context())
+		if err != nil {
+			return
+		}
+		r, err := decodeReply(b)
+		if err != nil || MessageType(r.Type) != TypeTyping {
+			continue // only signals come so; anything else is not ours
+		}
+		c.offer(queued{m: r.message(), size: len(b) + msgOverhead})
+	}
+}
+
+// offer adds one message to the receive buffer unless the buffer is past
+// its read-ahead, without waiting.
+func (c *Client) offer(q queued) {
+	c.rmu.Lock()
+	if c.overBytes >= c.readAhead {
+		c.rmu.Unlock()
+		return
+	}
+	if len(c.rq)-c.rhead >= c.cfg.receiveBuffer {
+		c.overBytes += q.size
+	}
+	c.rq = append(c.rq, q)
+	c.rmu.Unlock()
+	signal(c.avail)
 }
 
 // msgOverhead is what a buffered message counts for beyond its frame.

@@ -41,11 +41,11 @@ type conn struct {
 	rooms map[string]*room
 	cause *closeCause
 
-	q       *sendQueue // frames for the client, drained by writeLoop
+	q *sendQueue // frames for the client, drained by writeLoop
 	// dgram: the client takes QUIC datagrams, and gets its signals so.
 	// Set before the connection joins its first room, never changed.
-	dgram bool
-	replays []*replay  // guarded by mu: rooms whose past is being streamed, in join order
+	dgram   bool
+	replays []*replay // guarded by mu: rooms whose past is being streamed, in join order
 
 	// Token bucket, touched only by serve.
 	tokens  float64

@@ -45,8 +45,8 @@ type sendQueue struct {
 	final    []byte
 	dgrams   [][]byte // signals to send as QUIC datagrams, at most maxDatagrams
 	writing  bool     // a writer runs (or is being started)
-	kicked   bool // signal came while a writer ran: it looks again before ending
-	finished bool // done is closed
+	kicked   bool     // signal came while a writer ran: it looks again before ending
+	finished bool     // done is closed
 }
 
 func newSendQueue(limit int) *sendQueue {

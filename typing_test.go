@@ -1,9 +1,11 @@
 package garou_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/garou-chat/garou"
+	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,13 +21,24 @@ func TestTyping(t *testing.T) {
 	require.NoError(t, alice.Typing(ctxT(t), ""))
 	require.NoError(t, alice.Typing(ctxT(t), "")) // held back by the client
 	require.NoError(t, alice.Send(ctxT(t), "hi"))
-	m := next(t, bob, garou.TypeTyping, garou.TypeText)
-	require.Equal(t, garou.TypeTyping, m.Type)
+	// The signal comes as a datagram, the text on the stream: in either
+	// order.
+	var typing []garou.ChatMessage
+	for text := false; !text || len(typing) == 0; {
+		m := next(t, bob, garou.TypeTyping, garou.TypeText)
+		if m.Type == garou.TypeText {
+			require.Equal(t, "hi", m.Text)
+			text = true
+			continue
+		}
+		typing = append(typing, m)
+	}
+	require.Len(t, typing, 1)
+	m := typing[0]
 	require.Equal(t, garou.DefaultRoom, m.Room)
 	require.Equal(t, "alice", m.From.Name)
 	require.Equal(t, alice.User().ID, m.From.ID)
 	require.Zero(t, m.Seq)
-	require.Equal(t, "hi", next(t, bob, garou.TypeTyping, garou.TypeText).Text, "one signal, then the text")
 	require.Equal(t, "hi", next(t, alice, garou.TypeTyping, garou.TypeText).Text, "not to the typist")
 
 	var e *garou.Error
@@ -59,4 +72,24 @@ func TestTypingHeldBackByTheServer(t *testing.T) {
 	require.NoError(t, typist.Typing(ctxT(t), ""))
 	require.NoError(t, typist.Send(ctxT(t), "anyone?"))
 	require.Equal(t, "anyone?", next(t, w, garou.TypeTyping, garou.TypeText).Text, "no typing in a large room")
+}
+
+// TestTypingAsDatagram: to a client that takes QUIC datagrams, a typing
+// signal comes as one (the JSON frame without its length prefix), not on
+// the stream.
+func TestTypingAsDatagram(t *testing.T) {
+	srv := startServer(t, garou.WithPresenceInterval(0))
+	r := rawDialConf(t, srv, &quic.Config{EnableDatagrams: true})
+	r.hello("watcher")
+	alice := dial(t, srv, "alice")
+	require.NoError(t, alice.Typing(ctxT(t), ""))
+	b, err := r.qc.ReceiveDatagram(ctxT(t))
+	require.NoError(t, err)
+	var f map[string]any
+	require.NoError(t, json.Unmarshal(b, &f))
+	require.Equal(t, "typing", f["type"])
+	require.Equal(t, "lobby", f["room"])
+	require.Equal(t, "alice", f["from"].(map[string]any)["name"])
+	require.NoError(t, alice.Send(ctxT(t), "after"))
+	require.Equal(t, "after", r.expect("text").str("text"), "nothing but room traffic on the stream")
 }
