@@ -44,3 +44,21 @@ func (s *Store) PagesWritten() int64 {
 	st := s.db.Stats()
 	return st.TxStats.GetWrite()
 }
+
+// Commits is how many transactions of appends and forgets the committer
+// has begun, and Taken how many appends and forgets they took.
+func (s *Store) Commits() int64 { return s.commits.Load() }
+func (s *Store) Taken() int64   { return s.taken.Load() }
+
+// Queued is how many appends and forgets wait for the committer.
+func (s *Store) Queued() int { return len(s.ops) }
+
+// HoldWrites begins a write transaction, so that the committer waits until
+// release is called.
+func (s *Store) HoldWrites() (release func()) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		panic(err)
+	}
+	return func() { _ = tx.Rollback() }
+}

@@ -55,6 +55,10 @@ type Store struct {
 	closeErr error
 
 	broken atomic.Pointer[error] // the damage found, which fails every later write
+	wedged atomic.Bool           // bbolt's writer lock was lost to a panic
+
+	commits atomic.Int64 // transactions of appends and forgets attempted
+	taken   atomic.Int64 // appends and forgets taken into them
 
 	// The committer's own: how many texts each room it has written to has,
 	// and the last Seq; filled from the file at a room's first append.
@@ -236,12 +240,36 @@ func guard(f func() error) (err error) {
 }
 
 // update runs f in a write transaction and commits it. Damage found on
-// the way fails this and every later write.
+// the way fails this and every later write. If bbolt panics on damage
+// while it holds its writer lock and does not release it, the store is
+// wedged: Close leaves the file open (and locked) rather than wait for
+// ever.
 func (s *Store) update(f func(*bolt.Tx) error) error {
 	if p := s.broken.Load(); p != nil {
 		return *p
 	}
-	err := guard(func() error { return s.db.Update(f) })
+	var tx *bolt.Tx
+	began := false
+	err := guard(func() (err error) {
+		tx, err = s.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		began = true
+		if err := f(tx); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+	if began {
+		// After a commit, or a commit that failed, this returns
+		// ErrTxClosed; after an error or a panic it ends the transaction.
+		if rerr := guard(tx.Rollback); errors.Is(rerr, ErrCorrupt) {
+			s.wedged.Store(true)
+		}
+	} else if errors.Is(err, ErrCorrupt) {
+		s.wedged.Store(true) // panicked holding the lock
+	}
 	if errors.Is(err, ErrCorrupt) {
 		s.broken.CompareAndSwap(nil, &err)
 	}
@@ -381,6 +409,9 @@ func (s *Store) After(ctx context.Context, room string, seq uint64) ([]garou.Cha
 // among them are committed or fail as usual), stops the committer and
 // closes the file. Later calls return ErrClosed. Close may be called more
 // than once; every call returns the first one's outcome once it is done.
+// A store that found damage while writing may have to leave the file open
+// (bbolt lost its lock on it): Close then says so, and the file stays
+// locked until the process exits.
 func (s *Store) Close() error {
 	s.closing.Do(func() {
 		s.mu.Lock()
@@ -389,6 +420,10 @@ func (s *Store) Close() error {
 		s.calls.Wait()
 		close(s.quit)
 		<-s.done
+		if s.wedged.Load() {
+			s.closeErr = fmt.Errorf("boltstore: close: file left open after damage: %w", *s.broken.Load())
+			return
+		}
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("boltstore: close: %w", err)
 		}
@@ -453,6 +488,8 @@ func (s *Store) commit(batch []*op) {
 	if len(taken) == 0 {
 		return
 	}
+	s.taken.Add(int64(len(taken)))
+	s.commits.Add(1)
 	work := make(map[string]roomState, len(taken))
 	err := s.update(func(tx *bolt.Tx) error {
 		rooms := tx.Bucket(roomsBucket)
