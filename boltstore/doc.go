@@ -16,7 +16,7 @@
 // # Layout
 //
 // One bucket per room holds the room's last texts (WithSize), keyed by
-// Seq (8 bytes, big-endian); each text is a small JSON object with its
+// Seq (8 bytes, big-endian); each text is a small binary record of its
 // Type, ID, sender (ID and Name), Text and Time. The host's own data about
 // a user (garou.User.Data) is never written.
 //
