@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -104,8 +105,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	var db *bolt.DB
 	err := guard(func() (err error) {
 		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:      o.lockTimeout,
-			MaxSize:      o.maxFileSize,
+			Timeout: o.lockTimeout,
+			MaxSize: o.maxFileSize,
+			// Trimming frees pages all over the file; the map freelist
+			// stays fast when it is fragmented.
 			FreelistType: bolt.FreelistMapType,
 		})
 		return err
@@ -186,7 +189,7 @@ func (s *Store) prepare() error {
 		}
 		var names [][]byte
 		if err := rooms.ForEachBucket(func(k []byte) error {
-			names = append(names, k)
+			names = append(names, bytes.Clone(k)) // k is the transaction's
 			return nil
 		}); err != nil {
 			return err
