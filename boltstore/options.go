@@ -51,8 +51,9 @@ type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// WithSize sets how many texts are kept per room: each Append drops the
-// room's oldest texts beyond n. A size of 0 keeps nothing. Opening a file
+// WithSize sets how many texts are kept per room: After returns a room's
+// newest n, and appends delete the older ones from the file (in steps of
+// n/4, so as not to rewrite the room's first page at every append). A size of 0 keeps nothing. Opening a file
 // with a smaller size than it was last opened with trims every room at
 // once. Default garou.DefaultHistorySize (100).
 func WithSize(n int) Option {
@@ -60,7 +61,7 @@ func WithSize(n int) Option {
 }
 
 // WithMaxBatch sets the most appends (and forgets) committed in one
-// transaction, so with one fsync. Default 1024.
+// transaction, so with one pair of fsyncs. Default 1024.
 func WithMaxBatch(n int) Option {
 	return optionFunc(func(o *options) { o.maxBatch = n })
 }

@@ -38,8 +38,8 @@ const maxRoomLen = bolt.MaxKeySize
 // Store is a garou.HistoryStore kept in a bbolt file. All its methods may
 // be called concurrently. Appends and forgets are committed by one
 // goroutine, which takes every one waiting (up to WithMaxBatch) into one
-// transaction with one fsync: an Append returns once its transaction is on
-// disk. After reads a snapshot of what is committed, concurrently with
+// transaction (one pair of fsyncs): an Append returns once its
+// transaction is on disk. After reads a snapshot of what is committed, concurrently with
 // the commits.
 type Store struct {
 	db   *bolt.DB
@@ -290,9 +290,9 @@ func (s *Store) enter() bool {
 	return true
 }
 
-// Append keeps m, the newest text of room, and drops the room's oldest
-// beyond the size. It returns once the transaction holding m is on disk.
-// If ctx ends before that transaction has begun, m is not kept and
+// Append keeps m, the newest text of room; the room's oldest beyond the
+// size are no longer kept. It returns once the transaction holding m is
+// on disk. If ctx ends before that transaction has begun, m is not kept and
 // Append returns ctx.Err(); once it has begun, Append waits for its
 // outcome (an fsync away) and returns it, so that nil always means kept
 // and an error always means not kept.
