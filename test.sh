@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: the library with its examples, and the benchmark
-# module (its own go.mod), both under the race detector (needs gcc). As root
-# with nft, iptables and ping, the benchmark module's tests also run on an
-# emulated lossy network in a namespace of their own; otherwise they skip.
+# The whole test suite: the library with its examples, the benchmark
+# module and the durable history store (each with its own go.mod), all
+# under the race detector (needs gcc). As root with nft, iptables and ping,
+# the benchmark module's tests also run on an emulated lossy network in a
+# namespace of their own; otherwise they skip.
 set -euo pipefail
 cd "$(dirname "$0")"
 go test -race -count=1 ./...
 (cd bench && go test -race -count=1 ./...)
+(cd boltstore && go test -race -count=1 ./...)

@@ -1,0 +1,91 @@
+package boltstore
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/garou-chat/garou"
+)
+
+// Option configures Open. Options are applied in order; nil options are
+// ignored.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	size        int
+	maxBatch    int
+	maxDelay    time.Duration
+	lockTimeout time.Duration
+	maxFileSize int
+}
+
+// defaults returns the options Open starts from.
+func defaults() options {
+	return options{
+		size:        garou.DefaultHistorySize,
+		maxBatch:    1024,
+		maxDelay:    0,
+		lockTimeout: 10 * time.Second,
+	}
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.size < 0:
+		return fmt.Errorf("boltstore: history size %d is negative", o.size)
+	case o.maxBatch < 1:
+		return fmt.Errorf("boltstore: max batch %d is less than 1", o.maxBatch)
+	case o.maxDelay < 0:
+		return fmt.Errorf("boltstore: max delay %v is negative", o.maxDelay)
+	case o.lockTimeout < 0:
+		return fmt.Errorf("boltstore: lock timeout %v is negative", o.lockTimeout)
+	case o.maxFileSize < 0:
+		return fmt.Errorf("boltstore: max file size %d is negative", o.maxFileSize)
+	}
+	return nil
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithSize sets how many texts are kept per room: After returns a room's
+// newest n, and appends delete the older ones from the file (in steps of
+// n/4, so as not to rewrite the room's first page at every append). A size of 0 keeps nothing. Opening a file
+// with a smaller size than it was last opened with trims every room at
+// once. Default garou.DefaultHistorySize (100).
+func WithSize(n int) Option {
+	return optionFunc(func(o *options) { o.size = n })
+}
+
+// WithMaxBatch sets the most appends (and forgets) committed in one
+// transaction, so with one pair of fsyncs. Default 1024.
+func WithMaxBatch(n int) Option {
+	return optionFunc(func(o *options) { o.maxBatch = n })
+}
+
+// WithMaxDelay sets how long a transaction waits for more appends once
+// it has its first, when fewer than the maximum batch are waiting. With 0
+// a transaction takes what is waiting and commits at once; the appends
+// that arrive while it commits go into the next one, which under load
+// batches as well as a delay does without adding latency when the load
+// is light. Default 0.
+func WithMaxDelay(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.maxDelay = d })
+}
+
+// WithLockTimeout sets how long Open waits for another process holding
+// the file (a server still shutting down, say) to let go of it before it
+// returns ErrInUse. 0 waits for ever. Default 10 seconds.
+func WithLockTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.lockTimeout = d })
+}
+
+// WithMaxFileSize caps the size of the file in bytes: an append that
+// would grow it further fails with an error, as on a full disk, and the
+// texts already kept stay readable. 0 sets no cap. Default 0.
+func WithMaxFileSize(n int) Option {
+	return optionFunc(func(o *options) { o.maxFileSize = n })
+}
