@@ -235,3 +235,37 @@ func TestReconnectHelloIn0RTT(t *testing.T) {
 	require.Contains(t, welcomed(), "resumed=true early=true")
 	require.NoError(t, alice.Send(ctxT(t), "still here"))
 }
+
+// forgetCounter counts the rooms a history store is told to forget.
+type forgetCounter struct {
+	garou.HistoryStore
+	forgot chan string
+}
+
+func (h *forgetCounter) Forget(ctx context.Context, room string) error {
+	h.forgot <- room
+	return h.HistoryStore.Forget(ctx, room)
+}
+
+// TestShutdownKeepsHistory: a room emptied by its last member leaving is
+// forgotten with its history; a room emptied by a shutdown is not, so that
+// a durable store serves it to the server's next run.
+func TestShutdownKeepsHistory(t *testing.T) {
+	h := &forgetCounter{HistoryStore: garou.NewMemoryHistory(10), forgot: make(chan string, 10)}
+	srv, _ := serveCtx(t, context.Background(), garou.WithHistoryStore(h))
+	alice := dial(t, srv, "alice", garou.WithRooms("brief", "kept"))
+	require.NoError(t, alice.Leave(ctxT(t), "brief"))
+	require.Equal(t, "brief", <-h.forgot)
+	_, err := srv.Publish(ctxT(t), "kept", "still here after a restart")
+	require.NoError(t, err)
+	require.NoError(t, srv.Shutdown(ctxT(t)))
+	require.NoError(t, srv.Close())
+	select {
+	case room := <-h.forgot:
+		t.Fatalf("forgot %q at shutdown", room)
+	default:
+	}
+	msgs, _, err := h.After(ctxT(t), "kept", 0)
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+}

@@ -430,6 +430,11 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 // kept meanwhile), and the room is removed only if still empty then: a
 // client that joins meanwhile finds the room without its past.
 func (s *Server) removeIfEmpty(r *room) {
+	if s.isStopped() {
+		// Shutting down: the room goes with the server, and its history
+		// stays in the store, for a durable one to serve the next run.
+		return
+	}
 	if r.lockOrder(s.runCtx) != nil {
 		return // closing: the room goes with the server
 	}
