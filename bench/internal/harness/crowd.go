@@ -87,6 +87,7 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		return
 	}
 	clients := make([]impl.Client, n)
+	var pair [2]impl.Client // in a room of their own, see storm below
 	var closing atomic.Bool
 	var receivers sync.WaitGroup
 	defer func() {
@@ -95,6 +96,7 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		closing.Store(true)
 		_ = srv.Stop(10 * time.Second)
 		closeAll(cfg, clients)
+		closeAll(cfg, pair[:])
 		receivers.Wait()
 	}()
 
@@ -105,20 +107,41 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		lat[t] = make([]atomic.Int64, n)
 	}
 	var got [crowdTexts]atomic.Int64
-	// storm are the latencies of the texts client 0 says while the crowd
-	// connects, to itself and to client R, the second member of its room.
+	// storm are the latencies of the texts one of two clients in a room
+	// of their own says while the crowd connects, to both: the server's
+	// other rooms must not starve while it connects a crowd. (In the
+	// crowd's room, each text would cost a delivery to every member so
+	// far, which would count in the CPU per connect.)
 	var stormMu sync.Mutex
 	var storm []float64
-	pingers := make(chan struct{}) // closed once clients 0 and R are in
-	var pingersIn atomic.Int32
+	for j := range pair {
+		c, err := im.Dial(ctx, srv.Addr, srv.FP, "storm"+strconv.Itoa(j), stormRoom)
+		if err != nil {
+			e.add(fmt.Errorf("dial: %w", err))
+			return
+		}
+		pair[j] = c
+		receivers.Go(func() {
+			for {
+				_, text, err := c.Receive()
+				if err != nil {
+					if !closing.Load() {
+						e.add(fmt.Errorf("receive: %w", err))
+					}
+					return
+				}
+				ts, ok := sentAt(text)
+				if _, t, ok2 := textID(text); ok && ok2 && t == stormText {
+					stormMu.Lock()
+					storm = append(storm, float64(time.Now().UnixNano()-ts)/1e6)
+					stormMu.Unlock()
+				}
+			}
+		})
+	}
 	stormDone := make(chan struct{})
 	var pinging sync.WaitGroup
 	pinging.Go(func() {
-		select {
-		case <-pingers:
-		case <-stormDone:
-			return
-		}
 		tick := time.NewTicker(stormEvery)
 		defer tick.Stop()
 		for {
@@ -128,7 +151,7 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 				return
 			}
 			text := makeText(cfg.TextSize, time.Now().UnixNano(), 0, stormText)
-			if err := clients[0].Send(ctx, text); err != nil && !closing.Load() {
+			if err := pair[0].Send(ctx, text); err != nil && !closing.Load() {
 				e.add(fmt.Errorf("send: %w", err))
 			}
 		}
@@ -154,10 +177,6 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 				if lat[t][i].CompareAndSwap(0, now-ts+1) {
 					got[t].Add(1)
 				}
-			case t == stormText && (i == 0 || i == rooms):
-				stormMu.Lock()
-				storm = append(storm, float64(now-ts)/1e6)
-				stormMu.Unlock()
 			}
 		}
 	}
@@ -201,9 +220,6 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 			clients[i] = c
 			receivers.Add(1)
 			go receive(i, c)
-			if (i == 0 || i == rooms) && pingersIn.Add(1) == 2 {
-				close(pingers)
-			}
 			for now := time.Now().UnixNano(); ; {
 				if last := lastWelcome.Load(); last >= now || lastWelcome.CompareAndSwap(last, now) {
 					break
@@ -310,13 +326,12 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 // crowdTexts is how many texts a crowd is sent, one after the other.
 const crowdTexts = 2
 
-// stormText numbers the texts said while the crowd connects, one every
-// stormEvery: a join storm must not starve the room's texts. Each text
-// costs a delivery to every member so far, which counts in the CPU per
-// connect: at two a second it adds a few percent for 10,000.
+// stormText numbers the texts said in stormRoom while the crowd connects,
+// one every stormEvery: a join storm must not starve the server's texts.
 const (
 	stormText  = crowdTexts
-	stormEvery = 500 * time.Millisecond
+	stormEvery = 100 * time.Millisecond
+	stormRoom  = "storm"
 )
 
 // quantile of sorted values, nearest rank.

@@ -255,7 +255,7 @@ func writeCrowds(w io.Writer, cfg Config, results []Result) {
 		if !header {
 			header = true
 			fmt.Fprintf(w, "\n## crowd: N clients connect (%d at a time) into one room, or over R rooms (N/R); then the first member of each room says a text, twice\n\n", cfg.DialConcurrency)
-			fmt.Fprintf(w, "Connecting is bounded by %v. Memory is measured %v after the last connection. Text latencies are from the send to each delivery: storm texts are said by one member every %v while the crowd connects (delivered to itself and one other member); the first text is the first thing the connections carry since connecting, the second follows once everyone has the first.\n\n", cfg.CrowdBudget, cfg.Settle, stormEvery)
+			fmt.Fprintf(w, "Connecting is bounded by %v. Memory is measured %v after the last connection. Text latencies are from the send to each delivery: storm texts are said every %v while the crowd connects, in a room of two other clients (the server must not starve its other rooms); the first text is the first thing the connections carry since connecting, the second follows once everyone has the first.\n\n", cfg.CrowdBudget, cfg.Settle, stormEvery)
 			fmt.Fprintln(w, "| crowd | impl | connected | connect s | server CPU ms/connect | x quic / x ws | x first crowd | last ÷ first tenth | RSS KiB/conn | x quic / x ws | live KiB/conn | x quic / x ws | storm text p50 ms | max ms | 1st text p50 ms | p99 ms | x quic / x ws | 2nd text p50 ms | p99 ms | x quic / x ws | lost | errors |")
 			fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 		}
