@@ -346,10 +346,14 @@ func WithHistoryStore(h HistoryStore) ServerOption {
 // WithPresenceInterval sets how long the server gathers the joins and
 // leaves of a room before it tells the members, in one "presence" frame
 // (PROTOCOL.md §6): a crowd connecting at once costs each member one frame
-// per interval, not one per join. 0 tells every join and leave at once, in
-// a frame of its own. A text sent by a user whose join is still being
-// gathered first tells the join, so that nobody sees a text from a user
-// before the user's join. The default is DefaultPresenceInterval (200ms).
+// per interval, not one per join. A room of more than 10 members is told
+// less often as it grows, every interval × members/10 (2 s for 100 members
+// with the default), at most every 50 intervals, so that telling a room
+// its presence costs O(10) frames per interval whatever its size. 0 tells
+// every join and leave at once, in a frame of its own. A text sent by a
+// user whose join is still being gathered first tells the join, so that
+// nobody sees a text from a user before the user's join. The default is
+// DefaultPresenceInterval (200ms).
 func WithPresenceInterval(d time.Duration) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.presenceInterval = d })
 }
@@ -358,11 +362,7 @@ func WithPresenceInterval(d time.Duration) ServerOption {
 // carry its member count instead of the names of who joined and left, as
 // large rooms do elsewhere: in a room of thousands, names scroll by faster
 // than anyone reads them, and each would cost every member a packet. A
-// member pages through the names with Client.Members. Such a room is told
-// its count less often as it grows: at most every presence interval times
-// (members ÷ limit), and at least every 50 intervals while it changes, so
-// that its presence costs O(limit) frames per interval, not O(members).
-// 0 sends counts only. The default is DefaultPresenceLimit (100).
+// member pages through the names with Client.Members. 0 sends counts only. The default is DefaultPresenceLimit (100).
 func WithPresenceLimit(n int) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.presenceLimit = n })
 }

@@ -354,22 +354,23 @@ func (r *room) countOnlyLocked() bool {
 	return len(r.members) > r.s.cfg.presenceLimit || r.npending > r.s.cfg.presenceLimit
 }
 
-// maxCountEvery bounds how many presence intervals a large room waits
-// between two counts.
-const maxCountEvery = 50
+// A room's presence frames go out at most every interval times its
+// members ÷ presenceSpread, between 1 and maxPresenceEvery intervals: 200
+// ms up to 20 members, 2 s for 100, 10 s from 250 on, with the defaults.
+const (
+	presenceSpread   = 10
+	maxPresenceEvery = 50
+)
 
 // presenceDueLocked reports whether the room's gathered changes are due to
-// be told at now. Names are due every interval. A count is due every
-// interval times the number of times the room passes the presence limit
-// (at most maxCountEvery times: 10 s by default), so that telling a
-// room of N its count costs O(limit) frames per interval, not O(N): in a
-// room of 10,000, the count changing every 200 ms would cost 50,000
-// packets a second and tell nobody anything they can read that fast.
+// be told at now: when the room was last told at least its spacing ago.
+// Each presence frame costs a packet to every member, so a room that told
+// its presence every interval would cost O(members) packets per interval
+// for as long as people come and go: spaced by the room's size, telling
+// it costs O(presenceSpread) packets per interval, whatever its size. A
+// crowd's joins then arrive in fewer, larger frames, or as a count.
 func (r *room) presenceDueLocked(now time.Time) bool {
-	if !r.countOnlyLocked() {
-		return true
-	}
-	times := min(len(r.members)/max(r.s.cfg.presenceLimit, 1), maxCountEvery)
+	times := min(max(len(r.members)/presenceSpread, 1), maxPresenceEvery)
 	return now.Sub(r.told) >= time.Duration(times)*r.s.cfg.presenceInterval
 }
 
