@@ -298,10 +298,15 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 			cc.close(CloseNormal, "handshake failed")
 		}
 	}()
-	// DialEarly returns at once when the TLS session can be resumed: the
-	// hello then goes in 0-RTT, and the welcome comes one round trip
-	// sooner. The server acts on it only once the handshake completes.
-	cc.qc, err = cc.tr.DialEarly(ctx, c.raddr, c.tls, c.quic)
+	// With WithZeroRTT, DialEarly returns at once when the TLS session
+	// can be resumed: the hello then goes in 0-RTT, and the welcome comes
+	// one round trip sooner. The server acts on it only once the
+	// handshake completes.
+	if c.cfg.zeroRTT {
+		cc.qc, err = cc.tr.DialEarly(ctx, c.raddr, c.tls, c.quic)
+	} else {
+		cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
+	}
 	if err != nil {
 		if parent.Err() == nil && noAnswer(err) {
 			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)

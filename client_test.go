@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -294,39 +293,6 @@ func TestShutdownIsReconnected(t *testing.T) {
 	}
 	require.NoError(t, c.Send(ctxT(t), "back"))
 	require.Equal(t, []string{garou.DefaultRoom}, c.Rooms())
-}
-
-// TestRejected0RTTFallsBack: a server back with the same certificate but
-// new session ticket keys cannot read the client's ticket and refuses its
-// 0-RTT hello; the client says it again once the handshake completes.
-func TestRejected0RTTFallsBack(t *testing.T) {
-	conf, fp := devCert(t)
-	lines := make(lineWriter, 100)
-	log := garou.WithLogger(slog.New(slog.NewTextHandler(lines, nil)))
-	r := &restartable{t: t, addr: "127.0.0.1:0"}
-	r.start(garou.WithTLSConfig(conf.Clone()), log)
-	states := make(chan garou.StateChange, 64)
-	c, err := garou.Dial(ctxT(t), r.addr, "zero", garou.WithFingerprint(fp),
-		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
-		garou.WithStateHandler(func(sc garou.StateChange) { states <- sc }))
-	require.NoError(t, err)
-	defer c.Close()
-	r.shutdown()
-	r.start(garou.WithTLSConfig(&tls.Config{Certificates: conf.Certificates}), log) // new ticket keys
-	for sc := range states {
-		require.NotEqual(t, garou.StateClosed, sc.State, "%v", sc.Err)
-		if sc.State == garou.StateResumed {
-			break
-		}
-	}
-	var welcomes []string
-	for len(welcomes) < 2 {
-		if l := <-lines; strings.Contains(l, "garou: welcomed") {
-			welcomes = append(welcomes, l)
-		}
-	}
-	require.Contains(t, welcomes[1], "early=false", "the 0-RTT hello was refused, the 1-RTT one welcomed")
-	require.NoError(t, c.Send(ctxT(t), "back"))
 }
 
 // TestPermanentFailuresAreNotRetried: a server back with another

@@ -182,6 +182,7 @@ type clientConfig struct {
 	receiveBuffer  int
 	onState        func(StateChange)
 	reconnects     int
+	zeroRTT        bool
 	backoffMin     time.Duration
 	backoffMax     time.Duration
 	listenPacket   func(ctx context.Context) (net.PacketConn, error)
@@ -515,6 +516,18 @@ func WithRooms(rooms ...string) ClientOption {
 // goroutine of its own. Default 1024.
 func WithReceiveBuffer(n int) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.receiveBuffer = n })
+}
+
+// WithZeroRTT makes a reconnect resume its TLS session in 0-RTT: the
+// hello travels with the client's first packet and the welcome comes one
+// round trip sooner (the server acts on it only once the handshake
+// completes, so a replay does nothing, and a refused 0-RTT hello is said
+// again). Off by default: quic-go v0.65 has a data race between opening a
+// stream during 0-RTT and the handshake's transport parameters (quic-go
+// issue #4303), which the race detector reports; turn it on where that is
+// acceptable.
+func WithZeroRTT() ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.zeroRTT = true })
 }
 
 // WithReconnect sets how many times in a row the client tries to reconnect

@@ -215,27 +215,6 @@ func TestShutdownDeliversATextBeingKept(t *testing.T) {
 	require.NoError(t, <-shut)
 }
 
-// TestReconnectHelloIn0RTT: a client that reconnects resumes its TLS
-// session and says its hello in 0-RTT; the server welcomes it once the
-// handshake completes.
-func TestReconnectHelloIn0RTT(t *testing.T) {
-	lines := make(lineWriter, 100)
-	srv := startServer(t, garou.WithLogger(slog.New(slog.NewTextHandler(lines, nil))))
-	sock := &cuttable{}
-	alice := dial(t, srv, "alice", garou.WithPacketConn(sock.listen))
-	welcomed := func() string {
-		for {
-			if l := <-lines; strings.Contains(l, "garou: welcomed") {
-				return l
-			}
-		}
-	}
-	require.Contains(t, welcomed(), "resumed=false early=false")
-	sock.cut(false)
-	require.Contains(t, welcomed(), "resumed=true early=true")
-	require.NoError(t, alice.Send(ctxT(t), "still here"))
-}
-
 // forgetCounter counts the rooms a history store is told to forget.
 type forgetCounter struct {
 	garou.HistoryStore
