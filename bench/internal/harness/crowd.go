@@ -107,6 +107,24 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		lat[t] = make([]atomic.Int64, n)
 	}
 	var got [crowdTexts]atomic.Int64
+	// readTexts gives on the number and delivery latency (ns) of each text
+	// c receives, until c is closed.
+	readTexts := func(c impl.Client, on func(t int, lat int64)) {
+		for {
+			_, text, err := c.Receive()
+			if err != nil {
+				if !closing.Load() {
+					e.add(fmt.Errorf("receive: %w", err))
+				}
+				return
+			}
+			now := time.Now().UnixNano()
+			ts, ok1 := sentAt(text)
+			if _, t, ok2 := textID(text); ok1 && ok2 {
+				on(t, now-ts)
+			}
+		}
+	}
 	// storm are the latencies of the texts one of two clients in a room
 	// of their own says while the crowd connects, to both: the server's
 	// other rooms must not starve while it connects a crowd. (In the
@@ -122,21 +140,13 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 		}
 		pair[j] = c
 		receivers.Go(func() {
-			for {
-				_, text, err := c.Receive()
-				if err != nil {
-					if !closing.Load() {
-						e.add(fmt.Errorf("receive: %w", err))
-					}
-					return
-				}
-				ts, ok := sentAt(text)
-				if _, t, ok2 := textID(text); ok && ok2 && t == stormText {
+			readTexts(c, func(t int, lat int64) {
+				if t == stormText {
 					stormMu.Lock()
-					storm = append(storm, float64(time.Now().UnixNano()-ts)/1e6)
+					storm = append(storm, float64(lat)/1e6)
 					stormMu.Unlock()
 				}
-			}
+			})
 		})
 	}
 	stormDone := make(chan struct{})
@@ -158,27 +168,13 @@ func crowd(ctx context.Context, cfg Config, im impl.Impl, srv *serverProc, rooms
 	})
 	receive := func(i int, c impl.Client) {
 		defer receivers.Done()
-		for {
-			// Garou's clients also receive (and Receive skips) the
-			// presence of everyone who connects after them.
-			_, text, err := c.Receive()
-			if err != nil {
-				if !closing.Load() {
-					e.add(fmt.Errorf("receive: %w", err))
-				}
-				return
+		// Garou's clients also receive (and Receive skips) the presence of
+		// everyone who connects after them.
+		readTexts(c, func(t int, l int64) {
+			if t < crowdTexts && lat[t][i].CompareAndSwap(0, l+1) {
+				got[t].Add(1)
 			}
-			now := time.Now().UnixNano()
-			ts, ok1 := sentAt(text)
-			_, t, ok2 := textID(text)
-			switch {
-			case !ok1 || !ok2:
-			case t < crowdTexts:
-				if lat[t][i].CompareAndSwap(0, now-ts+1) {
-					got[t].Add(1)
-				}
-			}
-		}
+		})
 	}
 
 	// The server's CPU when the first k·tenth clients had connected.
