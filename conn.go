@@ -162,6 +162,7 @@ func (c *conn) readLoop(fr *frameReader) error {
 		if err != nil {
 			return c.readFailed(err)
 		}
+		c.s.stats.bytesIn.Add(uint64(frameHeaderLen + len(body)))
 		if !c.serveFrame(body) {
 			return nil
 		}
@@ -286,8 +287,15 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 			c.enqueue(mustEncode(errorFrame(0, spec.Room, e)))
 		}
 	}
-	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil,
-		"early", c.qc.ConnectionState().Used0RTT)
+	early := c.qc.ConnectionState().Used0RTT
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", early)
+	c.s.stats.welcomes.Add(1)
+	if old != nil {
+		c.s.stats.resumes.Add(1)
+	}
+	if early {
+		c.s.stats.early.Add(1)
+	}
 	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
@@ -399,6 +407,7 @@ func (c *conn) refuse(ref uint64, e *Error) bool {
 	if e.Code != CodeInternal && c.strike() {
 		return false
 	}
+	c.s.stats.refused(e.Code)
 	c.sendError(ref, e)
 	return true
 }
@@ -481,6 +490,7 @@ func (c *conn) direct(to, text string) (reply, error) {
 	if !target.enqueue(frame) {
 		return reply{}, noSuchUser(to)
 	}
+	c.s.stats.directs.Add(1)
 	return ackDirect(0, msg.ID, msg.To), nil
 }
 
@@ -688,6 +698,7 @@ func (c *conn) setCause(cause closeCause) bool {
 		return false
 	}
 	c.cause = &cause
+	c.s.stats.closed(cause.code)
 	return true
 }
 
@@ -705,6 +716,7 @@ func (c *conn) finish(close CloseCode, text, reason string) {
 	}
 	started := c.str != nil
 	c.cause = &closeCause{code: close, text: text, reason: reason, graceful: started}
+	c.s.stats.closed(close)
 	c.mu.Unlock()
 	if !started {
 		c.s.goFor(c, c.closeConn)
@@ -787,6 +799,11 @@ func (c *conn) writeLoop() {
 			c.q.exited()
 			return
 		}
+		n := 0
+		for _, f := range batch {
+			n += len(f)
+		}
+		c.s.stats.bytesOut.Add(uint64(n))
 		c.q.written(batch)
 	}
 }

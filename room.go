@@ -139,13 +139,18 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
 		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 	}
-	if err := r.s.cfg.history.Append(ctx, r.name, msg); err != nil {
+	start := time.Now()
+	err = r.s.cfg.history.Append(ctx, r.name, msg)
+	r.s.stats.history(time.Since(start), err)
+	if err != nil {
 		r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
 		return ChatMessage{}, errHistory
 	}
 	r.mu.Lock()
 	// Kept, so sequenced: delivered even if c was replaced meanwhile.
 	r.seq = seq
+	r.s.stats.texts.Add(1)
+	r.s.stats.deliveries.Add(uint64(len(r.members)))
 	if c != nil && r.joining != nil && !r.countOnlyLocked() {
 		if _, ok := r.joining[c.user.ID]; ok {
 			r.flushPresenceLocked(nil) // its join before its text

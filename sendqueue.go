@@ -99,6 +99,13 @@ func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
 	return true, false, 0
 }
 
+// queued returns the bytes waiting in the queue (and being written).
+func (q *sendQueue) queued() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
 // maxDatagrams bounds the signals waiting to go out as datagrams: they
 // may be lost anyway, so a connection that cannot take them drops them
 // rather than queue them.

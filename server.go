@@ -75,6 +75,8 @@ type Server struct {
 	rooms    map[string]*room
 	seqFloor uint64 // highest seq of any removed room: new rooms start above it
 
+	stats counters
+
 	// Rooms with presence changes to tell, and the presence loop's wake-up.
 	presMu    sync.Mutex
 	presRooms []*room
