@@ -58,6 +58,7 @@ type options struct {
 	certFile         string
 	keyFile          string
 	logLevel         string
+	metrics          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -83,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.burst, "burst", garou.DefaultBurst, "texts a client may send in a burst")
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
+	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics (Prometheus text format) and /debug/pprof/ on this loopback `address`, e.g. 127.0.0.1:9090")
 	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -168,6 +170,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		_, port, _ := net.SplitHostPort(addr)
 		fmt.Fprintf(stdout, "or, where the certificate's authority is trusted:\n  go run ./examples/client -name NAME -addr %s\n",
 			net.JoinHostPort(certHost, port))
+	}
+	if o.metrics != "" {
+		maddr, stopMetrics, err := serveMetrics(ctx, o.metrics, srv, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "server:", err)
+			return 2
+		}
+		defer stopMetrics()
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics, profiles on http://%s/debug/pprof/\n", maddr, maddr)
 	}
 	fmt.Fprintln(stdout, "press Ctrl-C to stop")
 

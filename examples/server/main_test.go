@@ -11,8 +11,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,4 +285,45 @@ func writeCert(t *testing.T, dir, host string) (der []byte, certFile, keyFile st
 	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
 	return der, certFile, keyFile
+}
+
+// TestMetrics: -metrics serves the server's figures in Prometheus's text
+// format, and profiles, on a loopback address, and refuses any other.
+func TestMetrics(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	bad := start(t, bin, nil, "-addr", "127.0.0.1:0", "-metrics", "0.0.0.0:0")
+	require.Error(t, bad.wait(ctx, t))
+	require.Contains(t, bad.stderr.String(), "loopback address only")
+
+	p := start(t, bin, nil, "-addr", "127.0.0.1:0", "-metrics", "127.0.0.1:0")
+	m, err := p.stdout.waitFor(ctx, banner)
+	require.NoError(t, err)
+	mm, err := p.stdout.waitFor(ctx, regexp.MustCompile(`metrics on (http://\S+/metrics), profiles on (http://\S+/debug/pprof/)\n`))
+	require.NoError(t, err)
+	alice, err := garou.Dial(ctx, m[1], "alice", garou.WithFingerprint(m[4]), garou.WithReconnect(0))
+	require.NoError(t, err)
+	defer alice.Close()
+	require.NoError(t, alice.Send(ctx, "counted"))
+
+	get := func(url string) string {
+		req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return string(b)
+	}
+	body := get(mm[1])
+	require.Contains(t, body, "# TYPE garou_users gauge\ngarou_users 1\n")
+	require.Contains(t, body, "garou_texts_total 1\n")
+	require.Contains(t, body, "garou_welcomes_total 1\n")
+	require.Contains(t, get(mm[2]), "goroutine")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
+	require.NoError(t, p.wait(ctx, t))
 }
