@@ -178,7 +178,7 @@ func (c *conn) serveFrame(body []byte) bool {
 	}
 	req, derr := decodeRequest(body)
 	if derr != nil {
-		c.log.Warn("garou: bad frame", "user", c.user.Name, "err", derr)
+		c.s.logRefusal(c.log, slog.LevelWarn, "garou: bad frame", "user", c.user.Name, "err", derr)
 		return c.refuse(req.Ref, derr.(*Error))
 	}
 	return c.handle(req)
@@ -190,7 +190,7 @@ func (c *conn) readFailed(err error) error {
 	var tl *frameTooLargeError
 	switch {
 	case errors.As(err, &tl):
-		c.log.Warn("garou: frame too large", "user", c.user.Name, "size", tl.size)
+		c.s.logRefusal(c.log, slog.LevelWarn, "garou: frame too large", "user", c.user.Name, "size", tl.size)
 		c.finish(CloseTooLarge, tl.Error(), "error")
 	case errors.Is(err, errEmptyFrame):
 		c.finish(CloseProtocol, "empty frame", "error")
@@ -219,7 +219,7 @@ func isTimeout(err error) bool {
 // hello handles the first frame. It reports whether the client was welcomed.
 func (c *conn) hello(req request, deadline time.Time) bool {
 	refuse := func(close CloseCode, text string) bool {
-		c.log.Info("garou: hello refused", "name", req.Name, "code", close, "text", text)
+		c.s.logRefusal(c.log, slog.LevelInfo, "garou: hello refused", "name", req.Name, "code", close, "text", text)
 		c.finish(close, text, "")
 		return false
 	}

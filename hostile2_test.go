@@ -7,6 +7,7 @@ package garou_test
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -189,4 +190,29 @@ func TestHostileStreamEndsBeforeHello(t *testing.T) {
 	code, bye = reset.closed()
 	requireBye(t, code, bye, garou.CloseProtocol)
 	requireServed(t, alice)
+}
+
+// TestHostileFloodDoesNotFloodTheLogs: a client sending bad frames as fast
+// as it can gets an error for each, but the server logs only the first
+// few of them.
+func TestHostileFloodDoesNotFloodTheLogs(t *testing.T) {
+	lines := make(lineWriter, 1000)
+	srv := startServer(t, garou.WithLogger(slog.New(slog.NewTextHandler(lines, nil))))
+	m := rawDial(t, srv)
+	m.hello("mallory")
+	const n = 60
+	for i := range n {
+		m.send(fmt.Sprintf(`{"type":"nonsense","ref":%d}`, i+1))
+	}
+	for i := range n {
+		m.expectError(garou.CodeUnknownType, uint64(i+1))
+	}
+	bad := 0
+	for len(lines) > 0 {
+		if strings.Contains(<-lines, "garou: bad frame") {
+			bad++
+		}
+	}
+	require.Positive(t, bad)
+	require.Less(t, bad, n/2, "the logs were not limited")
 }

@@ -75,7 +75,8 @@ type Server struct {
 	rooms    map[string]*room
 	seqFloor uint64 // highest seq of any removed room: new rooms start above it
 
-	stats counters
+	stats       counters
+	refusalLogs logLimiter
 
 	// Rooms with presence changes to tell, and the presence loop's wake-up.
 	presMu    sync.Mutex
@@ -319,7 +320,7 @@ func (s *Server) admit(qc *quic.Conn) {
 	}
 	if reason != "" {
 		s.mu.Unlock()
-		s.log.Warn("garou: connection refused", "remote", qc.RemoteAddr().String(), "reason", reason)
+		s.logRefusal(s.log, slog.LevelWarn, "garou: connection refused", "remote", qc.RemoteAddr().String(), "reason", reason)
 		s.wg.Go(func() { s.closeQUIC(qc, code, reason) })
 		return
 	}

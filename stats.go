@@ -1,6 +1,8 @@
 package garou
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,4 +122,54 @@ func (s *Server) Stats() Stats {
 		st.Members += r.Members
 	}
 	return st
+}
+
+// logLimiter lets through at most burst log lines, then one every
+// 1/perSecond, for the lines a hostile client can cause (refusals, bad
+// frames): a flood must not turn into a flood of logs. It counts what it
+// held back, for the next line to say.
+type logLimiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+const (
+	refusalLogsPerSecond = 10
+	refusalLogBurst      = 20
+)
+
+// allow reports whether a line may be logged now, and how many were held
+// back since the last one.
+func (l *logLimiter) allow() (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.last.IsZero() {
+		l.tokens = refusalLogBurst
+	} else {
+		l.tokens = min(refusalLogBurst, l.tokens+now.Sub(l.last).Seconds()*refusalLogsPerSecond)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		return false, 0
+	}
+	l.tokens--
+	suppressed, l.suppressed = l.suppressed, 0
+	return true, suppressed
+}
+
+// logRefusal logs a line a client's misbehaviour caused, unless too many
+// such lines came lately; the next line logged says how many were not.
+func (s *Server) logRefusal(log *slog.Logger, level slog.Level, msg string, args ...any) {
+	ok, held := s.refusalLogs.allow()
+	if !ok {
+		return
+	}
+	if held > 0 {
+		args = append(args, "suppressed", held)
+	}
+	log.Log(context.Background(), level, msg, args...)
 }
