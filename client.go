@@ -78,9 +78,14 @@ type Client struct {
 	cur     *clientConn
 	ready   chan struct{}  // closed while cur is usable
 	leaving map[string]int // rooms a Leave is under way for: never rejoined
-	pending map[uint64]chan reply
-	nextRef uint64
-	err     error // why the client stopped
+	// departing keeps the state of the rooms a Leave is under way for:
+	// out of rooms (Rooms, resumes, sends), but still followed (texts,
+	// presence) until the server has answered, as the client is still a
+	// member until then, and is one again if the server refuses.
+	departing map[string]*roomState
+	pending   map[uint64]chan reply
+	nextRef   uint64
+	err       error // why the client stopped
 }
 
 // queued is a message waiting for Receive, with the size of its frame.
@@ -215,6 +220,7 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 		rooms:     make(map[string]*roomState),
 		ready:     make(chan struct{}),
 		leaving:   make(map[string]int),
+		departing: make(map[string]*roomState),
 		pending:   make(map[uint64]chan reply),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -777,7 +783,7 @@ func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
 // after it, or one TypePresence message when the frame has the count alone.
 func (c *Client) presence(r *reply) []ChatMessage {
 	c.mu.Lock()
-	st := c.rooms[r.Room]
+	st := c.followedLocked(r.Room)
 	if st == nil || r.PresenceSeq <= st.presence {
 		c.mu.Unlock()
 		return nil // a room left, or changes the joined reply counted
@@ -937,13 +943,13 @@ func (c *Client) track(r *reply) {
 		c.mu.Unlock()
 	case TypeText:
 		c.mu.Lock()
-		if st := c.rooms[r.Room]; st != nil && r.Seq > st.lastSeq {
+		if st := c.followedLocked(r.Room); st != nil && r.Seq > st.lastSeq {
 			st.lastSeq = r.Seq
 		}
 		c.mu.Unlock()
 	case TypeGap:
 		c.mu.Lock()
-		if st := c.rooms[r.Room]; st != nil {
+		if st := c.followedLocked(r.Room); st != nil {
 			switch {
 			case r.GapTo == 0:
 				// The server lost the room's past (it restarted): follow
@@ -964,6 +970,15 @@ func (c *Client) track(r *reply) {
 			c.mu.Unlock()
 		}
 	}
+}
+
+// followedLocked returns the state of a room the client is in or is
+// leaving. c.mu is held.
+func (c *Client) followedLocked(room string) *roomState {
+	if st := c.rooms[room]; st != nil {
+		return st
+	}
+	return c.departing[room]
 }
 
 // request sends req and waits for the reply with its ref. If the connection
@@ -1211,6 +1226,7 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	if had {
 		delete(c.rooms, room)
 		c.order = slices.DeleteFunc(c.order, func(s string) bool { return s == room })
+		c.departing[room] = st
 	}
 	c.leaving[room]++
 	c.mu.Unlock()
@@ -1219,6 +1235,9 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	defer c.mu.Unlock()
 	if c.leaving[room]--; c.leaving[room] == 0 {
 		delete(c.leaving, room)
+	}
+	if had && c.departing[room] == st {
+		delete(c.departing, room)
 	}
 	var e *Error
 	if had && errors.As(err, &e) {

@@ -1,7 +1,9 @@
 package garou_test
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -186,4 +188,40 @@ func TestHostileCursor(t *testing.T) {
 	require.Equal(t, uint64(2), f.num("ref"))
 	require.Empty(t, f["users"], "nothing sorts after it")
 	require.Equal(t, uint64(1), f.num("count"))
+}
+
+// TestPresenceWhileLeaving: the joins and leaves told while a Leave is
+// under way still reach Receive (the client is a member until the server
+// answers), and when the server refuses the Leave the room is the
+// client's again.
+func TestPresenceWhileLeaving(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := startServer(t, garou.WithPresenceInterval(0), garou.WithRateLimit(0.01, 1),
+		garou.WithMessageFilter(func(ctx context.Context, m garou.Incoming) (string, error) {
+			if m.Text == "hold" {
+				close(entered)
+				<-release // bob's requests wait behind this one
+			}
+			return m.Text, nil
+		}))
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the server's: a failing test must not hang in the hook
+	bob := dial(t, srv, "bob")
+	sent := make(chan error, 1)
+	go func() { sent <- bob.Send(ctxT(t), "hold") }() // takes bob's one token
+	<-entered
+	left := make(chan error, 1)
+	go func() { left <- bob.Leave(ctxT(t), "") }()
+	require.Eventually(t, func() bool { return !slices.Contains(bob.Rooms(), garou.DefaultRoom) },
+		10*time.Second, time.Millisecond, "the Leave has begun")
+	dial(t, srv, "carol")
+	m := next(t, bob, garou.TypeJoin)
+	require.Equal(t, "carol", m.User.Name, "told while leaving")
+	free()
+	require.NoError(t, <-sent)
+	var e *garou.Error
+	require.ErrorAs(t, <-left, &e)
+	require.Equal(t, garou.CodeRateLimited, e.Code)
+	require.Equal(t, []string{garou.DefaultRoom}, bob.Rooms(), "refused: the room is bob's again")
 }
