@@ -826,6 +826,12 @@ func (c *Client) readDatagrams(cc *clientConn) {
 		if err != nil || MessageType(r.Type) != TypeTyping {
 			continue // only signals come so; anything else is not ours
 		}
+		c.mu.Lock()
+		followed := c.followedLocked(r.Room) != nil
+		c.mu.Unlock()
+		if !followed {
+			continue // overtook its room's joined reply, or came after a leave
+		}
 		c.offer(queued{m: r.message(), size: len(b) + msgOverhead})
 	}
 }

@@ -646,10 +646,18 @@ func (c *conn) teardown(readErr error) {
 		c.closeConn()
 	}
 	// Bounded: a graceful writer has a write deadline and a linger,
-	// which Server.Close cuts short.
+	// which Server.Close cuts short. A writer blocked sending a datagram
+	// (quic-go waits while its datagram queue is full, which a client that
+	// stops acknowledging keeps it) has no deadline: past both, closing
+	// the connection frees it.
+	bound := time.NewTimer(3 * lingerTimeout)
+	defer bound.Stop()
 	select {
 	case <-c.q.done:
 	case <-c.s.closedCh:
+		c.closeConn()
+		<-c.q.done
+	case <-bound.C:
 		c.closeConn()
 		<-c.q.done
 	}

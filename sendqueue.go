@@ -203,6 +203,7 @@ func (q *sendQueue) close(final []byte) {
 	case queueOpen:
 		q.state = queueClosing
 		q.final = final
+		q.dgrams = nil // signals are stale by now
 	}
 	start := q.startLocked()
 	q.mu.Unlock()
