@@ -402,20 +402,35 @@ func (s *Server) presenceLoop() {
 
 // userPage returns the users online after cursor (a user ID; "" for the
 // first) in the order of their IDs, at most PageSize of them, with the
-// cursor of the next page ("" if none) and the number online.
+// cursor of the next page ("" if none) and the number online. It keeps
+// only the best PageSize candidates as it scans, so a page costs one pass
+// over the users and no copy of them.
 func (s *Server) userPage(cursor string) (page []User, next string, total int) {
+	best := make([]*conn, 0, PageSize+1)
+	after := 0
 	s.mu.Lock()
 	total = len(s.byID)
 	for id, c := range s.byID {
-		if id > cursor {
-			page = append(page, c.user)
+		if id <= cursor {
+			continue
+		}
+		after++
+		if len(best) == PageSize && id >= best[PageSize-1].user.ID {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(best, id, byID)
+		best = slices.Insert(best, i, c)
+		if len(best) > PageSize {
+			best = best[:PageSize]
 		}
 	}
+	page = make([]User, len(best))
+	for i, c := range best {
+		page[i] = c.user
+	}
 	s.mu.Unlock()
-	slices.SortFunc(page, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
-	if len(page) > PageSize {
-		page = page[:PageSize:PageSize]
-		next = page[PageSize-1].ID
+	if after > len(best) {
+		next = page[len(page)-1].ID
 	}
 	return page, next, total
 }
