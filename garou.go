@@ -31,6 +31,15 @@
 // longer kept. A replay is sent as the client reads it, however large; the
 // history can be kept elsewhere with [WithHistoryStore].
 //
+// # QUIC
+//
+// A client keeps its connection when its address changes: [Client.Migrate]
+// moves it to a new socket (a phone leaving Wi-Fi), and a NAT rebinding
+// needs nothing. [Client.Typing] signals travel as QUIC datagrams, never
+// behind texts. The server takes a reconnect's hello in 0-RTT and acts on
+// it only once the handshake completes; the client sends it so with
+// [WithZeroRTT]. [Server.Stats] reports what an operator watches.
+//
 // # Hooks
 //
 // A host program decides who may connect, who they are and what may be
