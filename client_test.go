@@ -453,3 +453,40 @@ func TestRefusedReconnectIsFinal(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartWithDataDir: a server restarted with the same data directory
+// and a store that keeps texts presents the same certificate and numbers
+// on, so a client pinned to it resumes by number: no gap, nothing twice.
+func TestRestartWithDataDir(t *testing.T) {
+	dir, hist := t.TempDir(), garou.NewMemoryHistory(100)
+	r := &restartable{t: t, addr: "127.0.0.1:0"}
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(hist))
+	fp := r.srv.Fingerprint()
+	states := make(chan garou.StateChange, 64)
+	c, err := garou.Dial(ctxT(t), r.addr, "alice", garou.WithFingerprint(fp),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { states <- sc }))
+	require.NoError(t, err)
+	defer c.Close()
+	for _, text := range []string{"one", "two"} {
+		require.NoError(t, c.Send(ctxT(t), text))
+	}
+	require.Equal(t, uint64(1), next(t, c, garou.TypeText).Seq)
+	require.Equal(t, uint64(2), next(t, c, garou.TypeText).Seq)
+
+	r.shutdown()
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(hist))
+	require.Equal(t, fp, r.srv.Fingerprint(), "the same development certificate")
+	for sc := range states {
+		require.NotEqual(t, garou.StateClosed, sc.State, "%v", sc.Err)
+		if sc.State == garou.StateResumed {
+			break
+		}
+	}
+	_, err = r.srv.Publish(ctxT(t), garou.DefaultRoom, "three")
+	require.NoError(t, err)
+	m := next(t, c, garou.TypeText, garou.TypeGap)
+	require.Equal(t, garou.TypeText, m.Type, "resumed by number across the restart, no gap: %+v", m)
+	require.Equal(t, "three", m.Text, "nothing twice")
+	require.Equal(t, uint64(3), m.Seq, "numbering went on")
+}

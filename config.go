@@ -90,6 +90,7 @@ type serverConfig struct {
 	burst             int
 	shutdownTimeout   time.Duration
 	sendKeyWindow     int
+	dataDir           string
 	presenceInterval  time.Duration
 	presenceLimit     int
 	tlsConfig         *tls.Config
@@ -342,6 +343,19 @@ func WithHistorySize(n int) ServerOption {
 // Default NewMemoryHistory(size of WithHistorySize).
 func WithHistoryStore(h HistoryStore) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.history = h })
+}
+
+// WithDataDir keeps, in dir (created if missing, files readable by the
+// owner only), what lets clients carry on across the server's restarts: an
+// identity that lets them resume rooms by number, the development
+// certificate they pin (when no TLS config is given), the TLS
+// session-ticket key (TLS resumption and 0-RTT survive a restart) and the
+// QUIC stateless-reset key (clients of a run that crashed learn at once
+// that their connection is gone). Numbering continues across a restart
+// when the HistoryStore is a SeqKeeper, as a durable one is. Default:
+// none; every run is new to clients.
+func WithDataDir(dir string) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.dataDir = dir })
 }
 
 // WithPresenceInterval sets how long the server gathers the joins and

@@ -238,7 +238,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	}
 	for i := range rooms {
 		// Sequence numbers of another run of the server mean nothing here.
-		rooms[i].lostRun = req.Server != "" && req.Server != c.s.idPfx
+		rooms[i].lostRun = req.Server != "" && req.Server != c.s.run
 	}
 	if len(rooms) > c.s.cfg.maxRoomsPerClient {
 		return refuse(CloseProtocol, "too many rooms in hello")
@@ -296,7 +296,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 	if early {
 		c.s.stats.early.Add(1)
 	}
-	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.idPfx, c.s.cfg.maxMessageSize)))
+	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.run, c.s.cfg.maxMessageSize)))
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
 	}

@@ -2,6 +2,8 @@ package garou
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"sync"
 )
 
@@ -34,14 +36,18 @@ type HistoryStore interface {
 	Forget(ctx context.Context, room string) error
 }
 
-// NewMemoryHistory returns a HistoryStore that keeps the last size texts of
+// NewMemoryHistory returns a HistoryStore (a SeqKeeper) that keeps the last size texts of
 // each room in memory, in a ring per room. A size of 0 keeps nothing.
 func NewMemoryHistory(size int) HistoryStore {
-	return &memoryHistory{size: size, rooms: make(map[string]*ring)}
+	var e [8]byte
+	_, _ = rand.Read(e[:])
+	return &memoryHistory{size: size, rooms: make(map[string]*ring), epoch: hex.EncodeToString(e[:])}
 }
 
 type memoryHistory struct {
 	size  int
+	epoch string // random: a new store has a new history
+	floor uint64 // the highest Seq of a room forgotten
 	mu    sync.Mutex
 	rooms map[string]*ring
 }
@@ -92,9 +98,27 @@ func (h *memoryHistory) After(_ context.Context, room string, seq uint64) ([]Cha
 
 func (h *memoryHistory) Forget(_ context.Context, room string) error {
 	h.mu.Lock()
+	if r := h.rooms[room]; r != nil && r.n > 0 {
+		h.floor = max(h.floor, r.at(r.n-1).Seq)
+	}
 	delete(h.rooms, room)
 	h.mu.Unlock()
 	return nil
 }
 
 func (r *ring) at(i int) ChatMessage { return r.buf[(r.start+i)%len(r.buf)] }
+
+// Epoch is the store's, random: a process's memory does not outlive it.
+func (h *memoryHistory) Epoch() string { return h.epoch }
+
+// LastSeq makes the memory store a SeqKeeper: a server restarted in the
+// same process with the same store numbers on.
+func (h *memoryHistory) LastSeq(_ context.Context, room string) (uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[room]
+	if r == nil || r.n == 0 {
+		return h.floor, nil
+	}
+	return r.at(r.n - 1).Seq, nil
+}

@@ -210,10 +210,19 @@ var errHistory = &Error{Code: CodeInternal, Text: "the room's history is unavail
 // connection of the same session. It returns the replay to fetch, if any,
 // once no lock is held.
 func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
+	// A room created here continues the numbering its store kept across
+	// restarts. Asked with no lock held; a room created meanwhile wins.
+	var kept uint64
+	if k, ok := s.cfg.history.(SeqKeeper); ok && s.lookupRoom(spec.Room) == nil {
+		var err error
+		if kept, err = k.LastSeq(c.qc.Context(), spec.Room); err != nil {
+			s.log.Error("garou: history last seq failed", "room", spec.Room, "err", err)
+		}
+	}
 	s.roomsMu.Lock()
 	r := s.rooms[spec.Room]
 	if r == nil {
-		r = newRoom(s, spec.Room, s.seqFloor)
+		r = newRoom(s, spec.Room, max(s.seqFloor, kept))
 		s.rooms[spec.Room] = r
 	}
 	r.mu.Lock()

@@ -43,8 +43,12 @@ type Server struct {
 	fp    string
 	log   *slog.Logger
 	quic  *quic.Config
-	idPfx string
-	ids   atomic.Uint64
+	idPfx string // of message IDs: this run's
+	// run identifies the server's numbering to clients (welcome's
+	// "server"): its history store's epoch, or this run's.
+	run  string
+	data *dataDir
+	ids  atomic.Uint64
 
 	// draining is set by Shutdown: no new text is sequenced after it.
 	draining atomic.Bool
@@ -95,18 +99,42 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tlsConf, fp, err := serverTLS(cfg.tlsConfig)
+	var dd *dataDir
+	tlsIn := cfg.tlsConfig
+	if cfg.dataDir != "" {
+		var err error
+		if dd, err = openDataDir(cfg.dataDir, tlsIn == nil); err != nil {
+			return nil, err
+		}
+		if dd.cert != nil {
+			tlsIn = &tls.Config{Certificates: []tls.Certificate{*dd.cert}}
+		}
+	}
+	tlsConf, fp, err := serverTLS(tlsIn)
 	if err != nil {
 		return nil, err
 	}
 	var pfx [4]byte
 	_, _ = rand.Read(pfx[:])
+	run := hex.EncodeToString(pfx[:]) + "-"
+	if k, ok := cfg.history.(SeqKeeper); ok {
+		// Numbers are the store's: clients resume by them as long as it
+		// keeps its history, across restarts too.
+		run = k.Epoch()
+	}
+	if dd != nil {
+		// Tickets of an earlier run stay valid: clients resume TLS, and
+		// 0-RTT, across a restart.
+		tlsConf.SetSessionTicketKeys([][32]byte{dd.ticketKey})
+	}
 	s := &Server{
 		cfg:   cfg,
 		tls:   tlsConf,
 		fp:    fp,
 		log:   cfg.logger,
 		idPfx: hex.EncodeToString(pfx[:]) + "-",
+		run:   run,
+		data:  dd,
 		quic: &quic.Config{
 			HandshakeIdleTimeout: min(cfg.handshakeTimeout, 10*time.Second),
 			// A reconnecting client's hello may come in 0-RTT; it is acted
@@ -225,6 +253,12 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	defer s.setReady()
 
 	tr := &quic.Transport{Conn: pc}
+	if s.data != nil {
+		// Clients of a run that crashed learn at once, from a stateless
+		// reset, that their connection is gone.
+		key := quic.StatelessResetKey(s.data.resetKey)
+		tr.StatelessResetKey = &key
+	}
 	ln, err := tr.ListenEarly(s.tls, s.quic)
 	if err != nil {
 		tr.Close()

@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/boltstore"
 	"github.com/stretchr/testify/require"
 )
 
@@ -64,4 +67,94 @@ func TestServer(t *testing.T) {
 		require.Equal(t, kept[i].ID, m.ID)
 		require.True(t, kept[i].Time.Equal(m.Time))
 	}
+}
+
+// TestRestart: a server restarted on the same address, data directory and
+// history file (closed and opened again between the runs) presents the
+// same certificate and numbers on from the file: a client resumes by
+// number, with no gap and nothing twice.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "history.db")
+	addr := "127.0.0.1:0"
+	run := func(store *boltstore.Store) (*garou.Server, func()) {
+		srv, err := garou.NewServer(garou.WithHistoryStore(store), garou.WithDataDir(dir),
+			garou.WithLogger(slog.New(slog.DiscardHandler)))
+		require.NoError(t, err)
+		pc, err := net.ListenPacket("udp", addr)
+		require.NoError(t, err)
+		addr = pc.LocalAddr().String()
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(context.Background(), pc) }()
+		<-srv.Ready()
+		return srv, func() {
+			require.NoError(t, srv.Shutdown(ctxT(t)))
+			require.NoError(t, <-served)
+			pc.Close()
+		}
+	}
+	first, err := boltstore.Open(path)
+	require.NoError(t, err)
+	srv, stop := run(first)
+	fp, epoch := srv.Fingerprint(), first.Epoch()
+	resumed := make(chan struct{}, 1)
+	alice, err := garou.Dial(ctxT(t), addr, "alice", garou.WithFingerprint(fp),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) {
+			if sc.State == garou.StateResumed {
+				resumed <- struct{}{}
+			}
+		}))
+	require.NoError(t, err)
+	defer alice.Close()
+	for _, s := range []string{"one", "two"} {
+		require.NoError(t, alice.Send(ctxT(t), s))
+	}
+	stop()
+	require.NoError(t, first.Close())
+
+	second := openAt(t, path)
+	require.Equal(t, epoch, second.Epoch(), "the file's history")
+	last, err := second.LastSeq(ctxT(t), garou.DefaultRoom)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), last)
+	srv, stop = run(second)
+	defer stop()
+	require.Equal(t, fp, srv.Fingerprint())
+	<-resumed
+	_, err = srv.Publish(ctxT(t), garou.DefaultRoom, "three")
+	require.NoError(t, err)
+	var texts []garou.ChatMessage
+	for len(texts) < 3 {
+		m, err := alice.Receive(ctxT(t))
+		require.NoError(t, err)
+		require.NotEqual(t, garou.TypeGap, m.Type, "%+v", m)
+		if m.Type == garou.TypeText {
+			texts = append(texts, m)
+		}
+	}
+	for i, m := range texts {
+		require.Equal(t, uint64(i+1), m.Seq, "%q", m.Text)
+	}
+	require.Equal(t, "three", texts[2].Text)
+}
+
+// TestLastSeqFloor: a room forgotten leaves its last number as a floor,
+// kept in the file, so that no room made anew reuses a number.
+func TestLastSeqFloor(t *testing.T) {
+	s, path := open(t)
+	for seq := uint64(1); seq <= 5; seq++ {
+		require.NoError(t, s.Append(ctxT(t), "gone", garou.ChatMessage{Type: garou.TypeText, Seq: seq, Text: "x"}))
+	}
+	require.NoError(t, s.Forget(ctxT(t), "gone"))
+	last, err := s.LastSeq(ctxT(t), "new")
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), last)
+	epoch := s.Epoch()
+	require.NoError(t, s.Close())
+	again := openAt(t, path)
+	last, err = again.LastSeq(ctxT(t), "gone")
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), last)
+	require.Equal(t, epoch, again.Epoch())
 }

@@ -3,7 +3,9 @@ package boltstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -25,6 +27,10 @@ var (
 	roomsBucket = []byte("rooms")
 	formatKey   = []byte("format")
 	sizeKey     = []byte("size")
+	// epochKey names the file's history (Epoch); floorKey keeps the
+	// highest Seq of a room forgotten (LastSeq).
+	epochKey = []byte("epoch")
+	floorKey = []byte("floor")
 )
 
 // format names this package's layout, so that a file of another program,
@@ -61,12 +67,14 @@ type Store struct {
 	commits atomic.Int64 // transactions of appends and forgets attempted
 	taken   atomic.Int64 // appends and forgets taken into them
 
+	epoch string // read or made at Open
+
 	// The committer's own: how many texts each room it has written to has,
 	// and the last Seq; filled from the file at a room's first append.
 	rooms map[string]roomState
 }
 
-var _ garou.HistoryStore = (*Store)(nil)
+var _ garou.SeqKeeper = (*Store)(nil)
 
 type roomState struct {
 	n    int    // texts kept
@@ -134,8 +142,72 @@ func Open(path string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
+	if err := s.loadEpoch(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: %s: %w", path, err)
+	}
 	go s.run()
 	return s, nil
+}
+
+// loadEpoch reads the file's epoch, making one for a file that has none.
+func (s *Store) loadEpoch() error {
+	var e []byte
+	err := guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			e = bytes.Clone(tx.Bucket(metaBucket).Get(epochKey))
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if e == nil {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		e = []byte(hex.EncodeToString(b[:]))
+		if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(metaBucket).Put(epochKey, e) }); err != nil {
+			return err
+		}
+	}
+	s.epoch = string(e)
+	return nil
+}
+
+// Epoch identifies the file's history: it is made with the file and kept
+// in it, so a server that reopens the file numbers on and its clients
+// resume by number, while a new file is a new history.
+func (s *Store) Epoch() string { return s.epoch }
+
+// LastSeq returns the Seq of room's latest kept text; for a room with
+// none, the highest Seq of any room forgotten (0 if none), so that a room
+// made anew never reuses a number. It implements garou.SeqKeeper.
+func (s *Store) LastSeq(ctx context.Context, room string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !s.enter() {
+		return 0, ErrClosed
+	}
+	defer s.calls.Done()
+	var last uint64
+	err := guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(metaBucket).Get(floorKey); len(v) == 8 {
+				last = binary.BigEndian.Uint64(v)
+			}
+			if b := tx.Bucket(roomsBucket).Bucket([]byte(room)); b != nil {
+				if k, _ := b.Cursor().Last(); len(k) == 8 {
+					last = binary.BigEndian.Uint64(k)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("boltstore: read room %q: %w", room, err)
+	}
+	return last, nil
 }
 
 // prepare checks that the file is a history file, undamaged, or makes an
@@ -523,8 +595,18 @@ func (s *Store) commit(batch []*op) {
 // rooms it changes in work.
 func (s *Store) apply(rooms *bolt.Bucket, work map[string]roomState, o *op) error {
 	name := []byte(o.room)
-	if o.val == nil { // forget
+	if o.val == nil { // forget, keeping the room's last Seq as a floor
 		work[o.room] = roomState{}
+		if b := rooms.Bucket(name); b != nil {
+			if k, _ := b.Cursor().Last(); len(k) == 8 {
+				meta := rooms.Tx().Bucket(metaBucket)
+				if v := meta.Get(floorKey); len(v) != 8 || binary.BigEndian.Uint64(v) < binary.BigEndian.Uint64(k) {
+					if err := meta.Put(floorKey, bytes.Clone(k)); err != nil {
+						return err
+					}
+				}
+			}
+		}
 		if err := rooms.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 			return err
 		}

@@ -59,6 +59,7 @@ type options struct {
 	keyFile          string
 	logLevel         string
 	metrics          string
+	dataDir          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.burst, "burst", garou.DefaultBurst, "texts a client may send in a burst")
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
+	fs.StringVar(&o.dataDir, "data", "", "`directory` keeping the development certificate and the TLS and QUIC keys across restarts")
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics (Prometheus text format) and /debug/pprof/ on this loopback `address`, e.g. 127.0.0.1:9090")
 	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
 	if err := fs.Parse(args); err != nil {
@@ -131,6 +133,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		garou.WithMaxRoomMembers(o.maxMembers),
 		garou.WithRateLimit(o.rate, o.burst),
 		garou.WithShutdownTimeout(5 * time.Second),
+	}
+	if o.dataDir != "" {
+		opts = append(opts, garou.WithDataDir(o.dataDir))
 	}
 	var certHost string
 	if o.certFile != "" {
