@@ -151,10 +151,8 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 	r.seq = seq
 	r.s.stats.texts.Add(1)
 	r.s.stats.deliveries.Add(uint64(len(r.members)))
-	if c != nil && r.joining != nil && !r.countOnlyLocked() {
-		if _, ok := r.joining[c.user.ID]; ok {
-			r.flushPresenceLocked(nil) // its join before its text
-		}
+	if c != nil {
+		r.announceJoinLocked(c) // its join before its text
 	}
 	r.broadcastLocked(frame, nil)
 	r.mu.Unlock()
@@ -182,11 +180,7 @@ func (r *room) typing(c *conn) bool {
 		r.typed = make(map[*conn]time.Time)
 	}
 	r.typed[c] = now
-	if r.joining != nil {
-		if _, ok := r.joining[c.user.ID]; ok {
-			r.flushPresenceLocked(nil) // its join before its typing
-		}
-	}
+	r.announceJoinLocked(c) // its join before its typing
 	frame := mustEncode(typingFrame(r.name, c.from))
 	for _, m := range r.members {
 		switch {
@@ -359,6 +353,19 @@ func (r *room) notePresenceLocked(ch presenceChange, skip *conn) {
 	if !r.queued {
 		r.queued = true
 		r.s.queuePresence(r)
+	}
+}
+
+// announceJoinLocked tells the room's gathered presence now if c's join is
+// among it and would be told by name, so that nobody hears from c before
+// hearing that c joined. A count names nobody: it waits its turn. r.mu is
+// held.
+func (r *room) announceJoinLocked(c *conn) {
+	if r.joining == nil || r.countOnlyLocked() {
+		return
+	}
+	if _, ok := r.joining[c.user.ID]; ok {
+		r.flushPresenceLocked(nil)
 	}
 }
 

@@ -339,23 +339,8 @@ func quantile(sorted []float64, q float64) float64 {
 // waitCount waits until n reaches want, ctx ends, or n has not moved for
 // stall.
 func waitCount(ctx context.Context, n *atomic.Int64, want int64, stall time.Duration) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	prev, lastMove := n.Load(), time.Now()
-	for {
+	waitProgress(ctx, 20*time.Millisecond, stall, func() (int64, bool) {
 		cur := n.Load()
-		if cur >= want {
-			return
-		}
-		if cur != prev {
-			prev, lastMove = cur, time.Now()
-		} else if time.Since(lastMove) > stall {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+		return cur, cur >= want
+	})
 }

@@ -347,11 +347,7 @@ func (r *receiver) run(c impl.Client, closing *atomic.Bool, e *errs) {
 // waitAll waits for every receiver to finish, for the context to end, or
 // for deliveries to stall for stall.
 func waitAll(ctx context.Context, rs []*receiver, stall time.Duration) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var prev int64 = -1
-	lastMove := time.Now()
-	for {
+	waitProgress(ctx, 100*time.Millisecond, stall, func() (int64, bool) {
 		done := true
 		var total int64
 		for _, r := range rs {
@@ -362,11 +358,23 @@ func waitAll(ctx context.Context, rs []*receiver, stall time.Duration) {
 				done = false
 			}
 		}
+		return total, done
+	})
+}
+
+// waitProgress polls progress every interval until it reports done, ctx
+// ends, or its count has not moved for stall.
+func waitProgress(ctx context.Context, every, stall time.Duration, progress func() (count int64, done bool)) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	prev, lastMove := int64(-1), time.Now()
+	for {
+		cur, done := progress()
 		if done {
 			return
 		}
-		if total != prev {
-			prev, lastMove = total, time.Now()
+		if cur != prev {
+			prev, lastMove = cur, time.Now()
 		} else if time.Since(lastMove) > stall {
 			return
 		}
