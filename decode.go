@@ -76,13 +76,6 @@ type later struct {
 	start, end int
 }
 
-// fastDecodeReply decodes body on the fast path only, with a decoder of
-// its own, and reports whether it could.
-func fastDecodeReply(body []byte, r *reply) bool {
-	var d replyDecoder
-	return d.fast(body, r)
-}
-
 func (d *replyDecoder) fast(body []byte, r *reply) bool {
 	s := scanner{b: body, ok: true}
 	s.ws()

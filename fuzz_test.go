@@ -246,3 +246,10 @@ func FuzzEncodeTextFrame(f *testing.F) {
 		}
 	})
 }
+
+// fastDecodeReply decodes body on the fast path only, with a decoder of
+// its own, and reports whether it could.
+func fastDecodeReply(body []byte, r *reply) bool {
+	var d replyDecoder
+	return d.fast(body, r)
+}
