@@ -21,10 +21,12 @@ func benchRoom(tb testing.TB, n int) (*room, []*conn) {
 	r := newRoom(s, DefaultRoom, 0)
 	members := make([]*conn, n)
 	for i := range members {
-		c := &conn{s: s, q: newSendQueue(s.cfg.sendQueueBytes), maxSize: DefaultMaxMessageSize, rooms: map[string]*room{}}
-		c.q.welcome(nil) // past the handshake, as in steady state
+		c := &conn{s: s, budget: &budget{limit: s.cfg.sendQueueBytes}, maxSize: DefaultMaxMessageSize,
+			rooms: map[string]*room{}, lanes: map[string]*lane{}}
 		c.user = User{ID: fmt.Sprint(i), Name: fmt.Sprint("user", i), JoinedAt: time.Now()}
-		r.addLocked(c)
+		l := &lane{c: c, room: r.name, q: newRoomQueue(c.budget, true)} // no writer: drained by hand
+		c.lanes[r.name] = l
+		r.addLocked(c, l)
 		members[i] = c
 	}
 	return r, members
@@ -32,8 +34,11 @@ func benchRoom(tb testing.TB, n int) (*room, []*conn) {
 
 func drain(members []*conn) {
 	for _, c := range members {
-		c.q.frames = c.q.frames[:0]
-		c.q.bytes = 0
+		for _, l := range c.lanes {
+			l.q.frames = l.q.frames[:0]
+			l.q.bytes = 0
+		}
+		c.budget.n.Store(0)
 	}
 }
 
@@ -164,9 +169,10 @@ func BenchmarkClientReceive(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		cc := &clientConn{fr: frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), 32<<10), max: DefaultMaxMessageSize}}
+		cc := &clientConn{stop: make(chan struct{}),
+			ctl: streamReader{fr: frameReader{r: bufio.NewReaderSize(bytes.NewReader(stream), 32<<10), max: DefaultMaxMessageSize}}}
 		done := make(chan error, 1)
-		go func() { done <- c.read(cc) }()
+		go func() { done <- c.read(cc, &cc.ctl, true) }()
 		for range n {
 			if _, err := c.Receive(ctx); err != nil {
 				b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -42,9 +43,8 @@ type Client struct {
 	keyPfx string        // idempotency keys are keyPfx + a counter
 	keyN   atomic.Uint64 // the counter
 
-	// The receive buffer (see WithReceiveBuffer). The reader appends,
+	// The receive buffer (see WithReceiveBuffer). The readers append,
 	// Receive takes from the front.
-	rbatch    []queued // the reader goroutine's messages not yet in rq; only it uses rbatch
 	rmu       sync.Mutex
 	rq        []queued // from rhead on
 	rhead     int
@@ -141,6 +141,23 @@ type roomState struct {
 	typed    time.Time // when Typing last sent a signal
 }
 
+// streamReader reads one stream from the server: the control stream, or
+// the stream of one room.
+type streamReader struct {
+	fr    frameReader
+	dec   replyDecoder
+	batch []queued // messages read, not yet in the receive buffer
+}
+
+// roomReadBuffer is the read buffer of a room's stream: frames wholly in
+// it are handed on without a copy, and a burst's in one batch.
+const roomReadBuffer = 16 << 10
+
+// maxRoomStreams is how many room streams the client lets the server have
+// open at once: more than any server's rooms per client need, since a
+// stream's credit comes back only once the client has read it to its end.
+const maxRoomStreams = 1 << 12
+
 // clientConn is one QUIC connection of a Client.
 type clientConn struct {
 	once sync.Once
@@ -148,11 +165,23 @@ type clientConn struct {
 	tr   *quic.Transport
 	qc   *quic.Conn
 	str  *quic.Stream
-	fr   frameReader
-	dec  replyDecoder
+	ctl  streamReader  // the control stream's
 	wsem chan struct{} // one writer at a time, waiting with a context
 	lost chan struct{} // closed when the connection ended
-	bye  *reply        // the server's last frame, if it sent one
+	stop chan struct{} // closed by close: readers stop waiting for the receive buffer
+	bye  *reply        // the server's last frame, if it sent one; the control reader's
+
+	// The readers (control stream, room streams, their acceptor,
+	// datagrams), started once the welcome is read. ended gets the
+	// control reader's error: the connection's end.
+	readers sync.WaitGroup
+	ended   chan error
+
+	// The rooms of the hello not yet answered (joined, or refused), and
+	// a channel closed when none is left.
+	amu      sync.Mutex
+	await    map[string]bool
+	answered chan struct{}
 
 	// The sockets of the paths migrated to (Migrate): each stays open
 	// until the connection ends, when close closes them all.
@@ -197,17 +226,20 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 		quic: &quic.Config{
 			// The server sends signals (typing) as datagrams to a client
 			// that takes them.
-			EnableDatagrams:       true,
-			HandshakeIdleTimeout:  cfg.connectTimeout,
-			MaxIdleTimeout:        cfg.idleTimeout,
-			KeepAlivePeriod:       cfg.keepAlive,
-			MaxIncomingStreams:    -1,
-			MaxIncomingUniStreams: -1,
+			EnableDatagrams:      true,
+			HandshakeIdleTimeout: cfg.connectTimeout,
+			MaxIdleTimeout:       cfg.idleTimeout,
+			KeepAlivePeriod:      cfg.keepAlive,
+			MaxIncomingStreams:   -1,
+			// The server opens a stream for each room the client is in.
+			MaxIncomingUniStreams: maxRoomStreams,
 			// Bounded windows: a client that stops reading is noticed by
 			// the server (as a slow consumer) after a few MiB, not after
-			// quic-go's default of many.
+			// quic-go's default of many. The connection's window is a few
+			// streams' worth: a room whose stream waits for a lost packet
+			// holds what came after the hole, and the other rooms go on.
 			MaxStreamReceiveWindow:     uint64(max(2*cfg.maxMessageSize, 2<<20)),
-			MaxConnectionReceiveWindow: uint64(max(3*cfg.maxMessageSize, 3<<20)),
+			MaxConnectionReceiveWindow: uint64(max(8*cfg.maxMessageSize, 8<<20)),
 		},
 		log:       cfg.logger,
 		keyPfx:    newKeyPrefix(),
@@ -298,10 +330,12 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	if err != nil {
 		return nil, fmt.Errorf("garou: open UDP socket: %w", err)
 	}
-	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{}), wsem: make(chan struct{}, 1)}
+	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{}), stop: make(chan struct{}),
+		wsem: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			cc.close(CloseNormal, "handshake failed")
+			cc.readers.Wait()
 		}
 	}()
 	// With WithZeroRTT, DialEarly returns at once when the TLS session
@@ -353,27 +387,62 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	c.server = r.Server
 	c.srvMax = r.MaxSize
 	c.mu.Unlock()
-	// The server answers for each room of the hello (joined, or an error)
-	// right after the welcome: read those answers before returning, so the
-	// client's rooms are known when Dial or a reconnect returns.
-	want := make(map[string]bool, len(rooms))
+	// The server answers for each room of the hello right after the
+	// welcome: joined on the room's stream, or an error on the control
+	// stream. Wait for those answers before returning, so the client's
+	// rooms are known when Dial or a reconnect returns.
+	cc.await = make(map[string]bool, len(rooms))
 	for _, spec := range rooms {
-		want[orDefault(spec.Room, DefaultRoom)] = true
+		cc.await[orDefault(spec.Room, DefaultRoom)] = true
 	}
-	for len(want) > 0 {
-		size, err := c.readReply(cc, &r)
-		if err != nil {
-			return nil, err
-		}
-		if r.Ref == 0 && (r.Type == frameJoined || r.Type == string(TypeError) && ErrorCode(r.Code) != CodeNotDelivered) {
-			delete(want, r.Room)
-		}
-		if !c.dispatch(&r, size, ctx.Done()) || !c.flush(ctx.Done()) {
-			return nil, ctx.Err()
-		}
+	cc.answered = make(chan struct{})
+	if len(cc.await) == 0 {
+		close(cc.answered)
+	}
+	c.startReading(cc)
+	select {
+	case <-cc.answered:
+	case err := <-cc.ended:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
 	return cc, nil
+}
+
+// startReading starts cc's readers: the control stream's, the acceptor of
+// the room streams and their readers, and the datagrams'.
+func (c *Client) startReading(cc *clientConn) {
+	cc.ended = make(chan error, 1)
+	cc.readers.Go(func() { cc.ended <- c.read(cc, &cc.ctl, true) })
+	cc.readers.Go(func() { c.acceptRooms(cc) })
+	cc.readers.Go(func() { c.readDatagrams(cc) })
+}
+
+// acceptRooms reads each room stream the server opens, until the
+// connection ends.
+func (c *Client) acceptRooms(cc *clientConn) {
+	for {
+		str, err := cc.qc.AcceptUniStream(cc.qc.Context())
+		if err != nil {
+			return
+		}
+		rd := &streamReader{fr: frameReader{r: bufio.NewReaderSize(str, roomReadBuffer), max: c.cfg.maxMessageSize}}
+		cc.readers.Go(func() { _ = c.read(cc, rd, false) })
+	}
+}
+
+// answer notes the server's answer for a room of the hello.
+func (cc *clientConn) answer(room string) {
+	cc.amu.Lock()
+	defer cc.amu.Unlock()
+	if cc.await[room] {
+		delete(cc.await, room)
+		if len(cc.await) == 0 {
+			close(cc.answered)
+		}
+	}
 }
 
 // hello opens cc's stream, says hello and returns the welcome.
@@ -383,7 +452,7 @@ func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (r
 	if err != nil {
 		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 	}
-	cc.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
+	cc.ctl.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
 	c.mu.Lock()
 	hello := request{Type: frameHello, Name: c.name, Token: c.cfg.token, Session: c.session,
 		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
@@ -395,7 +464,7 @@ func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (r
 		_ = cc.str.SetReadDeadline(dl)
 	}
 	var r reply
-	if _, err := c.readReply(cc, &r); err != nil {
+	if _, err := c.readReply(cc, &cc.ctl, &r, true); err != nil {
 		return reply{}, err
 	}
 	if r.Type != frameWelcome {
@@ -427,22 +496,35 @@ func (c *Client) handshakeErr(err error) error {
 	return fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
 }
 
-// readReply reads and decodes cc's next frame into r and returns its size.
-// A failed read is explained (connErr), a malformed frame closes cc, and a
-// bye, the server's last word, is returned as the error it carries.
-func (c *Client) readReply(cc *clientConn, r *reply) (int, error) {
-	body, err := cc.fr.next()
+// readReply reads and decodes the next frame of a stream of cc into r and
+// returns its size. A malformed frame closes cc. On the control stream, a
+// failed read is explained (connErr), and a bye, the server's last word,
+// is returned as the error it carries. A room's stream ends with io.EOF
+// (the room was left) or with the connection; a bye or welcome on it is
+// malformed.
+func (c *Client) readReply(cc *clientConn, rd *streamReader, r *reply, control bool) (int, error) {
+	body, err := rd.fr.next()
 	if err != nil {
+		if !control {
+			if !errors.Is(err, io.EOF) && cc.qc.Context().Err() == nil {
+				cc.close(CloseProtocol, "a room stream ended inside a frame")
+			}
+			return 0, err
+		}
 		return 0, c.connErr(cc, err)
 	}
-	if err := cc.dec.decode(body, r); err != nil {
+	if err := rd.dec.decode(body, r); err != nil {
 		cc.close(CloseProtocol, "malformed frame")
 		return 0, err
 	}
-	if r.Type == frameBye {
+	switch {
+	case r.Type == frameBye && control:
 		bye := *r
 		cc.bye = &bye
 		return 0, byeError(&bye)
+	case !control && (r.Type == frameBye || r.Type == frameWelcome):
+		cc.close(CloseProtocol, "a "+r.Type+" on a room stream")
+		return 0, fmt.Errorf("garou: the server sent a %q on a room stream", r.Type)
 	}
 	return len(body), nil
 }
@@ -499,6 +581,7 @@ func (cc *clientConn) write(ctx context.Context, frame []byte) (started bool, er
 // close ends the connection and releases its socket.
 func (cc *clientConn) close(code CloseCode, reason string) {
 	cc.once.Do(func() {
+		close(cc.stop)
 		if cc.qc != nil {
 			_ = cc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
 		}
@@ -590,19 +673,14 @@ func (c *Client) setConn(cc *clientConn) bool {
 // the client stops for good.
 func (c *Client) run(cc *clientConn) {
 	for {
-		signals := make(chan struct{})
-		go func() {
-			defer close(signals)
-			c.readDatagrams(cc)
-		}()
-		err := c.read(cc)
+		err := <-cc.ended
 		c.mu.Lock()
 		c.cur = nil
 		c.ready = make(chan struct{})
 		c.mu.Unlock()
 		close(cc.lost)
 		cc.close(CloseNormal, "bye")
-		<-signals // ends with the connection
+		cc.readers.Wait() // they end with the connection
 		if !c.shouldReconnect(err) {
 			c.stop(err)
 			return
@@ -723,36 +801,39 @@ func (c *Client) stop(err error) {
 // once.
 const maxBatch = 64
 
-// read dispatches frames until the connection fails. The messages of the
-// frames that are in the read buffer already go to the receive buffer
-// together, before the next read that may wait.
-func (c *Client) read(cc *clientConn) error {
+// read dispatches the frames of one stream of cc until it ends or fails.
+// The messages of the frames that are in the read buffer already go to the
+// receive buffer together, before the next read that may wait.
+func (c *Client) read(cc *clientConn, rd *streamReader, control bool) error {
 	var r reply
 	for {
-		if len(c.rbatch) > 0 && (len(c.rbatch) >= maxBatch || !cc.fr.hasFrame()) && !c.flush(c.quit) {
+		if len(rd.batch) > 0 && (len(rd.batch) >= maxBatch || !rd.fr.hasFrame()) && !c.flush(rd, cc.stop) {
 			return ErrClosed
 		}
-		size, err := c.readReply(cc, &r)
+		size, err := c.readReply(cc, rd, &r, control)
 		if err != nil {
-			if !c.flush(c.quit) {
+			if !c.flush(rd, cc.stop) {
 				return ErrClosed
 			}
 			return err
 		}
-		if !c.dispatch(&r, size, c.quit) {
+		if !c.dispatch(cc, rd, &r, size) {
 			return ErrClosed
 		}
 	}
 }
 
 // dispatch handles one frame other than a bye: a reply goes to its waiter
-// at once, after the messages read before it (see flush), a message to the
-// reader's batch for the receive buffer. It reports false if stop closed
-// while it waited for room in the buffer.
-func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
+// at once, after the messages read before it on its stream (see flush), a
+// message to the reader's batch for the receive buffer. It reports false
+// if the client or cc closed while it waited for room in the buffer.
+func (c *Client) dispatch(cc *clientConn, rd *streamReader, r *reply, size int) bool {
 	c.track(r)
+	if r.Ref == 0 && r.Room != "" && (r.Type == frameJoined || r.Type == string(TypeError) && ErrorCode(r.Code) != CodeNotDelivered) {
+		cc.answer(r.Room)
+	}
 	if r.Ref != 0 {
-		if !c.flush(stop) {
+		if !c.flush(rd, cc.stop) {
 			return false
 		}
 		c.mu.Lock()
@@ -770,11 +851,11 @@ func (c *Client) dispatch(r *reply, size int, stop <-chan struct{}) bool {
 	case framePresence:
 		msgs := c.presence(r)
 		for _, m := range msgs {
-			c.rbatch = append(c.rbatch, queued{m: m, size: size/len(msgs) + msgOverhead})
+			rd.batch = append(rd.batch, queued{m: m, size: size/len(msgs) + msgOverhead})
 		}
 		return true
 	}
-	c.rbatch = append(c.rbatch, queued{m: r.message(), size: size + msgOverhead})
+	rd.batch = append(rd.batch, queued{m: r.message(), size: size + msgOverhead})
 	return true
 }
 
@@ -855,34 +936,34 @@ func (c *Client) offer(q queued) {
 // msgOverhead is what a buffered message counts for beyond its frame.
 const msgOverhead = 256
 
-// flush moves the reader's batch to the receive buffer, under one lock,
+// flush moves a reader's batch to the receive buffer, under one lock,
 // then, while the messages past the buffer's size reach the read-ahead,
 // waits for Receive to take some (see WithReceiveBuffer). It reports false
-// if stop closed meanwhile.
-func (c *Client) flush(stop <-chan struct{}) bool {
-	if len(c.rbatch) == 0 {
+// if stop or the client closed meanwhile.
+func (c *Client) flush(rd *streamReader, stop <-chan struct{}) bool {
+	if len(rd.batch) == 0 {
 		return true
 	}
 	c.rmu.Lock()
-	if c.rhead > 0 && len(c.rq)+len(c.rbatch) > cap(c.rq) && c.rhead >= len(c.rq)/2 {
+	if c.rhead > 0 && len(c.rq)+len(rd.batch) > cap(c.rq) && c.rhead >= len(c.rq)/2 {
 		// Reuse the taken half of the array rather than grow it.
 		n := copy(c.rq, c.rq[c.rhead:])
 		clear(c.rq[n:])
 		c.rq, c.rhead = c.rq[:n], 0
 	}
-	for i := range c.rbatch {
+	for i := range rd.batch {
 		if len(c.rq)-c.rhead+i >= c.cfg.receiveBuffer {
-			c.overBytes += c.rbatch[i].size
+			c.overBytes += rd.batch[i].size
 		}
 	}
 	if len(c.rq) == 0 {
 		// Receive has taken everything: the batch becomes the buffer, and
 		// the buffer's emptied array the next batch, without a copy.
-		c.rq, c.rbatch = c.rbatch, c.rq[:0]
+		c.rq, rd.batch = rd.batch, c.rq[:0]
 	} else {
-		c.rq = append(c.rq, c.rbatch...)
-		clear(c.rbatch)
-		c.rbatch = c.rbatch[:0]
+		c.rq = append(c.rq, rd.batch...)
+		clear(rd.batch)
+		rd.batch = rd.batch[:0]
 	}
 	full := c.overBytes >= c.readAhead
 	c.rmu.Unlock()
@@ -891,6 +972,8 @@ func (c *Client) flush(stop <-chan struct{}) bool {
 		select {
 		case <-c.space:
 		case <-stop:
+			return false
+		case <-c.quit:
 			return false
 		}
 		c.rmu.Lock()

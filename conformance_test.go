@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -140,7 +141,8 @@ func TestProtocolDocumentServerFramesAreSent(t *testing.T) {
 	carol.expect("error") // dev is full
 	alice.send(`{"type":"leave","ref":8,"room":"dev"}`)
 	alice.expect("ack")
-	bob.expect("presence") // alice left dev
+	for !strings.Contains(string(bob.expectIn("presence", "dev")), `"op":"leave"`) { // alice left dev
+	}
 	alice.send(`{"type":"text","ref":13,"room":"dev","text":"hello?"}`)
 	alice.expect("error")
 	alice.send(`{"type":"text","ref":15,"from":{"id":"1","name":"x"},"text":"spoof"}`)
@@ -252,7 +254,8 @@ type wireConn struct {
 	t      *testing.T
 	qc     *quic.Conn
 	st     *quic.Stream
-	frames chan []byte
+	frames chan []byte // from every stream, as they arrive
+	held   [][]byte    // frames expect passed over, in order
 }
 
 func wireDial(t *testing.T, addr string, sent *shapes) *wireConn {
@@ -265,10 +268,9 @@ func wireDial(t *testing.T, addr string, sent *shapes) *wireConn {
 	require.NoError(t, err)
 	w := &wireConn{t: t, qc: qc, st: st, frames: make(chan []byte, 64)}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(w.frames)
-		fr := frameReader{r: st, max: DefaultMaxMessageSize}
+	var readers sync.WaitGroup
+	read := func(r io.Reader) {
+		fr := frameReader{r: r, max: DefaultMaxMessageSize}
 		for {
 			body, err := fr.next()
 			if err != nil {
@@ -281,6 +283,21 @@ func wireDial(t *testing.T, addr string, sent *shapes) *wireConn {
 			sent.mu.Unlock()
 			w.frames <- b
 		}
+	}
+	readers.Go(func() { read(st) })
+	readers.Go(func() {
+		for { // the room streams
+			rs, err := qc.AcceptUniStream(context.Background())
+			if err != nil {
+				return
+			}
+			readers.Go(func() { read(rs) })
+		}
+	})
+	go func() {
+		defer close(done)
+		readers.Wait()
+		close(w.frames)
 	}()
 	t.Cleanup(func() {
 		_ = qc.CloseWithError(0, "test over")
@@ -299,19 +316,37 @@ func (w *wireConn) send(body string) {
 
 func encodeLen(n int) []byte { return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
 
-// expect reads frames until one of type typ arrives.
+// expect returns the first frame of type typ, of those passed over before
+// or of those to come. The streams (control, and one per room) are each in
+// order, not with one another: a frame passed over may be one a later
+// expect waits for.
 func (w *wireConn) expect(typ string) []byte {
 	w.t.Helper()
+	return w.expectIn(typ, "")
+}
+
+// expectIn is expect for a frame of room (any, if "").
+func (w *wireConn) expectIn(typ, room string) []byte {
+	w.t.Helper()
+	is := func(b []byte) bool {
+		var head struct{ Type, Room string }
+		require.NoError(w.t, json.Unmarshal(b, &head))
+		return head.Type == typ && (room == "" || head.Room == room)
+	}
+	if i := slices.IndexFunc(w.held, is); i >= 0 {
+		b := w.held[i]
+		w.held = slices.Delete(w.held, i, i+1)
+		return b
+	}
 	timeout := time.After(5 * time.Second)
 	for {
 		select {
 		case b, ok := <-w.frames:
 			require.True(w.t, ok, "connection ended waiting for %q", typ)
-			var head struct{ Type string }
-			require.NoError(w.t, json.Unmarshal(b, &head))
-			if head.Type == typ {
+			if is(b) {
 				return b
 			}
+			w.held = append(w.held, b)
 		case <-timeout:
 			w.t.Fatalf("no %q frame within 5 s", typ)
 		}

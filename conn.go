@@ -5,20 +5,17 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 )
 
-// maxCoalesce bounds one stream write made of queued frames.
-const maxCoalesce = 64 << 10
-
 // conn is the server's side of one client connection. Its goroutine (serve)
-// reads frames and handles them, hooks included; a second goroutine
-// (writeLoop) drains the send queue, and runs only while there is
-// something to write. Nothing else ever writes to the stream.
+// reads frames and handles them, hooks included; each of its streams (its
+// lanes: the control stream and one per room) has a writer goroutine that
+// drains the lane's send queue, and runs only while there is something to
+// write. Nothing else ever writes to the streams.
 type conn struct {
 	s       *Server
 	qc      *quic.Conn
@@ -37,15 +34,19 @@ type conn struct {
 	maxSize  int
 	welcomed bool // guarded by s.mu
 
-	mu    sync.Mutex // a leaf lock: never held while taking another
-	rooms map[string]*room
-	cause *closeCause
+	mu          sync.Mutex // a leaf lock: never held while taking another
+	rooms       map[string]*room
+	lanes       map[string]*lane // the room lanes, by room
+	cause       *closeCause
+	lingerUntil time.Time // set with a graceful cause: when delivery gives up
+	lanesOpen   bool      // the welcome is queued: room lanes write at once
 
-	q *sendQueue // frames for the client, drained by writeLoop
+	budget *budget    // bounds the bytes queued on all the lanes
+	ctl    *lane      // the control stream's lane
+	q      *sendQueue // ctl's queue
 	// dgram: the client takes QUIC datagrams, and gets its signals so.
 	// Set before the connection joins its first room, never changed.
-	dgram   bool
-	replays []*replay // guarded by mu: rooms whose past is being streamed, in join order
+	dgram bool
 
 	// Token bucket, touched only by serve.
 	tokens  float64
@@ -68,14 +69,13 @@ func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
 		addrKey: addrKey,
 		log:     s.log.With("remote", qc.RemoteAddr().String()),
 		rooms:   make(map[string]*room),
-		q:       newSendQueue(s.cfg.sendQueueBytes),
+		lanes:   make(map[string]*lane),
+		budget:  &budget{limit: s.cfg.sendQueueBytes},
 		maxSize: DefaultMaxMessageSize,
 		tokens:  float64(s.cfg.burst),
 	}
-	// A writer is started only while the queue is open or closing, and
-	// teardown, on serve's goroutine, waits for the queue to be done: the
-	// wait group's count is above zero whenever one starts.
-	c.q.start = func() { s.wg.Go(c.writeLoop) }
+	c.q = newControlQueue(c.budget)
+	c.ctl = newLane(c, "", c.q)
 	return c
 }
 
@@ -116,6 +116,7 @@ func (c *conn) handshake() (*frameReader, error) {
 		return nil, nil
 	}
 	c.str = str
+	c.ctl.str = str
 	c.mu.Unlock()
 
 	fr := &frameReader{r: str, max: c.s.cfg.maxMessageSize}
@@ -297,6 +298,15 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		c.s.stats.early.Add(1)
 	}
 	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.run, c.s.cfg.maxMessageSize)))
+	// The hello's rooms' streams open once the welcome is queued: a
+	// client hears of its rooms after its welcome.
+	c.mu.Lock()
+	c.lanesOpen = true
+	held := c.roomLanesLocked()
+	c.mu.Unlock()
+	for _, l := range held {
+		l.q.open()
+	}
 	if old != nil {
 		old.finish(CloseReplaced, "the session was resumed on another connection", "reconnected")
 	}
@@ -345,11 +355,20 @@ func (c *conn) request(req request) error {
 	case frameLeave:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
-		if r == nil || !c.s.leave(c, r, "left") {
+		l := c.lane(name)
+		if r == nil || l == nil || !c.s.leave(c, r, "left") {
 			return notInRoom(name)
 		}
 		c.runLeaveHook(name, "left")
-		c.enqueue(mustEncode(ackLeave(req.Ref, name)))
+		// The room's stream ends with the reply: nothing of the room
+		// follows it (the room no longer delivers to the lane).
+		l.enqueue(mustEncode(ackLeave(req.Ref, name)))
+		l.q.close(nil)
+		c.mu.Lock()
+		if c.lanes[name] == l {
+			delete(c.lanes, name)
+		}
+		c.mu.Unlock()
 	case frameTyping:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
@@ -533,16 +552,80 @@ func (c *conn) room(name string) *room {
 	return c.rooms[name]
 }
 
-func (c *conn) addRoom(r *room) {
+// addRoom makes c a member of r, with a new lane for the room's stream,
+// which it returns. The lane is held until the welcome while c is in its
+// handshake, and closed at once if c is ending.
+func (c *conn) addRoom(r *room) *lane {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := newLane(c, r.name, newRoomQueue(c.budget, c.lanesOpen))
 	c.rooms[r.name] = r
-	c.mu.Unlock()
+	if old := c.lanes[r.name]; old != nil {
+		old.q.close(nil)
+	}
+	c.lanes[r.name] = l
+	if c.cause != nil {
+		l.q.close(nil)
+	}
+	return l
 }
 
+// dropRoom removes r from c's rooms. The room's lane stays until
+// teardown, or until the leave's reply closes it.
 func (c *conn) dropRoom(name string) {
 	c.mu.Lock()
 	delete(c.rooms, name)
 	c.mu.Unlock()
+}
+
+// lane returns the lane of a room c is in, or nil.
+func (c *conn) lane(room string) *lane {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lanes[room]
+}
+
+// roomLanes returns c's room lanes.
+func (c *conn) roomLanes() []*lane {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.roomLanesLocked()
+}
+
+func (c *conn) roomLanesLocked() []*lane {
+	lanes := make([]*lane, 0, len(c.lanes))
+	for _, l := range c.lanes {
+		lanes = append(lanes, l)
+	}
+	return lanes
+}
+
+// dropQueues closes every lane's queue and discards what they hold.
+func (c *conn) dropQueues() {
+	c.q.drop()
+	for _, l := range c.roomLanes() {
+		l.q.drop()
+	}
+}
+
+// waitRoomLanes waits, until the graceful end's deadline, for the room
+// lanes to deliver what they hold: the bye comes after the rooms' last
+// frames.
+func (c *conn) waitRoomLanes() {
+	c.mu.Lock()
+	lanes, until := c.roomLanesLocked(), c.lingerUntil
+	c.mu.Unlock()
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	for _, l := range lanes {
+		select {
+		case <-l.q.done:
+		case <-t.C:
+			return
+		case <-c.s.closedCh:
+			return
+		}
+	}
 }
 
 // encodePage encodes a frame carrying a page of users so that it fits the
@@ -617,7 +700,7 @@ func (c *conn) strike() bool {
 
 // teardown ends the connection, once: it leaves every room (telling the
 // members), forgets the user, closes the connection, and waits for the
-// send queue to be done and its writer, if one runs, to end.
+// lanes' queues to be done and their writers, if any run, to end.
 func (c *conn) teardown(readErr error) {
 	c.mu.Lock()
 	cause := c.cause
@@ -642,7 +725,7 @@ func (c *conn) teardown(readErr error) {
 	if !graceful {
 		// Nothing more is owed to this client: close now, which also
 		// unblocks a writer stuck on a client that does not read.
-		c.q.drop()
+		c.dropQueues()
 		c.closeConn()
 	}
 	// Bounded: a graceful writer has a write deadline and a linger,
@@ -652,14 +735,19 @@ func (c *conn) teardown(readErr error) {
 	// the connection frees it.
 	bound := time.NewTimer(3 * lingerTimeout)
 	defer bound.Stop()
-	select {
-	case <-c.q.done:
-	case <-c.s.closedCh:
-		c.closeConn()
-		<-c.q.done
-	case <-bound.C:
-		c.closeConn()
-		<-c.q.done
+	closed := false
+	for _, l := range append(c.roomLanes(), c.ctl) {
+		if !closed {
+			select {
+			case <-l.q.done:
+				continue
+			case <-c.s.closedCh:
+			case <-bound.C:
+			}
+			closed = true
+			c.closeConn()
+		}
+		<-l.q.done
 	}
 	c.closeConn()
 }
@@ -725,6 +813,15 @@ func (c *conn) finish(close CloseCode, text, reason string) {
 	started := c.str != nil
 	c.cause = &closeCause{code: close, text: text, reason: reason, graceful: started}
 	c.s.stats.closed(close)
+	// Bound the delivery: a client that does not read cannot hold the
+	// connection open. A room stream opened later gets the same bound.
+	c.lingerUntil = time.Now().Add(lingerTimeout)
+	lanes := c.roomLanesLocked()
+	for _, l := range lanes {
+		if l.str != nil {
+			_ = l.str.SetWriteDeadline(c.lingerUntil)
+		}
+	}
 	c.mu.Unlock()
 	if !started {
 		c.s.goFor(c, c.closeConn)
@@ -733,9 +830,12 @@ func (c *conn) finish(close CloseCode, text, reason string) {
 	// Stop reading at once: the user leaves its rooms now, while the bye
 	// is delivered.
 	_ = c.str.SetReadDeadline(time.Now())
-	// Bound the delivery: a client that does not read cannot hold the
-	// connection open.
-	_ = c.str.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	_ = c.str.SetWriteDeadline(c.lingerUntil)
+	// The rooms' streams deliver what they hold and end; the bye follows
+	// on the control stream once they have (see lane.end).
+	for _, l := range lanes {
+		l.q.close(nil)
+	}
 	c.q.close(mustEncode(byeFrame(close, text)))
 }
 
@@ -743,129 +843,19 @@ func (c *conn) finish(close CloseCode, text, reason string) {
 // blocks.
 func (c *conn) fail(close CloseCode, text, reason string) {
 	c.setCause(closeCause{code: close, text: text, reason: reason})
-	c.q.drop()
+	c.dropQueues()
 	c.s.goFor(c, c.closeConn)
 }
 
-// enqueue puts a frame on the send queue without blocking, and reports
-// whether it did (not when the connection is ending). A client whose
-// queue passes the bound is disconnected as a slow consumer.
-func (c *conn) enqueue(frame []byte) bool {
-	ok, over, queued := c.q.push(frame)
-	if over {
-		c.slow(queued)
-	}
-	return ok
-}
+// enqueue puts a frame on the control stream's queue without blocking,
+// and reports whether it did (not when the connection is ending). A client
+// whose queues pass their budget is disconnected as a slow consumer.
+func (c *conn) enqueue(frame []byte) bool { return c.ctl.enqueue(frame) }
 
 // slow cuts a client whose send queue passed its bound with queued bytes.
 func (c *conn) slow(queued int) {
 	c.log.Warn("garou: slow consumer disconnected", "user", c.user.Name, "queued", queued)
 	c.fail(CloseSlowConsumer, "you read too slowly", "slow")
-}
-
-// writeLoop drains the send queue, packing queued frames into as few stream
-// writes as it can, and streams replays as the queue empties. It is started
-// by the queue when a frame arrives and no writer runs, and it ends as soon
-// as the queue is empty. No lock is held while writing.
-func (c *conn) writeLoop() {
-	for {
-		c.pump()
-		batch, final, step := c.q.take()
-		switch step {
-		case stepStop:
-			return
-		case stepAgain:
-			continue
-		case stepDatagrams:
-			for _, d := range batch {
-				// Lost, too large or refused: a signal that may be lost.
-				_ = c.qc.SendDatagram(d)
-			}
-			continue
-		case stepEnd:
-			// The queue is done: the connection is over.
-			if final != nil {
-				c.linger(final)
-			}
-			c.closeConn()
-			c.q.exited()
-			return
-		}
-		var err error
-		if len(batch) == 1 {
-			// Nothing to coalesce: written as it is, from this frame, so
-			// that a new writer's stack is not grown to write one frame.
-			_, err = c.str.Write(batch[0])
-		} else {
-			err = c.write(batch)
-		}
-		if err != nil {
-			// The stream is gone.
-			c.q.drop()
-			c.closeConn()
-			c.q.exited()
-			return
-		}
-		n := 0
-		for _, f := range batch {
-			n += len(f)
-		}
-		c.s.stats.bytesOut.Add(uint64(n))
-		c.q.written(batch)
-	}
-}
-
-// write writes a batch of frames, coalesced into writes of up to
-// maxCoalesce bytes. The frames are copied into a buffer borrowed for the
-// batch, so an idle connection holds none.
-func (c *conn) write(batch [][]byte) error {
-	total := 0
-	for _, f := range batch {
-		if len(f) < maxCoalesce {
-			total += len(f)
-		}
-	}
-	bp := writeBufs.Get().(*[]byte)
-	buf := slices.Grow((*bp)[:0], min(total, maxCoalesce))
-	defer func() {
-		if cap(buf) <= maxCoalesce {
-			*bp = buf[:0]
-			writeBufs.Put(bp)
-		}
-	}()
-	for _, f := range batch {
-		if len(f) >= maxCoalesce {
-			if err := c.flush(&buf); err != nil {
-				return err
-			}
-			if _, err := c.str.Write(f); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(buf)+len(f) > maxCoalesce {
-			if err := c.flush(&buf); err != nil {
-				return err
-			}
-		}
-		buf = append(buf, f...)
-	}
-	return c.flush(&buf)
-}
-
-// writeBufs holds the buffers writers coalesce frames into. A buffer is
-// only as large as the batches it served needed (chat frames are small),
-// and at most maxCoalesce.
-var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-func (c *conn) flush(buf *[]byte) error {
-	if len(*buf) == 0 {
-		return nil
-	}
-	_, err := c.str.Write(*buf)
-	*buf = (*buf)[:0]
-	return err
 }
 
 // linger writes the last frame, closes the stream, and gives the client a

@@ -68,7 +68,7 @@ const DefaultRoom = "lobby"
 
 // ALPN is the TLS application protocol Garou negotiates; it carries the
 // protocol version.
-const ALPN = "garou/3"
+const ALPN = "garou/4"
 
 // User is a connected user as the server sees it.
 type User struct {

@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,6 +48,21 @@ type rawClient struct {
 	t  *testing.T
 	qc *quic.Conn
 	st *quic.Stream
+
+	// The frames of every stream from the server, as they arrive: the
+	// control stream's, then its end (err), and each room stream's (room
+	// set). Read from the first read on.
+	start  sync.Once
+	frames chan rawRead
+	done   chan struct{}
+	held   []rawRead // room frames expect set aside
+}
+
+// rawRead is one frame from the server, or the end of the control stream.
+type rawRead struct {
+	f    rawMsg
+	err  error
+	room bool // from a room's stream
 }
 
 // rawTLS is what any client in any language needs: TLS 1.3 (QUIC's
@@ -108,11 +125,75 @@ func (r *rawClient) sendJSON(v any) {
 	r.send(string(b))
 }
 
-// read reads one frame, waiting at most rawWait.
+// read reads the next frame of any stream, waiting at most rawWait; an
+// error is the end of the control stream (or the wait's).
 func (r *rawClient) read() (rawMsg, error) {
-	_ = r.st.SetReadDeadline(time.Now().Add(rawWait))
+	rr := r.next()
+	return rr.f, rr.err
+}
+
+// next returns the next frame set aside, else the next to arrive.
+func (r *rawClient) next() rawRead {
+	if len(r.held) > 0 {
+		rr := r.held[0]
+		r.held = r.held[1:]
+		return rr
+	}
+	r.start.Do(r.listen)
+	t := time.NewTimer(rawWait)
+	defer t.Stop()
+	select {
+	case rr := <-r.frames:
+		return rr
+	case <-t.C:
+		return rawRead{err: fmt.Errorf("no frame within %v: %w", rawWait, os.ErrDeadlineExceeded)}
+	}
+}
+
+// listen starts reading the control stream and every room stream the
+// server opens, until the connection or the test ends.
+func (r *rawClient) listen() {
+	r.frames = make(chan rawRead, 1024)
+	r.done = make(chan struct{})
+	r.t.Cleanup(func() { close(r.done) })
+	put := func(rr rawRead) bool {
+		select {
+		case r.frames <- rr:
+			return true
+		case <-r.done:
+			return false
+		}
+	}
+	go func() {
+		for {
+			f, err := readRawFrame(r.st)
+			if !put(rawRead{f: f, err: err}) || err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			str, err := r.qc.AcceptUniStream(r.qc.Context())
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					f, err := readRawFrame(str)
+					if err != nil || !put(rawRead{f: f, room: true}) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// readRawFrame reads one frame from a stream.
+func readRawFrame(st io.Reader) (rawMsg, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(r.st, hdr[:]); err != nil {
+	if _, err := io.ReadFull(st, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
@@ -120,7 +201,7 @@ func (r *rawClient) read() (rawMsg, error) {
 		return nil, fmt.Errorf("server sent a frame of %d bytes", n)
 	}
 	body := make([]byte, n)
-	if _, err := io.ReadFull(r.st, body); err != nil {
+	if _, err := io.ReadFull(st, body); err != nil {
 		return nil, fmt.Errorf("stream ended inside a server frame: %w", err)
 	}
 	var f rawMsg
@@ -135,18 +216,48 @@ func (r *rawClient) read() (rawMsg, error) {
 var roomTraffic = map[string]bool{"presence": true, "text": true}
 
 // expect returns the next frame of one of types, skipping room traffic;
-// any other frame fails the test.
+// any other frame of the control stream fails the test. The other frames
+// of room streams (joined, gap, ...) are set aside for the next reads: the
+// streams are ordered each on its own, not with one another.
 func (r *rawClient) expect(types ...string) rawMsg {
 	r.t.Helper()
-	for {
-		f, err := r.read()
-		require.NoError(r.t, err, "waiting for %v", types)
-		for _, ty := range types {
-			if f.typ() == ty {
-				return f
-			}
+	for i, rr := range r.held {
+		if slices.Contains(types, rr.f.typ()) {
+			r.held = slices.Delete(r.held, i, i+1)
+			return rr.f
 		}
-		require.True(r.t, roomTraffic[f.typ()], "waiting for %v, got %v", types, f)
+	}
+	held := r.held
+	r.held = nil
+	defer func() { r.held = append(held, r.held...) }()
+	for {
+		rr := r.next()
+		require.NoError(r.t, rr.err, "waiting for %v", types)
+		if slices.Contains(types, rr.f.typ()) {
+			return rr.f
+		}
+		if roomTraffic[rr.f.typ()] {
+			continue
+		}
+		require.True(r.t, rr.room, "waiting for %v, got %v", types, rr.f)
+		held = append(held, rr)
+	}
+}
+
+// welcome returns the welcome, setting aside every frame of the room
+// streams that came before it (they may overtake it) for the next reads.
+func (r *rawClient) welcome() rawMsg {
+	r.t.Helper()
+	var held []rawRead
+	defer func() { r.held = append(held, r.held...) }()
+	for {
+		rr := r.next()
+		require.NoError(r.t, rr.err, "waiting for the welcome")
+		if !rr.room {
+			require.Equal(r.t, "welcome", rr.f.typ(), "%v", rr.f)
+			return rr.f
+		}
+		held = append(held, rr)
 	}
 }
 
@@ -194,7 +305,11 @@ func (r *rawClient) closedAfter(ignoreBye bool) (garou.CloseCode, rawMsg) {
 	r.t.Helper()
 	var bye rawMsg
 	for {
-		f, err := r.read()
+		rr := r.next()
+		f, err := rr.f, rr.err
+		if rr.room {
+			continue // a room's last frames, or its stream's end
+		}
 		if err == nil {
 			require.Nil(r.t, bye, "frame after the bye: %v", f)
 			if f.typ() == "bye" {

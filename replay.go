@@ -13,6 +13,7 @@ import "sync/atomic"
 type replay struct {
 	r    *room
 	c    *conn
+	l    *lane         // the room's lane of c
 	ref  uint64        // the join's ref, for an error reply
 	from uint64        // replay the texts with from < Seq ≤ upto
 	upto uint64        // the room's last Seq when c joined
@@ -33,14 +34,15 @@ type replay struct {
 // spec.History texts. r.mu is held; the caller reads the history with
 // fetch once r.mu is released.
 func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) *replay {
-	rp := &replay{r: r, c: c, ref: ref, upto: r.seq}
+	l := r.lanes[c]
+	rp := &replay{r: r, c: c, l: l, ref: ref, upto: r.seq}
 	switch {
 	case spec.Since != nil:
 		since := *spec.Since
 		if since > r.seq || spec.lostRun {
 			// The server no longer knows this room's past (it restarted):
 			// what came after since is lost, with no known end.
-			c.enqueue(mustEncode(gapFrame(r.name, since+1, 0)))
+			l.enqueue(mustEncode(gapFrame(r.name, since+1, 0)))
 			return nil
 		}
 		if since == r.seq {
@@ -60,7 +62,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) *replay {
 	}
 	r.replays[c] = rp
 	c.mu.Lock()
-	c.replays = append(c.replays, rp)
+	l.replays = append(l.replays, rp)
 	c.mu.Unlock()
 	return rp
 }
@@ -68,7 +70,7 @@ func (r *room) replayLocked(c *conn, spec joinSpec, ref uint64) *replay {
 // holdLocked keeps a live frame of the room until the replay ends. r.mu is
 // held.
 func (rp *replay) holdLocked(f []byte) {
-	ok, over, queued := rp.c.q.reserve(len(f))
+	ok, over, queued := rp.l.q.reserve(len(f))
 	if over {
 		rp.c.slow(queued)
 	}
@@ -83,7 +85,7 @@ func (rp *replay) holdLocked(f []byte) {
 // held.
 func (rp *replay) cancelLocked() {
 	delete(rp.r.replays, rp.c)
-	rp.c.q.unreserve(rp.heldBytes)
+	rp.l.q.unreserve(rp.heldBytes)
 	rp.held, rp.heldBytes, rp.cancelled = nil, 0, true
 }
 
@@ -93,7 +95,7 @@ func (rp *replay) cancelLocked() {
 // held: the history keeps a bounded number of texts, and a room that talks
 // on would push out what its member is owed.
 func (rp *replay) fetch() {
-	defer rp.c.q.signal()
+	defer rp.l.q.signal()
 	defer rp.fetched.Store(true)
 	c, r := rp.c, rp.r
 	msgs, oldest, err := r.s.cfg.history.After(c.qc.Context(), r.name, rp.from)
@@ -120,19 +122,20 @@ func (rp *replay) fetch() {
 	}
 }
 
-// pump moves replayed texts onto the send queue while it is under half
-// full, one room's replay after another, and ends each replay by queueing
+// pump moves replayed texts onto the lane's queue while the client's
+// queues are under half their budget, and ends each replay by queueing
 // the live frames held behind it. Called by the writer, before each batch:
 // texts are encoded only as the connection drains.
-func (c *conn) pump() {
-	half := c.q.limit / 2
+func (l *lane) pump() {
+	c := l.c
+	half := l.q.b.limit / 2
 	for {
 		c.mu.Lock()
-		if len(c.replays) == 0 {
+		if len(l.replays) == 0 {
 			c.mu.Unlock()
 			return
 		}
-		rp := c.replays[0]
+		rp := l.replays[0]
 		c.mu.Unlock()
 		if !rp.fetched.Load() { // fetch signals the writer once done
 			return
@@ -149,7 +152,7 @@ func (c *conn) pump() {
 			// Frames held behind replays count: the room's live texts
 			// go first. One frame at least when nothing is being
 			// written, or nothing would wake the writer.
-			if total, pending := c.q.counted(); pending > 0 && total+len(f) > half {
+			if total, pending := l.q.counted(); pending > 0 && total+len(f) > half {
 				return // the writer calls again once this is written
 			}
 			rp.msgs[0], rp.next = ChatMessage{}, nil
@@ -162,8 +165,8 @@ func (c *conn) pump() {
 		}
 		rp.finish()
 		c.mu.Lock()
-		c.replays[0] = nil
-		c.replays = c.replays[1:]
+		l.replays[0] = nil
+		l.replays = l.replays[1:]
 		c.mu.Unlock()
 	}
 }
@@ -176,7 +179,7 @@ func (rp *replay) push(f []byte) (cancelled, ok bool) {
 	if rp.cancelled {
 		return true, false
 	}
-	return false, rp.c.enqueue(f)
+	return false, rp.l.enqueue(f)
 }
 
 // finish switches the member to live delivery: the frames held during the
@@ -190,6 +193,6 @@ func (rp *replay) finish() {
 		return
 	}
 	delete(r.replays, rp.c)
-	rp.c.q.pushReserved(rp.held)
+	rp.l.q.pushReserved(rp.held)
 	rp.held, rp.heldBytes = nil, 0
 }

@@ -26,6 +26,7 @@ type room struct {
 	mu      sync.Mutex
 	members []*conn           // sorted by user ID: pages are ranges
 	byUser  map[string]*conn  // user ID → member
+	lanes   map[*conn]*lane   // member → the lane of its stream for the room
 	replays map[*conn]*replay // members whose replay is streaming
 	seq     uint64
 	deleted bool
@@ -52,7 +53,8 @@ type presenceChange struct {
 }
 
 func newRoom(s *Server, name string, seq uint64) *room {
-	return &room{s: s, name: name, order: make(chan struct{}, 1), byUser: make(map[string]*conn), seq: seq}
+	return &room{s: s, name: name, order: make(chan struct{}, 1), byUser: make(map[string]*conn),
+		lanes: make(map[*conn]*lane), seq: seq}
 }
 
 // lockOrder waits for the room's order, or for ctx to end.
@@ -87,8 +89,8 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 	}
 }
 
-// deliverLocked puts frame on m's queue, or behind m's replay if one is
-// streaming. r.mu is held.
+// deliverLocked puts frame on the queue of m's stream for the room, or
+// behind m's replay if one is streaming. r.mu is held.
 func (r *room) deliverLocked(m *conn, frame []byte) {
 	if len(r.replays) != 0 {
 		if rp := r.replays[m]; rp != nil {
@@ -96,7 +98,7 @@ func (r *room) deliverLocked(m *conn, frame []byte) {
 			return
 		}
 	}
-	m.enqueue(frame)
+	r.lanes[m].enqueue(frame)
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
@@ -224,7 +226,7 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	defer r.mu.Unlock()
 
 	if r.isMemberLocked(c) {
-		c.enqueue(r.joinedLocked(c, ref))
+		r.lanes[c].enqueue(r.joinedLocked(c, ref))
 		return nil, nil
 	}
 	old := r.byUser[c.user.ID]
@@ -238,14 +240,14 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 		r.removeLocked(old)
 		old.dropRoom(r.name)
 	}
-	r.addLocked(c)
-	c.addRoom(r)
+	l := c.addRoom(r)
+	r.addLocked(c, l)
 	if old == nil {
 		// Numbered before the joined reply, whose snapshot includes it:
 		// c is never told of its own join.
 		r.notePresenceLocked(presenceChange{user: c.user}, c)
 	}
-	c.enqueue(r.joinedLocked(c, ref))
+	l.enqueue(r.joinedLocked(c, ref))
 	return r.replayLocked(c, spec, ref), nil
 }
 
@@ -311,10 +313,11 @@ func (r *room) isMemberLocked(c *conn) bool { return r.byUser[c.user.ID] == c }
 // addLocked adds c, whose user is not a member, in its place by user ID.
 // Moving the pointers after it costs microseconds even in a room of
 // thousands, and keeps pages cheap.
-func (r *room) addLocked(c *conn) {
+func (r *room) addLocked(c *conn, l *lane) {
 	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
 	r.members = slices.Insert(r.members, i, c)
 	r.byUser[c.user.ID] = c
+	r.lanes[c] = l
 }
 
 func (r *room) removeLocked(c *conn) bool {
@@ -324,6 +327,7 @@ func (r *room) removeLocked(c *conn) bool {
 	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
 	r.members = slices.Delete(r.members, i, i+1)
 	delete(r.byUser, c.user.ID)
+	delete(r.lanes, c)
 	delete(r.typed, c)
 	if rp := r.replays[c]; rp != nil {
 		rp.cancelLocked()

@@ -1,6 +1,20 @@
 package garou
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// budget bounds the bytes queued for one client across its send queues:
+// its control stream's and one per room. A client that stops reading any
+// of its streams fills the budget, and is cut as a slow consumer, however
+// its bytes are spread.
+type budget struct {
+	limit int
+	n     atomic.Int64 // queued, being written and reserved, over all queues
+}
+
+func (b *budget) used() int { return int(b.n.Load()) }
 
 // queueState is where a send queue is in its life. It only moves forward:
 // handshake → open → closing → closed, with any step skippable.
@@ -20,7 +34,8 @@ const (
 	queueClosed
 )
 
-// sendQueue is one connection's queue of encoded frames, bounded in bytes.
+// sendQueue is the queue of encoded frames for one stream to a client,
+// bounded in bytes together with the client's other queues (budget).
 // Any number of goroutines push; one writer takes. Pushing never blocks,
 // and no lock is held while the writer writes, so a room can put a frame on
 // every member's queue under its own lock. Frames are shared between
@@ -32,8 +47,8 @@ const (
 // Both decisions are made under mu, so a frame pushed as the writer ends
 // either is in its last batch or starts the next writer.
 type sendQueue struct {
-	limit int    // the bound in bytes, frames and reservations counted
-	start func() // starts a writer goroutine; nil: the caller takes by hand
+	b     *budget // the bound in bytes, frames and reservations counted
+	start func()  // starts a writer goroutine; nil: the caller takes by hand
 	done  chan struct{}
 
 	mu       sync.Mutex
@@ -49,12 +64,41 @@ type sendQueue struct {
 	finished bool     // done is closed
 }
 
+// newSendQueue returns a control stream's queue, bounded alone by limit.
 func newSendQueue(limit int) *sendQueue {
+	return newControlQueue(&budget{limit: limit})
+}
+
+// newControlQueue returns the queue of a control stream, in its handshake,
+// holding its first slot for the welcome.
+func newControlQueue(b *budget) *sendQueue {
 	return &sendQueue{
-		limit:  limit,
+		b:      b,
 		done:   make(chan struct{}),
 		frames: [][]byte{nil}, // the welcome's slot
 	}
+}
+
+// newRoomQueue returns the queue of a room's stream. Opened at once, it
+// writes what comes; else it holds its frames until open, as the rooms a
+// hello joins wait for the welcome.
+func newRoomQueue(b *budget, opened bool) *sendQueue {
+	q := &sendQueue{b: b, done: make(chan struct{})}
+	if opened {
+		q.state = queueOpen
+	}
+	return q
+}
+
+// addLocked counts n more (or fewer) bytes in the queue and its budget.
+func (q *sendQueue) addLocked(n int) {
+	q.bytes += n
+	q.b.n.Add(int64(n))
+}
+
+// overLocked reports whether n more bytes would pass the budget.
+func (q *sendQueue) overLocked(n int) bool {
+	return q.b.used()+n > q.b.limit
 }
 
 // startLocked reports whether the caller must start a writer (call start
@@ -85,14 +129,14 @@ func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
 		q.mu.Unlock()
 		return false, false, 0
 	}
-	if q.bytes+len(f) > q.limit {
-		queued = q.bytes
+	if q.overLocked(len(f)) {
+		queued = q.b.used()
 		q.dropLocked()
 		q.mu.Unlock()
 		return false, true, queued
 	}
 	q.frames = append(q.frames, f)
-	q.bytes += len(f)
+	q.addLocked(len(f))
 	start := q.startLocked()
 	q.mu.Unlock()
 	q.run(start)
@@ -104,6 +148,22 @@ func (q *sendQueue) queued() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.bytes
+}
+
+// open starts a room's queue held since its creation: its frames go out
+// from now on. It does nothing to a queue already open or closed.
+func (q *sendQueue) open() {
+	q.mu.Lock()
+	// (A control queue in its handshake, whose first slot is empty, waits
+	// for its welcome instead.)
+	if q.state != queueHandshake || len(q.frames) > 0 && q.frames[0] == nil {
+		q.mu.Unlock()
+		return
+	}
+	q.state = queueOpen
+	start := q.startLocked()
+	q.mu.Unlock()
+	q.run(start)
 }
 
 // maxDatagrams bounds the signals waiting to go out as datagrams: they
@@ -135,12 +195,12 @@ func (q *sendQueue) reserve(n int) (ok, over bool, queued int) {
 	if q.state >= queueClosing {
 		return false, false, 0
 	}
-	if q.bytes+n > q.limit {
-		queued = q.bytes
+	if q.overLocked(n) {
+		queued = q.b.used()
 		q.dropLocked()
 		return false, true, queued
 	}
-	q.bytes += n
+	q.addLocked(n)
 	q.held += n
 	return true, false, 0
 }
@@ -168,7 +228,7 @@ func (q *sendQueue) pushReserved(frames [][]byte) {
 func (q *sendQueue) unreserve(n int) {
 	q.mu.Lock()
 	if q.state < queueClosed {
-		q.bytes -= n
+		q.addLocked(-n)
 		q.held -= n
 	}
 	q.mu.Unlock()
@@ -183,7 +243,7 @@ func (q *sendQueue) welcome(f []byte) {
 		return
 	}
 	q.frames[0] = f
-	q.bytes += len(f)
+	q.addLocked(len(f))
 	q.state = queueOpen
 	start := q.startLocked()
 	q.mu.Unlock()
@@ -198,7 +258,8 @@ func (q *sendQueue) close(final []byte) {
 	q.mu.Lock()
 	switch q.state {
 	case queueHandshake:
-		q.frames, q.bytes, q.held = q.frames[:0], 0, 0
+		q.addLocked(-q.bytes)
+		q.frames, q.held = q.frames[:0], 0
 		fallthrough
 	case queueOpen:
 		q.state = queueClosing
@@ -220,8 +281,9 @@ func (q *sendQueue) drop() {
 
 func (q *sendQueue) dropLocked() {
 	q.state = queueClosed
+	q.addLocked(-q.bytes)
 	clear(q.frames)
-	q.frames, q.spare, q.bytes, q.held, q.final, q.dgrams = nil, nil, 0, 0, nil, nil
+	q.frames, q.spare, q.held, q.final, q.dgrams = nil, nil, 0, nil, nil
 	q.finishLocked()
 }
 
@@ -306,18 +368,19 @@ func (q *sendQueue) written(batch [][]byte) {
 	if q.state == queueClosed {
 		return
 	}
-	q.bytes -= n
+	q.addLocked(-n)
 	if cap(batch) <= 4096 {
 		q.spare = batch[:0]
 	}
 }
 
-// counted returns the bytes counted against the bound, and of those the
-// bytes queued or being written (the others are reserved).
+// counted returns the bytes counted against the bound (by all the
+// client's queues), and the bytes of this queue queued or being written
+// (the others are reserved).
 func (q *sendQueue) counted() (total, pending int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.bytes, q.bytes - q.held
+	return q.b.used(), q.bytes - q.held
 }
 
 // signal tells the writer that something other than a frame may be ready

@@ -113,7 +113,7 @@ func (s *Server) Stats() Stats {
 	st.Connections, st.Handshakes, st.Users = len(s.conns), s.handshakes, len(s.byID)
 	s.mu.Unlock()
 	for _, c := range s.connList() {
-		q := c.q.queued()
+		q := c.budget.used()
 		st.QueuedBytes += q
 		st.MaxQueuedBytes = max(st.MaxQueuedBytes, q)
 	}
