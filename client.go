@@ -153,6 +153,9 @@ type clientConn struct {
 	wsem chan struct{} // one writer at a time, waiting with a context
 	lost chan struct{} // closed when the connection ended
 	bye  *reply        // the server's last frame, if it sent one
+	// heard is when the last frame was read (Unix nanoseconds), for
+	// requests waiting on a silent server to tell (see replyProbe).
+	heard atomic.Int64
 
 	// The sockets of the paths migrated to (Migrate): each stays open
 	// until the connection ends, when close closes them all.
@@ -373,6 +376,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		}
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
+	cc.heard.Store(time.Now().UnixNano())
 	return cc, nil
 }
 
@@ -739,6 +743,7 @@ func (c *Client) read(cc *clientConn) error {
 			}
 			return err
 		}
+		cc.heard.Store(time.Now().UnixNano())
 		if !c.dispatch(&r, size, c.quit) {
 			return ErrClosed
 		}
@@ -1037,26 +1042,81 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			}
 			continue
 		}
+		r, ok, err := c.await(ctx, cc, ch)
+		if ok {
+			return answer(r)
+		}
+		if err != nil {
+			c.forget(req.Ref)
+			return reply{}, giveUp(err)
+		}
+		c.forget(req.Ref) // the connection was lost: try again on the next
+	}
+}
+
+// replyProbe is how long a request waits for its reply, hearing nothing
+// from the server, before the client sends a probe (see probe).
+const replyProbe = 250 * time.Millisecond
+
+// await waits for the reply on ch to a request written on cc. It returns
+// the reply, or ctx's error, or neither when cc was lost. Whenever the
+// server has been silent for replyProbe, it probes.
+func (c *Client) await(ctx context.Context, cc *clientConn, ch chan reply) (reply, bool, error) {
+	select { // no timer for the replies already there
+	case r := <-ch:
+		return r, true, nil
+	default:
+	}
+	t := time.NewTimer(replyProbe)
+	defer t.Stop()
+	for {
 		select {
 		case r := <-ch:
-			return answer(r)
+			return r, true, nil
+		case <-t.C:
+			silent := time.Since(time.Unix(0, cc.heard.Load()))
+			if silent < replyProbe {
+				t.Reset(replyProbe - silent)
+				continue
+			}
+			c.probe(ctx, cc)
+			t.Reset(replyProbe)
 		case <-ctx.Done():
-			c.forget(req.Ref)
 			select { // the reply may have come meanwhile
 			case r := <-ch:
-				return answer(r)
+				return r, true, nil
 			default:
 			}
-			return reply{}, giveUp(ctx.Err())
+			return reply{}, false, ctx.Err()
 		case <-cc.lost:
 			select { // the reply may have come just before the loss
 			case r := <-ch:
-				return answer(r)
+				return r, true, nil
 			default:
 			}
-			c.forget(req.Ref)
+			return reply{}, false, nil
 		}
 	}
+}
+
+// probe sends the server a request that changes nothing and whose reply
+// nobody waits for: the page of a room's members after the last possible
+// one (of the users online, for a client in no room). A server that is
+// merely slow answers it in turn. A server that crashed and came back
+// does not know the connection, and answers its packet with a QUIC
+// stateless reset, so the client learns at once that the connection is
+// gone, and reconnects: a request whose frame the crashed server had
+// received, and acknowledged at the QUIC level, leaves the client nothing
+// else to send, and keep-alive PINGs are too small to be answered so.
+func (c *Client) probe(ctx context.Context, cc *clientConn) {
+	c.mu.Lock()
+	c.nextRef++
+	req := request{Type: frameUsers, Ref: c.nextRef, Cursor: "\uffff"}
+	if len(c.order) > 0 {
+		req.Type, req.Room = frameMembers, c.order[0]
+	}
+	c.mu.Unlock()
+	_, _ = cc.write(ctx, mustEncode(req))
 }
 
 func answer(r reply) (reply, error) {

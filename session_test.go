@@ -199,15 +199,17 @@ func TestSessionTokenRestored(t *testing.T) {
 }
 
 // TestStatelessResetAfterCrash: a server that dies without closing its
-// connections (its socket closed under it), started again on the same
-// address with the same data directory, answers the first packet of a
-// connection of the dead run with a stateless reset: the client learns at
-// once that its connection is gone, far sooner than its idle timeout, and
-// resumes.
+// connections (its socket closed under it) while a client waits for the
+// acknowledgement of a text it received, started again on the same
+// address with the same data directory, answers the client's next packet
+// with a stateless reset: the client, which probes a server silent while
+// a reply is due, learns that its connection is gone far sooner than its
+// idle timeout, resumes, and has its text acknowledged once.
 func TestStatelessResetAfterCrash(t *testing.T) {
 	dir := t.TempDir()
+	store := &ackLoser{SeqKeeper: garou.NewMemoryHistory(100).(garou.SeqKeeper), kept: make(chan struct{})}
 	r := &restartable{t: t, addr: "127.0.0.1:0"}
-	r.start(garou.WithDataDir(dir))
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(store))
 	type change struct {
 		garou.StateChange
 		at time.Time
@@ -215,7 +217,7 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 	states := make(chan change, 64)
 	const idle = time.Minute
 	c, err := garou.Dial(ctxT(t), r.addr, "alice", garou.WithFingerprint(r.srv.Fingerprint()),
-		garou.WithKeepAlive(idle/2), garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithIdleTimeout(idle), garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
 		garou.WithStateHandler(func(sc garou.StateChange) { states <- change{sc, time.Now()} }))
 	require.NoError(t, err)
 	defer c.Close()
@@ -225,12 +227,14 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 		}
 	}
 
+	store.armed.Store(true)
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(ctxT(t), "held") }()
+	<-store.kept // received, kept, never acknowledged
 	r.crash()
 	crashed := time.Now()
-	r.start(garou.WithDataDir(dir))
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(store))
 	restarted := time.Now()
-	sent := make(chan error, 1)
-	go func() { sent <- c.Send(ctxT(t), "after the crash") }() // its packets meet the new run
 	sc := <-states
 	require.True(t, sc.at.After(crashed), "the client heard of the crash from the dead run")
 	noticed := sc.at.Sub(restarted)
@@ -238,6 +242,9 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 	var reset *quic.StatelessResetError
 	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
 	require.Less(t, noticed, idle/10)
-	t.Logf("the client noticed the crash %v after the restart (idle timeout %v)", noticed.Round(time.Microsecond), idle)
+	t.Logf("the client noticed the crash %v after the restart (idle timeout %v)", noticed.Round(time.Millisecond), idle)
 	require.NoError(t, <-sent)
+	kept, _, err := store.After(ctxT(t), garou.DefaultRoom, 0)
+	require.NoError(t, err)
+	require.Len(t, kept, 1, "kept once")
 }
