@@ -349,11 +349,17 @@ func WithHistoryStore(h HistoryStore) ServerOption {
 // owner only), what lets clients carry on across the server's restarts: an
 // identity that lets them resume rooms by number, the development
 // certificate they pin (when no TLS config is given), the TLS
-// session-ticket key (TLS resumption and 0-RTT survive a restart) and the
-// QUIC stateless-reset key (clients of a run that crashed learn at once
-// that their connection is gone). Numbering continues across a restart
-// when the HistoryStore is a SeqKeeper, as a durable one is. Default:
-// none; every run is new to clients.
+// session-ticket key (TLS resumption and 0-RTT survive a restart), the
+// QUIC stateless-reset key (clients of a run that crashed learn at their
+// next packet that their connection is gone) and the key that
+// authenticates session tokens (session.key): a token then restores its
+// session, same user ID and token, once no connection holds it, after a
+// restart too, and the keys of the session's texts are looked up in the
+// rooms' history (ChatMessage.SenderKey), so a text retried across the
+// restart is not sequenced twice. Numbering continues across a restart
+// when the HistoryStore is a SeqKeeper, as a durable one is. A damaged key
+// file is an error, not a new key. Default: none; every run is new to
+// clients.
 func WithDataDir(dir string) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.dataDir = dir })
 }
@@ -384,8 +390,10 @@ func WithPresenceLimit(n int) ServerOption {
 
 // WithSendKeyWindow sets how many idempotency keys of texts and direct
 // messages the server remembers per user session (the last n, across a
-// resume of the session): a text whose key is among them is not sequenced
-// again, its sender gets the original acknowledgement. It bounds how many
+// resume of the session; with WithDataDir, the keys of a session restored
+// from its token are looked up in its rooms' history): a text whose key is
+// among them is not sequenced again, its sender gets the original
+// acknowledgement. It bounds how many
 // sends a client may have in flight across a reconnect and still have each
 // sequenced exactly once. Default 1024; 0 remembers none.
 func WithSendKeyWindow(n int) ServerOption {
