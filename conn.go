@@ -288,7 +288,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 	}
 	early := c.qc.ConnectionState().Used0RTT
-	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "restored", restored, "early", early)
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", early, "restored", restored)
 	c.s.stats.welcomes.Add(1)
 	if old != nil || restored {
 		c.s.stats.resumes.Add(1)
