@@ -30,8 +30,12 @@ import (
 // when its own acknowledgement arrives, whether or not anyone calls
 // Receive. Every text carries an idempotency key, so that a Send cut off
 // by a lost connection is retried on the next one and sequenced exactly
-// once. Messages are delivered to Receive in the order the server sent
-// them. Connection state changes are reported to WithStateHandler.
+// once (across a restart of a server with a data directory too). A
+// request waiting for its reply from a server silent for 250 ms sends a
+// harmless request, so that a server that crashed and restarted answers
+// with a stateless reset and the client reconnects at once. Messages are
+// delivered to Receive in the order the server sent them. Connection
+// state changes are reported to WithStateHandler.
 type Client struct {
 	cfg    clientConfig
 	addr   string
