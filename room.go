@@ -100,8 +100,9 @@ func (r *room) deliverLocked(m *conn, frame []byte) {
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
-// (with senderKey: see ChatMessage.SenderKey) and delivers it. The history store is called with no room lock held: a
-// slow store delays only the texts of this room.
+// (with senderKey: see ChatMessage.SenderKey) and delivers it. The history
+// store is called with no room lock held: a slow store delays only the
+// texts of this room.
 func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey string) (ChatMessage, error) {
 	if err := r.lockOrder(ctx); err != nil {
 		return ChatMessage{}, err
