@@ -31,9 +31,10 @@ import (
 // Receive. Every text carries an idempotency key, so that a Send cut off
 // by a lost connection is retried on the next one and sequenced exactly
 // once (across a restart of a server with a data directory too). A
-// request waiting for its reply from a server silent for 250 ms sends a
-// harmless request, so that a server that crashed and restarted answers
-// with a stateless reset and the client reconnects at once. Messages are
+// request waiting for its reply from a server silent for 250 ms, and a
+// client that heard nothing for its keep-alive period, send a harmless
+// request, so that a server that crashed and restarted answers with a
+// stateless reset and the client reconnects at once. Messages are
 // delivered to Receive in the order the server sent them. Connection
 // state changes are reported to WithStateHandler.
 type Client struct {
@@ -603,6 +604,7 @@ func (c *Client) run(cc *clientConn) {
 			defer close(signals)
 			c.readDatagrams(cc)
 		}()
+		unwatch := c.watch(cc)
 		err := c.read(cc)
 		c.mu.Lock()
 		c.cur = nil
@@ -611,6 +613,7 @@ func (c *Client) run(cc *clientConn) {
 		close(cc.lost)
 		cc.close(CloseNormal, "bye")
 		<-signals // ends with the connection
+		unwatch()
 		if !c.shouldReconnect(err) {
 			c.stop(err)
 			return
@@ -1121,6 +1124,46 @@ func (c *Client) probe(ctx context.Context, cc *clientConn) {
 	}
 	c.mu.Unlock()
 	_, _ = cc.write(ctx, mustEncode(req))
+}
+
+// watch probes cc whenever the server has been silent for the keep-alive
+// period, so that a client that sends nothing also learns at once, from a
+// stateless reset, that a server that crashed and restarted no longer
+// knows its connection (QUIC's keep-alive PINGs are too small to be
+// answered so). It holds no goroutine while it waits. The function it
+// returns stops it, once any probe under way has ended; cc is closed by
+// then, so that a probe cannot block.
+func (c *Client) watch(cc *clientConn) (stop func()) {
+	period := c.cfg.keepAlive
+	if period <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex // held by a probe under way, and by stop
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first run reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(period, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		silent := time.Since(time.Unix(0, cc.heard.Load()))
+		if silent >= period {
+			ctx, cancel := context.WithTimeout(c.ctx, period)
+			c.probe(ctx, cc)
+			cancel()
+			silent = 0
+		}
+		t.Reset(period - silent)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 func answer(r reply) (reply, error) {

@@ -494,7 +494,11 @@ func WithConnectTimeout(d time.Duration) ClientOption {
 }
 
 // WithKeepAlive sets the QUIC keep-alive period; 0 disables keep-alives.
-// Default 30 s.
+// After a whole period without a frame from the server the client also
+// sends a request that changes nothing, whose packet, unlike a QUIC PING,
+// is large enough for a server that crashed and restarted with the same
+// data directory to answer with a stateless reset: it bounds how long a
+// client that sends nothing takes to learn of such a crash. Default 30 s.
 func WithKeepAlive(d time.Duration) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.keepAlive = d })
 }

@@ -204,7 +204,8 @@ func TestSessionTokenRestored(t *testing.T) {
 // address with the same data directory, answers the client's next packet
 // with a stateless reset: the client, which probes a server silent while
 // a reply is due, learns that its connection is gone far sooner than its
-// idle timeout, resumes, and has its text acknowledged once.
+// idle timeout, resumes, and has its text acknowledged once; a client
+// that sends nothing learns it after its keep-alive period of silence.
 func TestStatelessResetAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	store := &ackLoser{SeqKeeper: garou.NewMemoryHistory(100).(garou.SeqKeeper), kept: make(chan struct{})}
@@ -226,6 +227,20 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 			break
 		}
 	}
+	// A client that sends nothing learns it as soon as its keep-alive
+	// period of silence has passed.
+	lurkerStates := make(chan change, 64)
+	lurker, err := garou.Dial(ctxT(t), r.addr, "lurker", garou.WithFingerprint(r.srv.Fingerprint()),
+		garou.WithKeepAlive(200*time.Millisecond), garou.WithIdleTimeout(idle),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { lurkerStates <- change{sc, time.Now()} }))
+	require.NoError(t, err)
+	defer lurker.Close()
+	for sc := range lurkerStates {
+		if sc.State == garou.StateConnected {
+			break
+		}
+	}
 
 	store.armed.Store(true)
 	sent := make(chan error, 1)
@@ -243,6 +258,12 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
 	require.Less(t, noticed, idle/10)
 	t.Logf("the client noticed the crash %v after the restart (idle timeout %v)", noticed.Round(time.Millisecond), idle)
+	sc = <-lurkerStates
+	require.True(t, sc.at.After(crashed), "the lurker heard of the crash from the dead run")
+	require.Equal(t, garou.StateReconnecting, sc.State, "%v", sc.Err)
+	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
+	require.Less(t, sc.at.Sub(restarted), idle/10)
+	t.Logf("the client that sends nothing noticed it %v after the restart (keep-alive 200ms)", sc.at.Sub(restarted).Round(time.Millisecond))
 	require.NoError(t, <-sent)
 	kept, _, err := store.After(ctxT(t), garou.DefaultRoom, 0)
 	require.NoError(t, err)

@@ -117,11 +117,10 @@ func TestKillRestart(t *testing.T) {
 	for i := range clients {
 		kc := &killClient{}
 		// A client learns that its connection is gone from the stateless
-		// reset that answers its next packet: a keep-alive bounds how
-		// long it can be silent (a Send whose text the dead server had
-		// received has nothing left in flight).
+		// reset that answers its next packet: with its Send waiting on a
+		// silent server, its probe (the default keep-alive, 30 s, plays
+		// no part here).
 		c, err := garou.Dial(ctxT(t), srv.addr, fmt.Sprintf("c%d", i), garou.WithFingerprint(srv.fp),
-			garou.WithKeepAlive(200*time.Millisecond), garou.WithIdleTimeout(time.Minute),
 			garou.WithReconnectBackoff(5*time.Millisecond, 50*time.Millisecond), garou.WithConnectTimeout(time.Second),
 			garou.WithStateHandler(func(sc garou.StateChange) {
 				if sc.State == garou.StateReconnecting && sc.Attempt == 1 {
