@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/garou-chat/garou"
@@ -102,45 +101,30 @@ type arrival struct {
 	at  time.Time
 }
 
-// receiver hands the texts a client receives to a channel, and counts
-// the presence it is told (joins, leaves, presence frames).
+// receiver hands the texts a client receives to a channel.
 type receiver struct {
-	texts    chan arrival
-	mu       sync.Mutex
-	presence int
-	done     chan struct{}
+	texts chan arrival
 }
 
 func receive(ctx context.Context, c *garou.Client) *receiver {
-	r := &receiver{texts: make(chan arrival, 1<<14), done: make(chan struct{})}
+	r := &receiver{texts: make(chan arrival, 1<<14)}
 	go func() {
-		defer close(r.done)
 		for {
 			m, err := c.Receive(ctx)
 			if err != nil {
 				return
 			}
-			switch m.Type {
-			case garou.TypeText:
-				select {
-				case r.texts <- arrival{m.Seq, time.Now()}:
-				case <-ctx.Done():
-					return
-				}
-			case garou.TypeJoin, garou.TypeLeave, garou.TypePresence:
-				r.mu.Lock()
-				r.presence++
-				r.mu.Unlock()
+			if m.Type != garou.TypeText {
+				continue
+			}
+			select {
+			case r.texts <- arrival{m.Seq, time.Now()}:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
 	return r
-}
-
-func (r *receiver) presenceSeen() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.presence
 }
 
 // next returns the next text, or an error once ctx ends.
