@@ -545,10 +545,11 @@ func WithReceiveBuffer(n int) ClientOption {
 }
 
 // WithZeroRTT makes a reconnect resume its TLS session in 0-RTT: the
-// hello travels with the client's first packet and the welcome comes one
-// round trip sooner (the server acts on it only once the handshake
-// completes, so a replay does nothing, and a refused 0-RTT hello is said
-// again). Off by default: quic-go v0.65 has a data race between opening a
+// hello travels with the client's first packet. The server acts on it
+// only once the handshake completes, so a replay does nothing; that is
+// also when a hello sent after the handshake arrives, so the welcome
+// comes no sooner (bench/README.md measures it). A refused 0-RTT hello is
+// said again. Off by default: quic-go v0.65 has a data race between opening a
 // stream during 0-RTT and the handshake's transport parameters (quic-go
 // issue #4303), which the race detector reports; turn it on where that is
 // acceptable.
