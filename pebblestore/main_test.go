@@ -2,6 +2,7 @@ package pebblestore_test
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -15,6 +16,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// quietLog keeps Pebble's messages, and the store's about the damage some
+// tests make, out of the test output.
+var quietLog = pebblestore.WithLogger(slog.New(slog.DiscardHandler))
+
 // open opens a store in a fresh directory of t, closed when t ends.
 func open(t testing.TB, opts ...pebblestore.Option) (*pebblestore.Store, string) {
 	t.Helper()
@@ -25,7 +30,7 @@ func open(t testing.TB, opts ...pebblestore.Option) (*pebblestore.Store, string)
 // openAt opens the store at path, closed when t ends.
 func openAt(t testing.TB, path string, opts ...pebblestore.Option) *pebblestore.Store {
 	t.Helper()
-	s, err := pebblestore.Open(path, opts...)
+	s, err := pebblestore.Open(path, append([]pebblestore.Option{quietLog}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s

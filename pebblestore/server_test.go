@@ -93,7 +93,7 @@ func TestRestart(t *testing.T) {
 			pc.Close()
 		}
 	}
-	first, err := pebblestore.Open(path)
+	first, err := pebblestore.Open(path, quietLog)
 	require.NoError(t, err)
 	srv, stop := run(first)
 	fp, epoch := srv.Fingerprint(), first.Epoch()

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -158,10 +157,10 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return err
 	})
 	if err == nil {
-		err = s.failed.err()
-	}
-	if err == nil {
-		if err = s.prepare(); err == nil {
+		if err = s.failed.err(); err == nil {
+			err = s.prepare()
+		}
+		if err == nil {
 			err = s.loadEpoch()
 		}
 		if err == nil {
@@ -265,11 +264,11 @@ func (s *Store) prepare() error {
 		if err != nil {
 			return err
 		}
-		any := it.First()
+		nonEmpty := it.First()
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
 			return err
 		}
-		if any {
+		if nonEmpty {
 			return fmt.Errorf("%w: it has no %q key", ErrNotHistory, formatKey)
 		}
 	} else if string(f) != format {
@@ -360,13 +359,13 @@ func (s *Store) scan() error {
 // skip texts after the one numbered from, reading r (the batch being made,
 // with the database under it) or the database if r is nil.
 func (s *Store) nth(r *pebble.Batch, p []byte, from uint64, skip int) (uint64, error) {
-	io := &pebble.IterOptions{LowerBound: textKey(p, from), UpperBound: roomEnd(p)}
+	bounds := &pebble.IterOptions{LowerBound: textKey(p, from), UpperBound: roomEnd(p)}
 	var it *pebble.Iterator
 	var err error
 	if r != nil {
-		it, err = r.NewIter(io)
+		it, err = r.NewIter(bounds)
 	} else {
-		it, err = s.db.NewIter(io)
+		it, err = s.db.NewIter(bounds)
 	}
 	if err != nil {
 		return 0, err
@@ -819,5 +818,3 @@ func count(r *pebble.Batch, p []byte) (roomState, error) {
 // slack is how many texts beyond size a room may have before they are
 // deleted, all at once, with one range deletion. After never returns them.
 func slack(size int) int { return max(1, size/4) }
-
-var _ io.Closer = (*Store)(nil)

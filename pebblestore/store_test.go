@@ -49,7 +49,7 @@ func requireKept(t *testing.T, s garou.HistoryStore, room string, oldest uint64,
 // Open, and the rooms go on being numbered and trimmed from there.
 func TestDurableAcrossReopen(t *testing.T) {
 	dir := t.TempDir() + "/h"
-	s, err := pebblestore.Open(dir, pebblestore.WithSize(5))
+	s, err := pebblestore.Open(dir, quietLog, pebblestore.WithSize(5))
 	require.NoError(t, err)
 	appendAll(t, s, "a", 1, 7)
 	appendAll(t, s, "b", 1, 2)
@@ -68,7 +68,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 // texts, and its count is right after a reopen (the next trim keeps size).
 func TestTrimmedAcrossReopen(t *testing.T) {
 	dir := t.TempDir() + "/h"
-	s, err := pebblestore.Open(dir, pebblestore.WithSize(8))
+	s, err := pebblestore.Open(dir, quietLog, pebblestore.WithSize(8))
 	require.NoError(t, err)
 	appendAll(t, s, "a", 1, 100)
 	requireKept(t, s, "a", 93, seqs(93, 100)...)
@@ -87,12 +87,12 @@ func TestTrimmedAcrossReopen(t *testing.T) {
 // one.
 func TestSmallerSizeTrimsAtOpen(t *testing.T) {
 	dir := t.TempDir() + "/h"
-	s, err := pebblestore.Open(dir, pebblestore.WithSize(10))
+	s, err := pebblestore.Open(dir, quietLog, pebblestore.WithSize(10))
 	require.NoError(t, err)
 	appendAll(t, s, "a", 1, 10)
 	require.NoError(t, s.Close())
 
-	s, err = pebblestore.Open(dir, pebblestore.WithSize(3))
+	s, err = pebblestore.Open(dir, quietLog, pebblestore.WithSize(3))
 	require.NoError(t, err)
 	requireKept(t, s, "a", 8, 8, 9, 10)
 	require.NoError(t, s.Close())
@@ -267,7 +267,7 @@ func TestContextEnds(t *testing.T) {
 // idempotent; later calls return ErrClosed.
 func TestClose(t *testing.T) {
 	dir := t.TempDir() + "/h"
-	s, err := pebblestore.Open(dir)
+	s, err := pebblestore.Open(dir, quietLog)
 	require.NoError(t, err)
 	release := s.HoldWrites()
 	appended := make(chan error, 1)
@@ -300,13 +300,13 @@ func TestOpenRefuses(t *testing.T) {
 		pebblestore.WithSize(-1), pebblestore.WithMaxBatch(0), pebblestore.WithMaxDelay(-1),
 		pebblestore.WithLockTimeout(-1), pebblestore.WithLogger(nil),
 	} {
-		_, err := pebblestore.Open(dir+"/opts", opt)
+		_, err := pebblestore.Open(dir+"/opts", quietLog, opt)
 		require.Error(t, err)
 	}
 
 	file := dir + "/file"
 	require.NoError(t, os.WriteFile(file, []byte("not a directory"), 0o600))
-	_, err := pebblestore.Open(file)
+	_, err := pebblestore.Open(file, quietLog)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), file)
 
@@ -315,24 +315,24 @@ func TestOpenRefuses(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Set([]byte("accounts/1"), []byte("x"), pebble.Sync))
 	require.NoError(t, db.Close())
-	_, err = pebblestore.Open(foreign)
+	_, err = pebblestore.Open(foreign, quietLog)
 	require.ErrorIs(t, err, pebblestore.ErrNotHistory)
 
 	later := dir + "/later"
-	s, err := pebblestore.Open(later)
+	s, err := pebblestore.Open(later, quietLog)
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	db, err = pebble.Open(later, &pebble.Options{Logger: quiet{}})
 	require.NoError(t, err)
 	require.NoError(t, db.Set([]byte("mformat"), []byte("garou history, pebble, v2"), pebble.Sync))
 	require.NoError(t, db.Close())
-	_, err = pebblestore.Open(later)
+	_, err = pebblestore.Open(later, quietLog)
 	require.ErrorIs(t, err, pebblestore.ErrNotHistory)
 	require.Contains(t, err.Error(), "v2")
 
 	inUse := dir + "/inuse"
 	openAt(t, inUse)
-	_, err = pebblestore.Open(inUse, pebblestore.WithLockTimeout(10*time.Millisecond))
+	_, err = pebblestore.Open(inUse, quietLog, pebblestore.WithLockTimeout(10*time.Millisecond))
 	require.ErrorIs(t, err, pebblestore.ErrInUse)
 }
 
@@ -349,7 +349,7 @@ func (quiet) Fatalf(format string, args ...any) {
 // wrapping ErrCorrupt from After while the store runs, and Open refuses
 // the database, naming the room and the text.
 func TestUndecodableRecord(t *testing.T) {
-	s, dir := open(t)
+	s, _ := open(t)
 	appendAll(t, s, "a", 1, 3)
 	require.NoError(t, s.PutRaw("a", 4, []byte{1, 200, 'x'}))
 	_, _, err := s.After(ctxT(t), "a", 0)
@@ -364,15 +364,14 @@ func TestUndecodableRecord(t *testing.T) {
 	appendAll(t, s, "b", 1, 1)
 
 	dir2 := t.TempDir() + "/h"
-	s2, err := pebblestore.Open(dir2)
+	s2, err := pebblestore.Open(dir2, quietLog)
 	require.NoError(t, err)
 	appendAll(t, s2, "a", 1, 3)
 	require.NoError(t, s2.PutRaw("a", 2, nil))
 	require.NoError(t, s2.Close())
-	_, err = pebblestore.Open(dir2)
+	_, err = pebblestore.Open(dir2, quietLog)
 	require.ErrorIs(t, err, pebblestore.ErrCorrupt)
 	require.Contains(t, err.Error(), `room "a", text 2`)
-	_ = dir
 }
 
 // TestDamagedFiles: Open refuses a database whose table files are damaged,
@@ -393,7 +392,7 @@ func TestDamagedFiles(t *testing.T) {
 				require.NoError(t, err)
 				require.NoError(t, os.WriteFile(name, bytes.Repeat([]byte{b}, int(fi.Size())), 0o600))
 			}
-			_, err = pebblestore.Open(dir)
+			_, err = pebblestore.Open(dir, quietLog)
 			require.ErrorIs(t, err, pebblestore.ErrCorrupt)
 		})
 	}
