@@ -432,6 +432,17 @@ func (s *Store) snapshot() (*pebble.Snapshot, error) {
 	return s.db.NewSnapshot(), nil
 }
 
+// view returns an iterator over what is on disk of the room whose prefix
+// is p, or the store's failure.
+func (s *Store) view(p []byte) (*pebble.Iterator, error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if err := s.failed.err(); err != nil {
+		return nil, err
+	}
+	return s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: roomEnd(p)})
+}
+
 // LastSeq returns the Seq of room's latest kept text; for a room with
 // none, the highest Seq of any room forgotten (0 if none), so that a room
 // made anew never reuses a number. It implements garou.SeqKeeper.
@@ -567,13 +578,7 @@ func (s *Store) After(ctx context.Context, room string, seq uint64) ([]garou.Cha
 	var oldest uint64
 	err := guard(func() error {
 		p := roomPrefix(room)
-		s.gate.RLock()
-		err := s.failed.err()
-		var it *pebble.Iterator
-		if err == nil {
-			it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: roomEnd(p)})
-		}
-		s.gate.RUnlock()
+		it, err := s.view(p)
 		if err != nil {
 			return err
 		}
