@@ -29,9 +29,9 @@ var (
 
 	// ErrFailed is wrapped by the errors of a Store whose database could not
 	// complete a write (a full disk, an I/O error): Pebble cannot go on
-	// writing after that, so the append that met it and every later Append
-	// and Forget fail with it, while After and LastSeq go on reading what
-	// was acknowledged. Close the Store, make room, and open it again: every
-	// text acknowledged before the failure is there.
+	// after that, so the appends that met it and every later call fail with
+	// it (reads too: what Pebble holds in memory may include the batch that
+	// failed). Close the Store, make room, and open it again: every text
+	// acknowledged before the failure is there.
 	ErrFailed = errors.New("pebblestore: database failed")
 )
