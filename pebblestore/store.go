@@ -221,18 +221,19 @@ func (l logger) Errorf(format string, args ...any) {
 func (l logger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	l.failed.set(fmt.Errorf("%w: %s", ErrFailed, msg))
-	l.l.Error("pebblestore: database failed; appends fail until the store is opened again", "err", msg)
+	l.l.Error("pebblestore: database failed; every call fails until the store is opened again", "err", msg)
 }
 
 // events logs Pebble's background errors, and fails the store on damage.
 func events(l *slog.Logger, failed *failure) *pebble.EventListener {
 	return &pebble.EventListener{
 		BackgroundError: func(err error) {
-			l.Warn("pebblestore: background error (retried)", "err", err)
+			l.Warn("pebblestore: background error (retried)", "err", err.Error())
 		},
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			failed.set(fmt.Errorf("%w: %s", ErrCorrupt, info))
-			l.Error("pebblestore: database damaged", "err", info.String())
+			err := fmt.Errorf("%w: %s: %v", ErrCorrupt, info.Path, info.Details)
+			failed.set(err)
+			l.Error("pebblestore: database damaged; every call fails", "err", err.Error())
 		},
 		DiskSlow: func(info pebble.DiskSlowInfo) {
 			l.Warn("pebblestore: slow disk", "info", info.String())
