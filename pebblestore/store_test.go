@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -410,4 +412,68 @@ func TestRoomNames(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, msgs)
 	require.Zero(t, oldest)
+}
+
+// TestReadsWhileWriting: readers running beside the committer see each
+// room as a run of consecutive texts, at most the size, that includes
+// every text acknowledged before the read began.
+func TestReadsWhileWriting(t *testing.T) {
+	const size, writers, perWriter, readers = 20, 8, 150, 4
+	s, _ := open(t, pebblestore.WithSize(size))
+	var acked [writers]atomic.Uint64
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			room := fmt.Sprintf("w%d", w)
+			for seq := uint64(1); seq <= perWriter; seq++ {
+				if err := s.Append(ctxT(t), room, text(room, seq)); err != nil {
+					t.Error(err)
+					return
+				}
+				acked[w].Store(seq)
+			}
+		})
+	}
+	writing := make(chan struct{})
+	var rg sync.WaitGroup
+	for r := range readers {
+		rg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-writing:
+					return
+				default:
+				}
+				w := (r + i) % writers
+				room := fmt.Sprintf("w%d", w)
+				before := acked[w].Load()
+				msgs, oldest, err := s.After(ctxT(t), room, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(msgs) > size || (len(msgs) > 0 && msgs[0].Seq != oldest) {
+					t.Errorf("room %s: %d texts, oldest %d", room, len(msgs), oldest)
+					return
+				}
+				for j, m := range msgs {
+					if !reflect.DeepEqual(m, text(room, oldest+uint64(j))) {
+						t.Errorf("room %s: text %d is %+v", room, oldest+uint64(j), m)
+						return
+					}
+				}
+				if newest := oldest + uint64(len(msgs)) - 1; before > 0 && newest < before {
+					t.Errorf("room %s: newest %d, but %d was acknowledged before the read", room, newest, before)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(writing)
+	rg.Wait()
+	for w := range writers {
+		room := fmt.Sprintf("w%d", w)
+		requireKept(t, s, room, perWriter-size+1, seqs(perWriter-size+1, perWriter)...)
+	}
 }
