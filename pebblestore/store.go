@@ -117,7 +117,9 @@ const (
 )
 
 // Open opens the history database in the directory dir, creating it (mode
-// 0700) if it does not exist. It refuses a database that is not a history
+// 0700) if it does not exist; an existing directory keeps its mode, and
+// Pebble's files in it are made with the process's umask, so keep it
+// private. It refuses a database that is not a history
 // (ErrNotHistory), a damaged one (ErrCorrupt) and one another process holds
 // (ErrInUse). It reads every text once, to check it and to learn each
 // room's count. The Store must be closed.
