@@ -31,8 +31,13 @@ import (
 // when its own acknowledgement arrives, whether or not anyone calls
 // Receive. Every text carries an idempotency key, so that a Send cut off
 // by a lost connection is retried on the next one and sequenced exactly
-// once. Messages are delivered to Receive in the order the server sent
-// them. Connection state changes are reported to WithStateHandler.
+// once (across a restart of a server with a data directory too). A
+// request waiting for its reply from a server silent for 250 ms, and a
+// client that heard nothing for its keep-alive period, send a harmless
+// request, so that a server that crashed and restarted answers with a
+// stateless reset and the client reconnects at once. Messages are
+// delivered to Receive in the order the server sent them. Connection
+// state changes are reported to WithStateHandler.
 type Client struct {
 	cfg    clientConfig
 	addr   string
@@ -170,6 +175,10 @@ type clientConn struct {
 	lost chan struct{} // closed when the connection ended
 	stop chan struct{} // closed by close: readers stop waiting for the receive buffer
 	bye  *reply        // the server's last frame, if it sent one; the control reader's
+	// heard is when the last frame was read (Unix nanoseconds), on any
+	// stream, for requests waiting on a silent server to tell (see
+	// replyProbe).
+	heard atomic.Int64
 
 	// The readers (control stream, room streams, their acceptor,
 	// datagrams), started once the welcome is read. ended gets the
@@ -408,6 +417,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		return nil, ctx.Err()
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
+	cc.heard.Store(time.Now().UnixNano())
 	return cc, nil
 }
 
@@ -673,6 +683,7 @@ func (c *Client) setConn(cc *clientConn) bool {
 // the client stops for good.
 func (c *Client) run(cc *clientConn) {
 	for {
+		unwatch := c.watch(cc)
 		err := <-cc.ended
 		c.mu.Lock()
 		c.cur = nil
@@ -681,6 +692,7 @@ func (c *Client) run(cc *clientConn) {
 		close(cc.lost)
 		cc.close(CloseNormal, "bye")
 		cc.readers.Wait() // they end with the connection
+		unwatch()
 		if !c.shouldReconnect(err) {
 			c.stop(err)
 			return
@@ -817,6 +829,7 @@ func (c *Client) read(cc *clientConn, rd *streamReader, control bool) error {
 			}
 			return err
 		}
+		cc.heard.Store(time.Now().UnixNano())
 		if !c.dispatch(cc, rd, &r, size) {
 			return ErrClosed
 		}
@@ -1120,25 +1133,120 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			}
 			continue
 		}
+		r, ok, err := c.await(ctx, cc, ch)
+		if ok {
+			return answer(r)
+		}
+		if err != nil {
+			c.forget(req.Ref)
+			return reply{}, giveUp(err)
+		}
+		c.forget(req.Ref) // the connection was lost: try again on the next
+	}
+}
+
+// replyProbe is how long a request waits for its reply, hearing nothing
+// from the server, before the client sends a probe (see probe).
+const replyProbe = 250 * time.Millisecond
+
+// await waits for the reply on ch to a request written on cc. It returns
+// the reply, or ctx's error, or neither when cc was lost. Whenever the
+// server has been silent for replyProbe, it probes.
+func (c *Client) await(ctx context.Context, cc *clientConn, ch chan reply) (reply, bool, error) {
+	select { // no timer for the replies already there
+	case r := <-ch:
+		return r, true, nil
+	default:
+	}
+	t := time.NewTimer(replyProbe)
+	defer t.Stop()
+	for {
 		select {
 		case r := <-ch:
-			return answer(r)
+			return r, true, nil
+		case <-t.C:
+			silent := time.Since(time.Unix(0, cc.heard.Load()))
+			if silent < replyProbe {
+				t.Reset(replyProbe - silent)
+				continue
+			}
+			c.probe(ctx, cc)
+			t.Reset(replyProbe)
 		case <-ctx.Done():
-			c.forget(req.Ref)
 			select { // the reply may have come meanwhile
 			case r := <-ch:
-				return answer(r)
+				return r, true, nil
 			default:
 			}
-			return reply{}, giveUp(ctx.Err())
+			return reply{}, false, ctx.Err()
 		case <-cc.lost:
 			select { // the reply may have come just before the loss
 			case r := <-ch:
-				return answer(r)
+				return r, true, nil
 			default:
 			}
-			c.forget(req.Ref)
+			return reply{}, false, nil
 		}
+	}
+}
+
+// probe sends the server a request that changes nothing and whose reply
+// nobody waits for: the page of a room's members after the last possible
+// one (of the users online, for a client in no room). A server that is
+// merely slow answers it in turn. A server that crashed and came back
+// does not know the connection, and answers its packet with a QUIC
+// stateless reset, so the client learns at once that the connection is
+// gone, and reconnects: a request whose frame the crashed server had
+// received, and acknowledged at the QUIC level, leaves the client nothing
+// else to send, and keep-alive PINGs are too small to be answered so.
+func (c *Client) probe(ctx context.Context, cc *clientConn) {
+	c.mu.Lock()
+	c.nextRef++
+	req := request{Type: frameUsers, Ref: c.nextRef, Cursor: "\uffff"}
+	if len(c.order) > 0 {
+		req.Type, req.Room = frameMembers, c.order[0]
+	}
+	c.mu.Unlock()
+	_, _ = cc.write(ctx, mustEncode(req))
+}
+
+// watch probes cc whenever the server has been silent for the keep-alive
+// period, so that a client that sends nothing also learns at once, from a
+// stateless reset, that a server that crashed and restarted no longer
+// knows its connection (QUIC's keep-alive PINGs are too small to be
+// answered so). It holds no goroutine while it waits. The function it
+// returns stops it, once any probe under way has ended; cc is closed by
+// then, so that a probe cannot block.
+func (c *Client) watch(cc *clientConn) (stop func()) {
+	period := c.cfg.keepAlive
+	if period <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex // held by a probe under way, and by stop
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first run reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(period, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		silent := time.Since(time.Unix(0, cc.heard.Load()))
+		if silent >= period {
+			ctx, cancel := context.WithTimeout(c.ctx, period)
+			c.probe(ctx, cc)
+			cancel()
+			silent = 0
+		}
+		t.Reset(period - silent)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 	}
 }
 

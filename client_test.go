@@ -233,6 +233,7 @@ func devCert(t *testing.T) (*tls.Config, string) {
 type restartable struct {
 	t    *testing.T
 	addr string
+	pc   net.PacketConn
 	srv  *garou.Server
 	stop func()
 }
@@ -242,6 +243,7 @@ func (r *restartable) start(opts ...garou.ServerOption) {
 	pc, err := net.ListenPacket("udp", r.addr)
 	require.NoError(r.t, err)
 	r.addr = pc.LocalAddr().String()
+	r.pc = pc
 	srv, err := garou.NewServer(append([]garou.ServerOption{garou.WithLogger(quiet)}, opts...)...)
 	require.NoError(r.t, err)
 	errc := make(chan error, 1)
@@ -262,6 +264,14 @@ func (r *restartable) start(opts ...garou.ServerOption) {
 }
 
 func (r *restartable) shutdown() { r.stop(); r.stop = nil }
+
+// crash stops the server as a killed process would: its socket is closed
+// under it, so its clients are told nothing.
+func (r *restartable) crash() {
+	r.pc.Close()
+	require.NoError(r.t, r.srv.Close())
+	r.shutdown()
+}
 
 // TestShutdownIsReconnected: a server's graceful shutdown (a deploy) is
 // retried; the client resumes on the server that comes back.

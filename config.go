@@ -349,11 +349,17 @@ func WithHistoryStore(h HistoryStore) ServerOption {
 // owner only), what lets clients carry on across the server's restarts: an
 // identity that lets them resume rooms by number, the development
 // certificate they pin (when no TLS config is given), the TLS
-// session-ticket key (TLS resumption and 0-RTT survive a restart) and the
-// QUIC stateless-reset key (clients of a run that crashed learn at once
-// that their connection is gone). Numbering continues across a restart
-// when the HistoryStore is a SeqKeeper, as a durable one is. Default:
-// none; every run is new to clients.
+// session-ticket key (TLS resumption and 0-RTT survive a restart), the
+// QUIC stateless-reset key (clients of a run that crashed learn at their
+// next packet that their connection is gone) and the key that
+// authenticates session tokens (session.key): a token then restores its
+// session, same user ID and token, once no connection holds it, after a
+// restart too, and the keys of the session's texts are looked up in the
+// rooms' history (ChatMessage.SenderKey), so a text retried across the
+// restart is not sequenced twice. Numbering continues across a restart
+// when the HistoryStore is a SeqKeeper, as a durable one is. A damaged key
+// file is an error, not a new key. Default: none; every run is new to
+// clients.
 func WithDataDir(dir string) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.dataDir = dir })
 }
@@ -384,8 +390,10 @@ func WithPresenceLimit(n int) ServerOption {
 
 // WithSendKeyWindow sets how many idempotency keys of texts and direct
 // messages the server remembers per user session (the last n, across a
-// resume of the session): a text whose key is among them is not sequenced
-// again, its sender gets the original acknowledgement. It bounds how many
+// resume of the session; with WithDataDir, the keys of a session restored
+// from its token are looked up in its rooms' history): a text whose key is
+// among them is not sequenced again, its sender gets the original
+// acknowledgement. It bounds how many
 // sends a client may have in flight across a reconnect and still have each
 // sequenced exactly once. Default 1024; 0 remembers none.
 func WithSendKeyWindow(n int) ServerOption {
@@ -486,7 +494,11 @@ func WithConnectTimeout(d time.Duration) ClientOption {
 }
 
 // WithKeepAlive sets the QUIC keep-alive period; 0 disables keep-alives.
-// Default 30 s.
+// After a whole period without a frame from the server the client also
+// sends a request that changes nothing, whose packet, unlike a QUIC PING,
+// is large enough for a server that crashed and restarted with the same
+// data directory to answer with a stateless reset: it bounds how long a
+// client that sends nothing takes to learn of such a crash. Default 30 s.
 func WithKeepAlive(d time.Duration) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.keepAlive = d })
 }
@@ -533,10 +545,11 @@ func WithReceiveBuffer(n int) ClientOption {
 }
 
 // WithZeroRTT makes a reconnect resume its TLS session in 0-RTT: the
-// hello travels with the client's first packet and the welcome comes one
-// round trip sooner (the server acts on it only once the handshake
-// completes, so a replay does nothing, and a refused 0-RTT hello is said
-// again). Off by default: quic-go v0.65 has a data race between opening a
+// hello travels with the client's first packet. The server acts on it
+// only once the handshake completes, so a replay does nothing; that is
+// also when a hello sent after the handshake arrives, so the welcome
+// comes no sooner (bench/README.md measures it). A refused 0-RTT hello is
+// said again. Off by default: quic-go v0.65 has a data race between opening a
 // stream during 0-RTT and the handshake's transport parameters (quic-go
 // issue #4303), which the race detector reports; turn it on where that is
 // acceptable.

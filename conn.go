@@ -274,7 +274,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		id = got
 	}
 	c.dgram = c.qc.ConnectionState().SupportsDatagrams.Remote
-	old, code, text := c.s.register(c, id, req.Session)
+	old, restored, code, text := c.s.register(c, id, req.Session)
 	if code != CloseNormal {
 		return refuse(code, text)
 	}
@@ -289,9 +289,9 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		}
 	}
 	early := c.qc.ConnectionState().Used0RTT
-	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", early)
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", early, "restored", restored)
 	c.s.stats.welcomes.Add(1)
-	if old != nil {
+	if old != nil || restored {
 		c.s.stats.resumes.Add(1)
 	}
 	if early {
@@ -446,6 +446,20 @@ func (c *conn) sayOnce(req request) (reply, error) {
 	if ack, ok := c.sent.lookup(req.Key); ok {
 		return ack, nil
 	}
+	if req.Type == frameText && c.sent.restored {
+		// A session restored from its token may have said this text
+		// before: its key is then with the text in the room's history.
+		room := orDefault(req.Room, DefaultRoom)
+		if c.room(room) != nil {
+			if !c.sent.recall(c.qc.Context(), c.s.cfg.history, room, c.s.cfg.sendKeyWindow) {
+				c.log.Error("garou: history unreadable: a restored session's text cannot be told from a retry", "room", room)
+				return reply{}, errHistory
+			}
+			if ack, ok := c.sent.lookup(req.Key); ok {
+				return ack, nil
+			}
+		}
+	}
 	ack, err := c.say(req)
 	if err == nil {
 		c.sent.record(req.Key, ack, c.s.cfg.sendKeyWindow)
@@ -484,7 +498,11 @@ func (c *conn) say(req request) (reply, error) {
 		text = t
 	}
 	if r != nil {
-		msg, err := r.publish(c.qc.Context(), c, c.from, text)
+		var key string
+		if req.Key != "" && c.sent != nil {
+			key = c.sent.senderKey(req.Key)
+		}
+		msg, err := r.publish(c.qc.Context(), c, c.from, text, key)
 		if err != nil {
 			return reply{}, err
 		}

@@ -34,13 +34,16 @@ type SeqKeeper interface {
 // dataDir is what a server keeps in its data directory (WithDataDir), so
 // that its clients notice a restart as little as possible: the development
 // certificate they pin, the TLS session-ticket key that lets them resume
-// TLS (and 0-RTT), and the QUIC stateless-reset key that tells clients of
-// a crashed run at once that their connection is gone. (Resuming rooms by
-// number across a restart is the history store's: see SeqKeeper.)
+// TLS (and 0-RTT), the QUIC stateless-reset key that tells clients of a
+// crashed run at once that their connection is gone, and the key of the
+// session tokens, which a restarted server recognises (sessionSigner).
+// (Resuming rooms by number across a restart is the history store's: see
+// SeqKeeper.)
 type dataDir struct {
-	cert      *tls.Certificate // the development certificate, if made here
-	ticketKey [32]byte
-	resetKey  [32]byte
+	cert       *tls.Certificate // the development certificate, if made here
+	ticketKey  [32]byte
+	resetKey   [32]byte
+	sessionKey [32]byte // authenticates session tokens (sessionSigner)
 }
 
 // openDataDir loads dir's files, making those missing. makeCert says
@@ -53,7 +56,7 @@ func openDataDir(dir string, makeCert bool) (*dataDir, error) {
 	for _, k := range []struct {
 		name string
 		key  *[32]byte
-	}{{"ticket.key", &d.ticketKey}, {"reset.key", &d.resetKey}} {
+	}{{"ticket.key", &d.ticketKey}, {"reset.key", &d.resetKey}, {"session.key", &d.sessionKey}} {
 		b, err := keep(dir, k.name, func() ([]byte, error) {
 			var b [32]byte
 			_, _ = rand.Read(b[:])

@@ -19,7 +19,7 @@ func TestDataDirFiles(t *testing.T) {
 	b, err := garou.NewServer(garou.WithDataDir(dir), garou.WithLogger(quiet))
 	require.NoError(t, err)
 	require.Equal(t, a.Fingerprint(), b.Fingerprint())
-	for _, name := range []string{"dev-cert.pem", "ticket.key", "reset.key"} {
+	for _, name := range []string{"dev-cert.pem", "ticket.key", "reset.key", "session.key"} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err, name)
 		require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), name)

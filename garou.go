@@ -176,4 +176,13 @@ type ChatMessage struct {
 	GapTo   uint64
 	// Time is when the server accepted the message.
 	Time time.Time
+	// SenderKey is the server's own, for its HistoryStore: on a text of a
+	// server with a data directory (WithDataDir) whose sender gave an
+	// idempotency key, its sender's session and that key, opaque. A store
+	// that keeps texts across restarts keeps it and returns it from After,
+	// so that a sender whose session the restarted server restores, and
+	// which sends the text again (its acknowledgement was lost), has it
+	// acknowledged as it was rather than sequenced twice. It is never sent
+	// to clients, and empty elsewhere.
+	SenderKey string
 }

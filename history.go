@@ -19,6 +19,11 @@ import (
 // when the request that needs the call is abandoned (its connection ended,
 // or the context given to Server.Publish).
 //
+// A text given to Append may carry a SenderKey (with WithDataDir): a store
+// that keeps texts across restarts keeps it and returns it from After, so
+// that a restored session's retried text is recognised (see
+// ChatMessage.SenderKey); a store that does not loses only that.
+//
 // An error is logged and reported to the client concerned as an error
 // with code "internal": a text whose Append fails is not sequenced, not
 // delivered and not acknowledged; a replay whose After fails is replaced

@@ -1,6 +1,10 @@
 package garou
 
-import "sync"
+import (
+	"context"
+	"strings"
+	"sync"
+)
 
 // MaxKeyLen is the longest idempotency key a client may give a text or a
 // direct message, in bytes.
@@ -35,6 +39,16 @@ type sentKeys struct {
 	acks map[string]sentAck // nil until the first key: most sessions never send
 	ring []string           // keys in the order recorded, oldest at next
 	next int
+
+	// sid is the session's ID when its token outlives its connections (a
+	// server with a data directory): its texts are kept with it
+	// (ChatMessage.SenderKey). Set once, before the session's first text.
+	sid string
+	// restored: the session came back from its token, and the keys it had
+	// sequenced before are not all here. recalled lists the rooms whose
+	// kept texts have been read for them since.
+	restored bool
+	recalled map[string]bool
 }
 
 // sentAck is what a remembered acknowledgement needs to be sent again; a
@@ -48,11 +62,46 @@ func (a sentAck) reply() reply {
 	return reply{Type: frameAck, Room: a.room, Seq: a.seq, ID: a.id, To: a.to}
 }
 
-func newSentKeys(n int) *sentKeys {
+func newSentKeys(n int, sid string, restored bool) *sentKeys {
 	if n == 0 {
 		return nil
 	}
-	return &sentKeys{}
+	return &sentKeys{sid: sid, restored: restored}
+}
+
+// senderKey is what a text of this session said with key is kept with, or
+// "" when the session does not outlive its connections.
+func (k *sentKeys) senderKey(key string) string {
+	if k.sid == "" {
+		return ""
+	}
+	return k.sid + "/" + key
+}
+
+// recall remembers the keys of the texts the session said in room before
+// it was restored, read from the room's kept texts, once per room. It
+// reports false when the store could not be read (then it is tried again
+// at the next text). k.mu is held, and is what keeps the session's texts
+// from being sequenced meanwhile.
+func (k *sentKeys) recall(ctx context.Context, h HistoryStore, room string, n int) bool {
+	if !k.restored || k.recalled[room] {
+		return true
+	}
+	msgs, _, err := h.After(ctx, room, 0)
+	if err != nil {
+		return false
+	}
+	pfx := k.sid + "/"
+	for _, m := range msgs {
+		if key, ok := strings.CutPrefix(m.SenderKey, pfx); ok {
+			k.record(key, ackText(0, room, m.Seq, m.ID), n)
+		}
+	}
+	if k.recalled == nil {
+		k.recalled = make(map[string]bool)
+	}
+	k.recalled[room] = true
+	return true
 }
 
 // lookup returns the acknowledgement key got, if it is remembered. k.mu is

@@ -102,9 +102,10 @@ func (r *room) deliverLocked(m *conn, frame []byte) {
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
-// and delivers it. The history store is called with no room lock held: a
-// slow store delays only the texts of this room.
-func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (ChatMessage, error) {
+// (with senderKey: see ChatMessage.SenderKey) and delivers it. The history
+// store is called with no room lock held: a slow store delays only the
+// texts of this room.
+func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey string) (ChatMessage, error) {
 	if err := r.lockOrder(ctx); err != nil {
 		return ChatMessage{}, err
 	}
@@ -133,6 +134,8 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text string) (C
 		From: from,
 		Text: text,
 		Time: time.Now().UTC(),
+
+		SenderKey: senderKey,
 	}
 	frame, err := encodeTextFrame(&msg)
 	if err != nil {

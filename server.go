@@ -48,7 +48,10 @@ type Server struct {
 	// "server"): its history store's epoch, or this run's.
 	run  string
 	data *dataDir
-	ids  atomic.Uint64
+	// tokens signs session tokens that outlive their connections (with a
+	// data directory); nil: tokens are random and die with the session.
+	tokens *sessionSigner
+	ids    atomic.Uint64
 
 	// draining is set by Shutdown: no new text is sequenced after it.
 	draining atomic.Bool
@@ -169,6 +172,9 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		sessions: make(map[string]*conn),
 		rooms:    make(map[string]*room),
 		presKick: make(chan struct{}, 1),
+	}
+	if dd != nil {
+		s.tokens = &sessionSigner{key: dd.sessionKey}
 	}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
@@ -551,7 +557,7 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	msg, err := r.publish(ctx, nil, nil, text)
+	msg, err := r.publish(ctx, nil, nil, text, "")
 	return msg, err
 }
 
@@ -698,12 +704,15 @@ func newSessionToken() string {
 // register admits a connection that said a valid hello as id. A hello
 // carrying the session token of a connection still registered resumes that
 // session: same user, same token, and register returns the connection it
-// replaces. Otherwise it returns the close code of a refusal.
-func (s *Server) register(c *conn, id Identity, session string) (old *conn, code CloseCode, text string) {
+// replaces. With a data directory, a token of a session no connection holds
+// (the server dropped it, or restarted) restores that session (restored):
+// same user ID, name and token. Otherwise register returns the close code
+// of a refusal.
+func (s *Server) register(c *conn, id Identity, session string) (old *conn, restored bool, code CloseCode, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.isStopped() {
-		return nil, CloseServerShutdown, "server shutting down"
+		return nil, false, CloseServerShutdown, "server shutting down"
 	}
 	key := nameKey(id.Name)
 	if session != "" {
@@ -712,18 +721,26 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, code
 			c.user = o.user
 			key = o.key
 			c.sent = o.sent // the keys of its texts survive the resume
+		} else if o == nil && s.restoreLocked(c, id, session) {
+			restored = true
+			key = nameKey(c.user.Name)
 		}
 	}
-	if old == nil {
+	if old == nil && !restored {
 		if s.names[key] != nil {
-			return nil, CloseNameTaken, fmt.Sprintf("the name %q is taken", id.Name)
+			return nil, false, CloseNameTaken, fmt.Sprintf("the name %q is taken", id.Name)
 		}
 		if id.ID != "" && s.byID[id.ID] != nil {
-			return nil, CloseNameTaken, "you are already online"
+			return nil, false, CloseNameTaken, "you are already online"
 		}
 		c.user = User{ID: orDefault(id.ID, s.newID()), Name: id.Name, JoinedAt: time.Now().UTC(), Data: id.Data}
-		session = newSessionToken()
-		c.sent = newSentKeys(s.cfg.sendKeyWindow)
+		var sid string
+		if s.tokens != nil {
+			session, sid = s.tokens.issue(c.user)
+		} else {
+			session = newSessionToken()
+		}
+		c.sent = newSentKeys(s.cfg.sendKeyWindow, sid, false)
 	}
 	// A resumed session keeps its token: a client whose connection is cut
 	// again before it reads the welcome still holds the token that works.
@@ -735,7 +752,36 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, code
 	s.sessions[session] = c
 	s.handshakes--
 	c.welcomed = true
-	return old, CloseNormal, ""
+	return old, restored, CloseNormal, ""
+}
+
+// restoreLocked restores the session of token for c, if this server signed
+// the token (with its data directory's key), the hello's identity agrees
+// with it (the authenticator's ID if it gives one, else, when there is an
+// authenticator, its name), and the session's user ID and name are free.
+// The session keeps its user (the authenticator's Data is this
+// connection's) and its token; the keys of its texts said before are
+// recalled from the history as it says texts again (sentKeys.recall).
+// Called with s.mu held.
+func (s *Server) restoreLocked(c *conn, id Identity, token string) bool {
+	if s.tokens == nil {
+		return false
+	}
+	t, ok := s.tokens.parse(token)
+	switch {
+	case !ok:
+		return false
+	case id.ID != "" && id.ID != t.user.ID:
+		return false
+	case id.ID == "" && s.cfg.auth != nil && nameKey(id.Name) != nameKey(t.user.Name):
+		return false
+	case s.names[nameKey(t.user.Name)] != nil || s.byID[t.user.ID] != nil:
+		return false
+	}
+	c.user = t.user
+	c.user.Data = id.Data
+	c.sent = newSentKeys(s.cfg.sendKeyWindow, t.id, true)
+	return true
 }
 
 // current reports whether c is its user's current connection: a resumed

@@ -24,7 +24,8 @@ type Stats struct {
 	QueuedBytes, MaxQueuedBytes int
 
 	// Welcomes counts accepted hellos; Resumes those that resumed a
-	// session still held; EarlyHellos those that came in 0-RTT.
+	// session, still held or restored from its token (WithDataDir);
+	// EarlyHellos those that came in 0-RTT.
 	Welcomes, Resumes, EarlyHellos uint64
 	// Texts counts the texts sequenced (the server's own included);
 	// Deliveries the texts queued to members, one per member; Directs the

@@ -17,8 +17,12 @@
 //
 // One bucket per room holds the room's last texts (WithSize), keyed by
 // Seq (8 bytes, big-endian); each text is a small binary record of its
-// Type, ID, sender (ID and Name), Text and Time. The host's own data about
-// a user (garou.User.Data) is never written.
+// Type, ID, sender (ID and Name), Text and Time, and its SenderKey when it
+// has one (a version 2 record: texts without one stay version 1, and
+// files of either version are read alike), which lets a server restarted
+// with a data directory acknowledge a retried text as it was instead of
+// sequencing it twice. The host's own data about a user (garou.User.Data)
+// is never written.
 //
 // # Group commit
 //

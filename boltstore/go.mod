@@ -6,6 +6,7 @@ replace github.com/garou-chat/garou => ..
 
 require (
 	github.com/garou-chat/garou v0.0.0-00010101000000-000000000000
+	github.com/quic-go/quic-go v0.65.0
 	github.com/stretchr/testify v1.12.1
 	go.etcd.io/bbolt v1.5.0
 	go.uber.org/goleak v1.3.0
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/mtibben/confusables v0.0.0-20210201002637-9d1b0723b659 // indirect
-	github.com/quic-go/quic-go v0.65.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.54.0 // indirect
 	golang.org/x/net v0.56.0 // indirect

@@ -50,6 +50,9 @@ func text(room string, seq uint64) garou.ChatMessage {
 	if seq%3 != 0 { // every third is from the server
 		m.From = &garou.User{ID: "u" + itoa(seq%7), Name: "user" + itoa(seq%7)}
 	}
+	if seq%3 == 1 { // and every third has its sender's key
+		m.SenderKey = "0123456789abcdef/k." + itoa(seq)
+	}
 	return m
 }
 

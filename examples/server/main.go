@@ -1,7 +1,10 @@
 // Command server runs a Garou chat server until it is interrupted.
 //
-//	go run ./examples/server [-addr 127.0.0.1:4433] [-cert cert.pem -key key.pem] [-log debug] ...
+//	go run -C examples/server . [-addr 127.0.0.1:4433] [-cert cert.pem -key key.pem] [-data DIR] [-log debug] ...
 //
+// (It is a module of its own, so that the library does not depend on
+// bbolt: run it from the repository's root with -C, as above, or from its
+// directory with "go run .".)
 // Every server option has a flag (-h lists them with their defaults). It
 // prints the address it listens on and the command a client connects with,
 // which pins the fingerprint of the server's certificate, e.g.
@@ -9,7 +12,13 @@
 //	go run ./examples/client -name NAME -addr 127.0.0.1:4433 -fingerprint FP
 //
 // Without -cert and -key it makes a self-signed development certificate at
-// start, so the fingerprint changes on every run. Ctrl-C or SIGTERM shuts it
+// start, so the fingerprint changes on every run, unless -data names a
+// directory to keep it in. With -data the server also keeps its texts
+// there, in a bolt file (history.db, github.com/garou-chat/garou/boltstore),
+// with its TLS and QUIC keys and its session key: a restart, even after a
+// crash, is one its clients barely notice (they resume every room by
+// number, under the same user, and a text whose acknowledgement was lost
+// is not said twice). Without -data texts are kept in memory. Ctrl-C or SIGTERM shuts it
 // down gracefully: every text accepted is delivered, every client is told
 // the server is shutting down, and those still there after 5s are
 // disconnected; a second Ctrl-C stops it at once. It logs one line per
@@ -28,12 +37,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/boltstore"
 )
 
 func main() {
@@ -85,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.burst, "burst", garou.DefaultBurst, "texts a client may send in a burst")
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
-	fs.StringVar(&o.dataDir, "data", "", "`directory` keeping the development certificate and the TLS and QUIC keys across restarts")
+	fs.StringVar(&o.dataDir, "data", "", "`directory` keeping the texts (history.db), the development certificate and the TLS, QUIC and session keys across restarts (default: texts in memory)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics (Prometheus text format) and /debug/pprof/ on this loopback `address`, e.g. 127.0.0.1:9090")
 	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
 	if err := fs.Parse(args); err != nil {
@@ -135,7 +146,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		garou.WithShutdownTimeout(5 * time.Second),
 	}
 	if o.dataDir != "" {
-		opts = append(opts, garou.WithDataDir(o.dataDir))
+		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+			fmt.Fprintln(stderr, "server:", err)
+			return 1
+		}
+		store, err := boltstore.Open(filepath.Join(o.dataDir, "history.db"), boltstore.WithSize(o.history))
+		if err != nil {
+			fmt.Fprintln(stderr, "server:", err)
+			return 1
+		}
+		defer store.Close() // after Serve has returned
+		opts = append(opts, garou.WithDataDir(o.dataDir), garou.WithHistoryStore(store))
 	}
 	var certHost string
 	if o.certFile != "" {

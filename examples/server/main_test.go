@@ -183,6 +183,56 @@ func TestServer(t *testing.T) {
 	require.Regexp(t, `level=INFO msg="garou: disconnected" remote=\S+ user=alice id=\S+ reason=shutdown`, p.stderr.String())
 }
 
+// TestServerDataDir: with -data the program keeps its texts in a bolt file
+// in the directory, with its certificate: stopped and started again, it
+// presents the same fingerprint, numbers on, and replays what was said
+// before.
+func TestServerDataDir(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "data")
+	run := func(addr string) (*process, string, string) {
+		p := start(t, bin, nil, "-addr", addr, "-data", dir)
+		m, err := p.stdout.waitFor(ctx, banner)
+		require.NoError(t, err, "stderr:\n%s", p.stderr)
+		return p, m[1], m[4]
+	}
+	stop := func(p *process) {
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, p.wait(ctx, t), "stderr:\n%s", p.stderr)
+	}
+
+	p, addr, fp := run("127.0.0.1:0")
+	alice, err := garou.Dial(ctx, addr, "alice", garou.WithFingerprint(fp), garou.WithReconnect(0))
+	require.NoError(t, err)
+	defer alice.Close()
+	require.NoError(t, alice.Send(ctx, "kept"))
+	stop(p)
+	require.FileExists(t, filepath.Join(dir, "history.db"))
+
+	p, addr, again := run(addr)
+	defer stop(p)
+	require.Equal(t, fp, again, "the same certificate")
+	bob, err := garou.Dial(ctx, addr, "bob", garou.WithFingerprint(fp), garou.WithReconnect(0), garou.WithRooms())
+	require.NoError(t, err)
+	defer bob.Close()
+	_, err = bob.Join(ctx, garou.DefaultRoom, 10)
+	require.NoError(t, err)
+	for {
+		m, err := bob.Receive(ctx)
+		require.NoError(t, err)
+		if m.Type == garou.TypeText {
+			require.Equal(t, "kept", m.Text)
+			require.Equal(t, uint64(1), m.Seq)
+			break
+		}
+	}
+	seq, err := bob.SendTo(ctx, garou.DefaultRoom, "new")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), seq, "numbered on")
+}
+
 // TestServerCertificate gives the program a certificate: clients verify it
 // against its authority, or pin the fingerprint the program prints.
 func TestServerCertificate(t *testing.T) {

@@ -1,7 +1,9 @@
 // Command garoubench compares the Garou chat server with two baselines, a
 // minimal quic-go broadcast server and a gorilla/websocket hub over TLS, in
-// four scenarios: burst, paced, idle and crowd. See the README beside
-// go.mod.
+// the scenarios burst, paced, idle, crowd and, as root on an emulated
+// network, lossy; and measures Garou's reconnect with and without 0-RTT
+// and its connection migration there (reconnect, migrate). See the README
+// beside go.mod.
 package main
 
 import (

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ const (
 	Idle  = "idle"
 	Crowd = "crowd"
 	Lossy = "lossy"
+	// Reconnect and Migrate run Garou alone on the emulated network of
+	// lossy, at -lossy-rtt without loss (package mobility).
+	Reconnect = "reconnect"
+	Migrate   = "migrate"
 )
 
 // Config is every knob of a run. The orchestrator hands all of it to each
@@ -64,6 +69,12 @@ type Config struct {
 	// for the load process.
 	Loss float64
 
+	ReconnectReps   int
+	ReconnectMissed int
+	MigrateMoves    int
+	MigrateDuration time.Duration
+	MigrateEvery    time.Duration
+
 	QueueBytes int
 	Timeout    time.Duration
 	Verbose    bool
@@ -97,6 +108,11 @@ func DefaultConfig() Config {
 		LossyRooms:      8,
 		LossyRate:       400,
 		LossyDuration:   10 * time.Second,
+		ReconnectReps:   50,
+		ReconnectMissed: 3,
+		MigrateMoves:    3,
+		MigrateDuration: 3 * time.Second,
+		MigrateEvery:    4 * time.Millisecond,
 		QueueBytes:      4 << 20,
 		Timeout:         2 * time.Minute,
 	}
@@ -104,7 +120,7 @@ func DefaultConfig() Config {
 
 func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Impls, "impls", c.Impls, "comma-separated implementations to run")
-	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd, lossy (lossy needs root, nft and iptables)")
+	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd, lossy, reconnect, migrate (the last three need root, nft and iptables)")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds per implementation and scenario; the table shows the median")
 	fs.IntVar(&c.BurstClients, "burst-clients", c.BurstClients, "burst: clients, each sending and receiving")
 	fs.IntVar(&c.BurstMsgs, "burst-msgs", c.BurstMsgs, "burst: texts each client sends")
@@ -125,6 +141,11 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.Float64Var(&c.LossyRate, "lossy-rate", c.LossyRate, "lossy: texts per second from all clients together")
 	fs.DurationVar(&c.LossyDuration, "lossy-duration", c.LossyDuration, "lossy: how long the clients send, per loss rate and implementation")
 	fs.Float64Var(&c.Loss, "loss", c.Loss, "lossy: the loss rate of this run (set by run for each load process)")
+	fs.IntVar(&c.ReconnectReps, "reconnect-reps", c.ReconnectReps, "reconnect: reconnects per round of each client, the one with 0-RTT and the one without")
+	fs.IntVar(&c.ReconnectMissed, "reconnect-missed", c.ReconnectMissed, "reconnect: texts said while a client is away")
+	fs.IntVar(&c.MigrateMoves, "migrate-moves", c.MigrateMoves, "migrate: moves to a new socket during the burst")
+	fs.DurationVar(&c.MigrateDuration, "migrate-duration", c.MigrateDuration, "migrate: how long the burst lasts")
+	fs.DurationVar(&c.MigrateEvery, "migrate-every", c.MigrateEvery, "migrate: how often each of the two clients says a text")
 	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-client server send queue bound in bytes, for every implementation")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one scenario run of one implementation")
 	fs.BoolVar(&c.Verbose, "v", c.Verbose, "print progress")
@@ -162,6 +183,10 @@ func (c *Config) validate() error {
 			}
 			if c.LossyClients < 1 || c.LossyRooms < 1 || c.LossyRooms > c.LossyClients || c.LossyRate <= 0 || c.LossyDuration <= 0 || c.LossyRTT < 0 {
 				return errors.New("lossy: want 1 <= -lossy-rooms <= -lossy-clients, a positive -lossy-rate and -lossy-duration, and -lossy-rtt >= 0")
+			}
+		case Reconnect, Migrate:
+			if err := c.validateMobility(sc); err != nil {
+				return err
 			}
 		case Crowd:
 			if len(splitList(c.Crowds)) == 0 {
@@ -304,13 +329,25 @@ func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer)
 	}
 	var results []Result
 	for _, sc := range splitList(cfg.Scenarios) {
+		scNames := names
+		if isMobility(sc) {
+			scNames = nil
+			if slices.Contains(names, mobilityImpl) {
+				scNames = []string{mobilityImpl}
+			}
+		}
+		if len(scNames) == 0 {
+			continue
+		}
 		variants := []string{""}
 		var net *lossyNet
 		switch sc {
 		case Crowd:
 			variants = splitList(cfg.Crowds)
-		case Lossy:
-			variants = splitList(cfg.LossyLoss)
+		case Lossy, Reconnect, Migrate:
+			if sc == Lossy {
+				variants = splitList(cfg.LossyLoss)
+			}
 			var err error
 			if net, err = openLossy(ctx, cfg, progress); err != nil {
 				return results, err
@@ -319,7 +356,10 @@ func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer)
 		for _, variant := range variants {
 			var start func(*exec.Cmd) error
 			if net != nil {
-				loss, _ := strconv.ParseFloat(variant, 64) // validated
+				var loss float64 // reconnect and migrate: none
+				if sc == Lossy {
+					loss, _ = strconv.ParseFloat(variant, 64) // validated
+				}
 				if err := net.set(cfg, loss); err != nil {
 					net.close()
 					return results, err
@@ -327,7 +367,7 @@ func Run(ctx context.Context, cfg Config, impls []impl.Impl, progress io.Writer)
 				start = net.start
 			}
 			for round := range cfg.Rounds {
-				for _, name := range names {
+				for _, name := range scNames {
 					child := cfg
 					child.Impls, child.Scenarios, child.Round = name, sc, round+1
 					label := sc
@@ -441,7 +481,12 @@ func loadMain(cfg Config, impls []impl.Impl) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.loadTimeout(cfg.Scenarios))
 	defer cancel()
-	res := runScenario(ctx, cfg, im, cfg.Scenarios)
+	var res Result
+	if isMobility(cfg.Scenarios) {
+		res = runMobility(ctx, cfg)
+	} else {
+		res = runScenario(ctx, cfg, im, cfg.Scenarios)
+	}
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err

@@ -104,6 +104,31 @@ type Result struct {
 	Loss    string  `json:"loss,omitempty"`
 	Dropped float64 `json:"dropped_pct,omitempty"`
 	PingMs  float64 `json:"ping_ms,omitempty"`
+
+	// Reconnect: Reconnects timed, half of them with 0-RTT. P50, P90 and
+	// Max are the times from the network coming back to the first missed
+	// text without 0-RTT, EarlyP50, EarlyP90 and EarlyMax with it, in
+	// milliseconds; EarlyHellos the 0-RTT client's hellos the server took
+	// in 0-RTT. Duplicated counts texts received twice or out of order,
+	// and gap notices (reconnect, migrate).
+	Reconnects  int     `json:"reconnects,omitempty"`
+	P90         float64 `json:"p90_ms,omitempty"`
+	EarlyP50    float64 `json:"early_p50_ms,omitempty"`
+	EarlyP90    float64 `json:"early_p90_ms,omitempty"`
+	EarlyMax    float64 `json:"early_max_ms,omitempty"`
+	EarlyHellos int     `json:"early_hellos,omitempty"`
+	Duplicated  int64   `json:"duplicated,omitempty"`
+
+	// Migrate: Moves made; the longest pauses between deliveries, in
+	// milliseconds, at the mover and the still client over the burst
+	// (MoverPause, StillPause) and over the moves and the 100 ms after
+	// each (MovePause, StillMovePause); MoveMs the longest Migrate call.
+	Moves          int     `json:"moves,omitempty"`
+	MoverPause     float64 `json:"mover_pause_ms,omitempty"`
+	StillPause     float64 `json:"still_pause_ms,omitempty"`
+	MovePause      float64 `json:"move_pause_ms,omitempty"`
+	StillMovePause float64 `json:"still_move_pause_ms,omitempty"`
+	MoveMs         float64 `json:"move_ms,omitempty"`
 }
 
 func (r Result) summary() string {
@@ -127,6 +152,12 @@ func (r Result) summary() string {
 				r.P50, r.P99, r.Max, r.P50Next, r.P99Next, r.Lost)
 		}
 		fmt.Fprintf(&b, ", CPU bench %.0f%% other %.0f%%", r.Busy, r.Other)
+	case Reconnect:
+		fmt.Fprintf(&b, "first missed text without 0-RTT p50 %.1f ms p90 %.1f ms, with 0-RTT p50 %.1f ms p90 %.1f ms (%d hellos in 0-RTT), lost %d, duplicated %d, CPU bench %.0f%% other %.0f%%",
+			r.P50, r.P90, r.EarlyP50, r.EarlyP90, r.EarlyHellos, r.Lost, r.Duplicated, r.Busy, r.Other)
+	case Migrate:
+		fmt.Fprintf(&b, "%d moves, longest pause around them %.1f ms (still client %.1f ms), in the burst %.1f ms (still %.1f ms), lost %d, duplicated %d, CPU bench %.0f%% other %.0f%%",
+			r.Moves, r.MovePause, r.StillMovePause, r.MoverPause, r.StillPause, r.Lost, r.Duplicated, r.Busy, r.Other)
 	}
 	if r.Scenario == Lossy {
 		fmt.Fprintf(&b, ", %.2f%% of packets dropped", r.Dropped)

@@ -57,7 +57,7 @@ func openLossy(ctx context.Context, cfg Config, progress io.Writer) (*lossyNet, 
 		return nil, err
 	}
 	if progress != nil {
-		fmt.Fprintf(progress, "lossy: network namespace up, ping %d/%d, rtt min/avg/max %v/%v/%v\n",
+		fmt.Fprintf(progress, "emulated network: namespace up, ping %d/%d, rtt min/avg/max %v/%v/%v\n",
 			p.Received, p.Sent, p.Min.Round(10*time.Microsecond), p.Avg.Round(10*time.Microsecond), p.Max.Round(10*time.Microsecond))
 	}
 	return &lossyNet{ns: ns, ping: p}, nil

@@ -68,8 +68,20 @@ func summarize(rs []Result) summary {
 	s.StormMax = pick(func(r Result) float64 { return r.StormMax })
 	s.Dropped = pick(func(r Result) float64 { return r.Dropped })
 	s.PingMs = pick(func(r Result) float64 { return r.PingMs })
+	s.P90 = pick(func(r Result) float64 { return r.P90 })
+	s.EarlyP50 = pick(func(r Result) float64 { return r.EarlyP50 })
+	s.EarlyP90 = pick(func(r Result) float64 { return r.EarlyP90 })
+	s.EarlyMax = pick(func(r Result) float64 { return r.EarlyMax })
+	s.MoverPause = pick(func(r Result) float64 { return r.MoverPause })
+	s.StillPause = pick(func(r Result) float64 { return r.StillPause })
+	s.MovePause = pick(func(r Result) float64 { return r.MovePause })
+	s.StillMovePause = pick(func(r Result) float64 { return r.StillMovePause })
+	s.MoveMs = pick(func(r Result) float64 { return r.MoveMs })
 	for _, r := range rs {
 		s.Lost = max(s.Lost, r.Lost)
+		s.Duplicated = max(s.Duplicated, r.Duplicated)
+		s.EarlyHellos = min(s.EarlyHellos, r.EarlyHellos)
+		s.Moves = min(s.Moves, r.Moves)
 		s.Errors = max(s.Errors, r.Errors)
 		if s.FirstErr == "" {
 			s.FirstErr = r.FirstErr
@@ -188,6 +200,14 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 		}
 		if sc == Lossy {
 			writeLossy(w, cfg, results)
+			continue
+		}
+		if sc == Reconnect {
+			writeReconnect(w, cfg, results)
+			continue
+		}
+		if sc == Migrate {
+			writeMigrate(w, cfg, results)
 			continue
 		}
 		order, by := group(results, sc, "")

@@ -22,14 +22,24 @@ import (
 	"github.com/garou-chat/garou/bench/internal/netem"
 )
 
-// childEnv makes the test binary run the rooms measurement instead of the
-// tests: it is started inside the emulated network.
-const childEnv = "GAROU_NETEM_ROOMS_CHILD"
+// childEnv makes the test binary run the measurement it names, one of
+// children, instead of the tests: it is started inside the emulated
+// network.
+const childEnv = "GAROU_NETEM_CHILD"
+
+// children are the measurements a child can run; each writes its result
+// as JSON.
+var children = map[string]func(io.Writer) error{"rooms": roomsChild}
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) != "" {
-		if err := roomsChild(os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "rooms child:", err)
+	if name := os.Getenv(childEnv); name != "" {
+		run, ok := children[name]
+		if !ok {
+			fmt.Fprintln(os.Stderr, "no child measurement", name)
+			os.Exit(2)
+		}
+		if err := run(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, name, "child:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -99,7 +109,7 @@ func TestRoomIndependenceUnderLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), roomsTimeout+15*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	cmd.Env = append(os.Environ(), childEnv+"=rooms", "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()

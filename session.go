@@ -1,0 +1,93 @@
+package garou
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"time"
+)
+
+// sessionSigner makes and checks the session tokens of a server with a
+// data directory: a token carries its session's ID, user and start,
+// authenticated with a key kept in the directory (session.key), so that a
+// restarted server, or one that already dropped the session's connection,
+// recognises it and restores the session: same user ID, same token.
+//
+// A token is base64url (unpadded) of: a version byte (1), the session ID
+// (8 random bytes), JoinedAt (Unix nanoseconds, 8 bytes big-endian), the
+// user ID and the name (each a uvarint length and the bytes), then the
+// first 16 bytes of HMAC-SHA256 over all that. Clients treat it as opaque.
+type sessionSigner struct {
+	key [32]byte
+}
+
+const (
+	tokenV1      = 1
+	tokenMACLen  = 16
+	sessionIDLen = 8
+)
+
+// sessionToken is what a token says.
+type sessionToken struct {
+	id   string // the session's ID, hex: what its texts are kept with
+	user User   // ID, Name and JoinedAt
+}
+
+// issue returns a new session's token and ID for u.
+func (s *sessionSigner) issue(u User) (token, id string) {
+	var sid [sessionIDLen]byte
+	_, _ = rand.Read(sid[:])
+	b := make([]byte, 0, 1+sessionIDLen+8+2*binary.MaxVarintLen16+len(u.ID)+len(u.Name)+tokenMACLen)
+	b = append(b, tokenV1)
+	b = append(b, sid[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(u.JoinedAt.UnixNano()))
+	b = binary.AppendUvarint(b, uint64(len(u.ID)))
+	b = append(b, u.ID...)
+	b = binary.AppendUvarint(b, uint64(len(u.Name)))
+	b = append(b, u.Name...)
+	b = append(b, s.mac(b)...)
+	return base64.RawURLEncoding.EncodeToString(b), hex.EncodeToString(sid[:])
+}
+
+// parse returns what token says, if this server's key authenticates it.
+func (s *sessionSigner) parse(token string) (sessionToken, bool) {
+	// Names and IDs are bounded (MaxNameLen characters, maxIdentityID
+	// bytes): anything longer is no token of ours, and is not decoded.
+	if len(token) > base64.RawURLEncoding.EncodedLen(1+sessionIDLen+8+4+maxIdentityID+4*MaxNameLen+tokenMACLen) {
+		return sessionToken{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) < 1+sessionIDLen+8+2+tokenMACLen || b[0] != tokenV1 {
+		return sessionToken{}, false
+	}
+	body, mac := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]
+	if !hmac.Equal(mac, s.mac(body)) {
+		return sessionToken{}, false
+	}
+	r := body[1:]
+	t := sessionToken{id: hex.EncodeToString(r[:sessionIDLen])}
+	r = r[sessionIDLen:]
+	t.user.JoinedAt = time.Unix(0, int64(binary.BigEndian.Uint64(r))).UTC()
+	r = r[8:]
+	for _, f := range []*string{&t.user.ID, &t.user.Name} {
+		n, k := binary.Uvarint(r)
+		if k <= 0 || n > uint64(len(r)-k) {
+			return sessionToken{}, false
+		}
+		*f = string(r[k : k+int(n)])
+		r = r[k+int(n):]
+	}
+	if len(r) != 0 || t.user.ID == "" || ValidateName(t.user.Name) != nil {
+		return sessionToken{}, false
+	}
+	return t, true
+}
+
+func (s *sessionSigner) mac(b []byte) []byte {
+	h := hmac.New(sha256.New, s.key[:])
+	h.Write(b)
+	return h.Sum(nil)[:tokenMACLen]
+}

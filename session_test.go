@@ -1,0 +1,271 @@
+package garou_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/quic-go/quic-go"
+	"github.com/stretchr/testify/require"
+)
+
+// ackLoser is a history store that, once armed, keeps the next text and
+// then holds its Append until the connection ends: the text is kept but
+// never acknowledged, as with a server killed between its store's write
+// and the acknowledgement.
+type ackLoser struct {
+	garou.SeqKeeper
+	armed atomic.Bool
+	kept  chan struct{}
+}
+
+func (a *ackLoser) Append(ctx context.Context, room string, m garou.ChatMessage) error {
+	if err := a.SeqKeeper.Append(ctx, room, m); err != nil {
+		return err
+	}
+	if a.armed.CompareAndSwap(true, false) {
+		close(a.kept)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// TestSendAckLostAcrossRestart: a text kept by a server that then stops
+// before acknowledging it is sent again by its client (same idempotency
+// key) to the server restarted with the same data directory and store;
+// the session is restored from its token (same user ID), the retry gets
+// the original acknowledgement, and the text is kept and delivered once.
+// The other member never sees the restored user leave other than by the
+// shutdown, nor come back under another ID.
+func TestSendAckLostAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	store := &ackLoser{SeqKeeper: garou.NewMemoryHistory(100).(garou.SeqKeeper), kept: make(chan struct{})}
+	opts := []garou.ServerOption{garou.WithDataDir(dir), garou.WithHistoryStore(store), garou.WithPresenceInterval(0)}
+	r := &restartable{t: t, addr: "127.0.0.1:0"}
+	r.start(opts...)
+	clientOpts := []garou.ClientOption{garou.WithFingerprint(r.srv.Fingerprint()),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond)}
+	alice, err := garou.Dial(ctxT(t), r.addr, "alice", clientOpts...)
+	require.NoError(t, err)
+	defer alice.Close()
+	bob, err := garou.Dial(ctxT(t), r.addr, "bob", clientOpts...)
+	require.NoError(t, err)
+	defer bob.Close()
+	aliceID, bobID := alice.User().ID, bob.User().ID
+	seq, err := alice.SendTo(ctxT(t), garou.DefaultRoom, "before")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), seq)
+
+	store.armed.Store(true)
+	type result struct {
+		seq uint64
+		err error
+	}
+	sent := make(chan result, 1)
+	go func() {
+		seq, err := alice.SendTo(ctxT(t), garou.DefaultRoom, "lost")
+		sent <- result{seq, err}
+	}()
+	<-store.kept
+	require.NoError(t, r.srv.Close()) // the acknowledgement is never sent
+	r.shutdown()
+	r.start(opts...)
+
+	res := <-sent
+	require.NoError(t, res.err)
+	require.Equal(t, uint64(2), res.seq, "the original acknowledgement")
+	require.Equal(t, aliceID, alice.User().ID, "the session restored")
+	require.Equal(t, bobID, bob.User().ID, "the session restored")
+	_, err = r.srv.Publish(ctxT(t), garou.DefaultRoom, "after")
+	require.NoError(t, err)
+
+	kept, _, err := store.After(ctxT(t), garou.DefaultRoom, 0)
+	require.NoError(t, err)
+	var texts []string
+	for _, m := range kept {
+		texts = append(texts, m.Text)
+	}
+	require.Equal(t, []string{"before", "lost", "after"}, texts, "kept once")
+
+	for _, c := range []*garou.Client{alice, bob} {
+		var seqs []uint64
+		texts = nil
+		for len(texts) < 3 {
+			m, err := c.Receive(ctxT(t))
+			require.NoError(t, err)
+			switch m.Type {
+			case garou.TypeText:
+				texts = append(texts, m.Text)
+				seqs = append(seqs, m.Seq)
+			case garou.TypeGap:
+				t.Fatalf("%s: a gap: %+v", c.User().Name, m)
+			case garou.TypeLeave:
+				require.Equal(t, "shutdown", m.Reason, "%s: %s left", c.User().Name, m.User.Name)
+			case garou.TypeJoin:
+				require.Contains(t, []string{aliceID, bobID}, m.User.ID, "%s: %s came back as another user", c.User().Name, m.User.Name)
+			}
+		}
+		require.Equal(t, []string{"before", "lost", "after"}, texts, c.User().Name)
+		require.Equal(t, []uint64{1, 2, 3}, seqs, c.User().Name)
+	}
+}
+
+// TestSessionTokenRestored: with a data directory, the token of a session
+// whose connection the server already dropped restores it: same user ID,
+// same token, and a text sent again with a key the session had sequenced
+// gets its original acknowledgement. A token altered by one character,
+// or presented under an authenticator that names another user, starts a
+// new session instead.
+func TestSessionTokenRestored(t *testing.T) {
+	srv := startServer(t, garou.WithDataDir(t.TempDir()), garou.WithPresenceInterval(0),
+		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
+			return garou.Identity{Name: h.Name, ID: h.Token}, nil
+		}))
+	bea := dial(t, srv, "bea", garou.WithReconnect(0), garou.WithToken("bea")) // keeps the room
+	first := func(c *rawClient, hello map[string]any) rawMsg {
+		t.Helper()
+		hello["type"] = "hello"
+		c.sendJSON(hello)
+		w := c.expect("welcome", "bye")
+		require.Equal(t, "welcome", w.typ(), "%v", w)
+		c.expect("joined")
+		return w
+	}
+	userID := func(w rawMsg) string { return w["user"].(map[string]any)["id"].(string) }
+	var said []string // what bea hears amy say
+	left := func() {
+		t.Helper()
+		for {
+			m := next(t, bea, garou.TypeText, garou.TypeLeave)
+			if m.Type == garou.TypeLeave && m.User.Name == "amy" {
+				return
+			}
+			if m.Type == garou.TypeText {
+				said = append(said, m.Text)
+			}
+		}
+	}
+
+	a := rawDial(t, srv)
+	w := first(a, map[string]any{"name": "amy", "token": "u-amy"})
+	token := w.str("session")
+	require.Equal(t, "u-amy", userID(w))
+	a.sendJSON(map[string]any{"type": "text", "ref": 1, "text": "once", "key": "k1"})
+	ack := a.expect("ack")
+	a.sendJSON(map[string]any{"type": "bye"})
+	a.closed()
+	left()
+
+	b := rawDial(t, srv)
+	w = first(b, map[string]any{"name": "amy", "token": "u-amy", "session": token})
+	require.Equal(t, "u-amy", userID(w))
+	require.Equal(t, token, w.str("session"), "the same session")
+	b.sendJSON(map[string]any{"type": "text", "ref": 2, "text": "once", "key": "k1"})
+	again := b.expect("ack")
+	require.Equal(t, ack.num("seq"), again.num("seq"), "acknowledged as it was")
+	require.Equal(t, ack.str("id"), again.str("id"))
+	b.sendJSON(map[string]any{"type": "text", "ref": 3, "text": "new", "key": "k2"})
+	require.Equal(t, ack.num("seq")+1, b.expect("ack").num("seq"))
+	b.sendJSON(map[string]any{"type": "bye"})
+	b.closed()
+	left()
+
+	// Altered: one character of the token.
+	forged := []byte(token)
+	forged[len(forged)/2] ^= 1
+	c := rawDial(t, srv)
+	w = first(c, map[string]any{"name": "amy", "token": "u-amy", "session": string(forged)})
+	require.NotEqual(t, token, w.str("session"), "a new session")
+	c.sendJSON(map[string]any{"type": "text", "ref": 1, "text": "new again", "key": "k2"})
+	require.Equal(t, ack.num("seq")+2, c.expect("ack").num("seq"), "its keys are its own")
+	c.sendJSON(map[string]any{"type": "bye"})
+	c.closed()
+	left()
+
+	// Another user by the authenticator's word.
+	d := rawDial(t, srv)
+	w = first(d, map[string]any{"name": "amy", "token": "u-other", "session": token})
+	require.Equal(t, "u-other", userID(w))
+	require.NotEqual(t, token, w.str("session"), "a new session")
+
+	d.sendJSON(map[string]any{"type": "bye"})
+	d.closed()
+	left()
+	require.Equal(t, []string{"once", "new", "new again"}, said, "each text once")
+}
+
+// TestStatelessResetAfterCrash: a server that dies without closing its
+// connections (its socket closed under it) while a client waits for the
+// acknowledgement of a text it received, started again on the same
+// address with the same data directory, answers the client's next packet
+// with a stateless reset: the client, which probes a server silent while
+// a reply is due, learns that its connection is gone far sooner than its
+// idle timeout, resumes, and has its text acknowledged once; a client
+// that sends nothing learns it after its keep-alive period of silence.
+func TestStatelessResetAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	store := &ackLoser{SeqKeeper: garou.NewMemoryHistory(100).(garou.SeqKeeper), kept: make(chan struct{})}
+	r := &restartable{t: t, addr: "127.0.0.1:0"}
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(store))
+	type change struct {
+		garou.StateChange
+		at time.Time
+	}
+	states := make(chan change, 64)
+	const idle = time.Minute
+	c, err := garou.Dial(ctxT(t), r.addr, "alice", garou.WithFingerprint(r.srv.Fingerprint()),
+		garou.WithIdleTimeout(idle), garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { states <- change{sc, time.Now()} }))
+	require.NoError(t, err)
+	defer c.Close()
+	for sc := range states {
+		if sc.State == garou.StateConnected {
+			break
+		}
+	}
+	// A client that sends nothing learns it as soon as its keep-alive
+	// period of silence has passed.
+	lurkerStates := make(chan change, 64)
+	lurker, err := garou.Dial(ctxT(t), r.addr, "lurker", garou.WithFingerprint(r.srv.Fingerprint()),
+		garou.WithKeepAlive(200*time.Millisecond), garou.WithIdleTimeout(idle),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { lurkerStates <- change{sc, time.Now()} }))
+	require.NoError(t, err)
+	defer lurker.Close()
+	for sc := range lurkerStates {
+		if sc.State == garou.StateConnected {
+			break
+		}
+	}
+
+	store.armed.Store(true)
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(ctxT(t), "held") }()
+	<-store.kept // received, kept, never acknowledged
+	r.crash()
+	crashed := time.Now()
+	r.start(garou.WithDataDir(dir), garou.WithHistoryStore(store))
+	restarted := time.Now()
+	sc := <-states
+	require.True(t, sc.at.After(crashed), "the client heard of the crash from the dead run")
+	noticed := sc.at.Sub(restarted)
+	require.Equal(t, garou.StateReconnecting, sc.State, "%v", sc.Err)
+	var reset *quic.StatelessResetError
+	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
+	require.Less(t, noticed, idle/10)
+	t.Logf("the client noticed the crash %v after the restart (idle timeout %v)", noticed.Round(time.Millisecond), idle)
+	sc = <-lurkerStates
+	require.True(t, sc.at.After(crashed), "the lurker heard of the crash from the dead run")
+	require.Equal(t, garou.StateReconnecting, sc.State, "%v", sc.Err)
+	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
+	require.Less(t, sc.at.Sub(restarted), idle/10)
+	t.Logf("the client that sends nothing noticed it %v after the restart (keep-alive 200ms)", sc.at.Sub(restarted).Round(time.Millisecond))
+	require.NoError(t, <-sent)
+	kept, _, err := store.After(ctxT(t), garou.DefaultRoom, 0)
+	require.NoError(t, err)
+	require.Len(t, kept, 1, "kept once")
+}
