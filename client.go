@@ -191,6 +191,9 @@ type clientConn struct {
 	amu      sync.Mutex
 	await    map[string]bool
 	answered chan struct{}
+	// The room streams being read, and a signal when one ends.
+	roomsOpen  int // guarded by amu
+	roomsEnded chan struct{}
 
 	// The sockets of the paths migrated to (Migrate): each stays open
 	// until the connection ends, when close closes them all.
@@ -418,6 +421,27 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	}
 	_ = cc.str.SetReadDeadline(time.Time{})
 	cc.heard.Store(time.Now().UnixNano())
+	// The rooms' joined replies came on their own streams, in any order:
+	// the client's rooms keep the hello's.
+	at := make(map[string]int, len(rooms))
+	for i, spec := range rooms {
+		at[orDefault(spec.Room, DefaultRoom)] = i
+	}
+	c.mu.Lock()
+	slices.SortStableFunc(c.order, func(a, b string) int {
+		i, ok := at[a]
+		j, ok2 := at[b]
+		switch {
+		case ok && ok2:
+			return i - j
+		case ok:
+			return -1
+		case ok2:
+			return 1
+		}
+		return 0
+	})
+	c.mu.Unlock()
 	return cc, nil
 }
 
@@ -425,6 +449,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 // the room streams and their readers, and the datagrams'.
 func (c *Client) startReading(cc *clientConn) {
 	cc.ended = make(chan error, 1)
+	cc.roomsEnded = make(chan struct{}, 1)
 	cc.readers.Go(func() { cc.ended <- c.read(cc, &cc.ctl, true) })
 	cc.readers.Go(func() { c.acceptRooms(cc) })
 	cc.readers.Go(func() { c.readDatagrams(cc) })
@@ -439,7 +464,43 @@ func (c *Client) acceptRooms(cc *clientConn) {
 			return
 		}
 		rd := &streamReader{fr: frameReader{r: bufio.NewReaderSize(str, roomReadBuffer), max: c.cfg.maxMessageSize}}
-		cc.readers.Go(func() { _ = c.read(cc, rd, false) })
+		cc.amu.Lock()
+		cc.roomsOpen++
+		cc.amu.Unlock()
+		cc.readers.Go(func() {
+			_ = c.read(cc, rd, false)
+			cc.amu.Lock()
+			cc.roomsOpen--
+			cc.amu.Unlock()
+			signal(cc.roomsEnded)
+		})
+	}
+}
+
+// byeWait bounds how long a client that read the server's bye waits for
+// its room streams to end before closing the connection.
+const byeWait = 2 * time.Second
+
+// drainRooms waits, at most byeWait, for the room streams being read to
+// end: the server ends them before it sends its bye, so that their last
+// frames reach Receive before the connection closes.
+func (cc *clientConn) drainRooms() {
+	t := time.NewTimer(byeWait)
+	defer t.Stop()
+	for {
+		cc.amu.Lock()
+		n := cc.roomsOpen
+		cc.amu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-cc.roomsEnded:
+		case <-t.C:
+			return
+		case <-cc.stop:
+			return
+		}
 	}
 }
 
@@ -826,6 +887,9 @@ func (c *Client) read(cc *clientConn, rd *streamReader, control bool) error {
 		if err != nil {
 			if !c.flush(rd, cc.stop) {
 				return ErrClosed
+			}
+			if control && cc.bye != nil {
+				cc.drainRooms()
 			}
 			return err
 		}
