@@ -143,13 +143,6 @@ func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
 	return true, false, 0
 }
 
-// queued returns the bytes waiting in the queue (and being written).
-func (q *sendQueue) queued() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.bytes
-}
-
 // open starts a room's queue held since its creation: its frames go out
 // from now on. It does nothing to a queue already open or closed.
 func (q *sendQueue) open() {
