@@ -343,7 +343,7 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 		return nil, fmt.Errorf("garou: open UDP socket: %w", err)
 	}
 	cc := &clientConn{pc: pc, tr: &quic.Transport{Conn: pc}, lost: make(chan struct{}), stop: make(chan struct{}),
-		wsem: make(chan struct{}, 1)}
+		roomsEnded: make(chan struct{}, 1), wsem: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			cc.close(CloseNormal, "handshake failed")
@@ -373,11 +373,29 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 			err = ctx.Err() // cc was closed under us
 		}
 	}()
+	// The server answers for each room of the hello right after the
+	// welcome: joined on the room's stream, or an error on the control
+	// stream. The answers are awaited before returning, so the client's
+	// rooms are known when Dial or a reconnect returns.
+	cc.amu.Lock()
+	cc.await = make(map[string]bool, len(rooms))
+	for _, spec := range rooms {
+		cc.await[orDefault(spec.Room, DefaultRoom)] = true
+	}
+	cc.answered = make(chan struct{})
+	if len(cc.await) == 0 {
+		close(cc.answered)
+	}
+	cc.amu.Unlock()
+	// Room streams are read from now on: a resume in 0-RTT may get what
+	// it missed before the welcome (the server's early replay).
+	c.acceptRooms(cc)
 	r, err := c.hello(ctx, cc, rooms)
 	if errors.Is(err, quic.Err0RTTRejected) {
 		// The server did not take the early data (a ticket of another
 		// run, say): nothing of it counted. Say hello again in 1-RTT.
 		if cc.qc, err = cc.qc.NextConnection(ctx); err == nil {
+			c.acceptRooms(cc)
 			r, err = c.hello(ctx, cc, rooms)
 		}
 	}
@@ -399,18 +417,6 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	c.server = r.Server
 	c.srvMax = r.MaxSize
 	c.mu.Unlock()
-	// The server answers for each room of the hello right after the
-	// welcome: joined on the room's stream, or an error on the control
-	// stream. Wait for those answers before returning, so the client's
-	// rooms are known when Dial or a reconnect returns.
-	cc.await = make(map[string]bool, len(rooms))
-	for _, spec := range rooms {
-		cc.await[orDefault(spec.Room, DefaultRoom)] = true
-	}
-	cc.answered = make(chan struct{})
-	if len(cc.await) == 0 {
-		close(cc.answered)
-	}
 	c.startReading(cc)
 	select {
 	case <-cc.answered:
@@ -445,21 +451,24 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	return cc, nil
 }
 
-// startReading starts cc's readers: the control stream's, the acceptor of
-// the room streams and their readers, and the datagrams'.
+// startReading starts the readers of cc's control stream and datagrams,
+// once the welcome is read.
 func (c *Client) startReading(cc *clientConn) {
 	cc.ended = make(chan error, 1)
-	cc.roomsEnded = make(chan struct{}, 1)
 	cc.readers.Go(func() { cc.ended <- c.read(cc, &cc.ctl, true) })
-	cc.readers.Go(func() { c.acceptRooms(cc) })
 	cc.readers.Go(func() { c.readDatagrams(cc) })
 }
 
-// acceptRooms reads each room stream the server opens, until the
-// connection ends.
+// acceptRooms starts reading each room stream the server opens on cc's
+// QUIC connection, until it ends.
 func (c *Client) acceptRooms(cc *clientConn) {
+	qc := cc.qc
+	cc.readers.Go(func() { c.acceptRoomsOn(cc, qc) })
+}
+
+func (c *Client) acceptRoomsOn(cc *clientConn, qc *quic.Conn) {
 	for {
-		str, err := cc.qc.AcceptUniStream(cc.qc.Context())
+		str, err := qc.AcceptUniStream(qc.Context())
 		if err != nil {
 			return
 		}

@@ -546,9 +546,10 @@ func WithReceiveBuffer(n int) ClientOption {
 
 // WithZeroRTT makes a reconnect resume its TLS session in 0-RTT: the
 // hello travels with the client's first packet. The server acts on it
-// only once the handshake completes, so a replay does nothing; that is
-// also when a hello sent after the handshake arrives, so the welcome
-// comes no sooner (bench/README.md measures it). A refused 0-RTT hello is
+// only once the handshake completes, so a replay does nothing; meanwhile
+// it sends the texts the client missed in its rooms (the early replay,
+// PROTOCOL.md §1), so that they arrive about a round trip sooner than
+// without 0-RTT (bench/README.md measures it). A refused 0-RTT hello is
 // said again. Off by default: quic-go v0.65 has a data race between opening a
 // stream during 0-RTT and the handshake's transport parameters (quic-go
 // issue #4303), which the race detector reports; turn it on where that is

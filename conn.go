@@ -135,13 +135,20 @@ func (c *conn) handshake() (*frameReader, error) {
 		return nil, nil
 	}
 	// A hello in 0-RTT may be a replay: nothing is done with it until the
-	// handshake has completed, proving the client holds the keys.
+	// handshake has completed, proving the client holds the keys. What
+	// the client missed may be read and sent meanwhile (see early.go).
+	var early map[string]uint64
+	select {
+	case <-c.qc.HandshakeComplete():
+	default:
+		early = c.replayEarly(req)
+	}
 	select {
 	case <-c.qc.HandshakeComplete():
 	case <-c.qc.Context().Done():
 		return nil, context.Cause(c.qc.Context())
 	}
-	if !c.hello(req, deadline) {
+	if !c.hello(req, early, deadline) {
 		return nil, nil
 	}
 	c.mu.Lock()
@@ -217,8 +224,9 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// hello handles the first frame. It reports whether the client was welcomed.
-func (c *conn) hello(req request, deadline time.Time) bool {
+// hello handles the first frame; early is what replayEarly sent. It
+// reports whether the client was welcomed.
+func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) bool {
 	refuse := func(close CloseCode, text string) bool {
 		c.s.logRefusal(c.log, slog.LevelInfo, "garou: hello refused", "name", req.Name, "code", close, "text", text)
 		c.finish(close, text, "")
@@ -241,6 +249,7 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		// Sequence numbers of another run of the server mean nothing here.
 		rooms[i].lostRun = req.Server != "" && req.Server != c.s.run
 	}
+	resumeAfterEarly(rooms, early)
 	if len(rooms) > c.s.cfg.maxRoomsPerClient {
 		return refuse(CloseProtocol, "too many rooms in hello")
 	}
@@ -286,15 +295,16 @@ func (c *conn) hello(req request, deadline time.Time) bool {
 		if err := c.joinRoom(spec, 0); err != nil {
 			e := c.asError(err)
 			c.enqueue(mustEncode(errorFrame(0, spec.Room, e)))
+			c.closeEarlyLane(orDefault(spec.Room, DefaultRoom))
 		}
 	}
-	early := c.qc.ConnectionState().Used0RTT
-	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", early, "restored", restored)
+	used0RTT := c.qc.ConnectionState().Used0RTT
+	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", used0RTT, "restored", restored)
 	c.s.stats.welcomes.Add(1)
 	if old != nil || restored {
 		c.s.stats.resumes.Add(1)
 	}
-	if early {
+	if used0RTT {
 		c.s.stats.early.Add(1)
 	}
 	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.run, c.s.cfg.maxMessageSize)))
@@ -576,12 +586,19 @@ func (c *conn) room(name string) *room {
 func (c *conn) addRoom(r *room) *lane {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := newLane(c, r.name, newRoomQueue(c.budget, c.lanesOpen))
 	c.rooms[r.name] = r
-	if old := c.lanes[r.name]; old != nil {
-		old.q.close(nil)
+	l := c.lanes[r.name]
+	switch {
+	case l != nil && l.early:
+		// The join goes on on the stream of its early replay.
+		l.early = false
+	default:
+		if l != nil {
+			l.q.close(nil)
+		}
+		l = newLane(c, r.name, newRoomQueue(c.budget, c.lanesOpen))
+		c.lanes[r.name] = l
 	}
-	c.lanes[r.name] = l
 	if c.cause != nil {
 		l.q.close(nil)
 	}

@@ -35,6 +35,7 @@ type lane struct {
 	str laneStream
 
 	replays []*replay // guarded by c.mu: the room's past being streamed
+	early   bool      // guarded by c.mu: opened by replayEarly, not joined yet
 }
 
 // laneStream is what a lane writes to: a *quic.Stream (control) or a

@@ -25,8 +25,9 @@ type Stats struct {
 
 	// Welcomes counts accepted hellos; Resumes those that resumed a
 	// session, still held or restored from its token (WithDataDir);
-	// EarlyHellos those that came in 0-RTT.
-	Welcomes, Resumes, EarlyHellos uint64
+	// EarlyHellos those that came in 0-RTT, and EarlyReplays those of
+	// them that were sent missed texts before their handshake completed.
+	Welcomes, Resumes, EarlyHellos, EarlyReplays uint64
 	// Texts counts the texts sequenced (the server's own included);
 	// Deliveries the texts queued to members, one per member; Directs the
 	// direct messages delivered.
@@ -50,7 +51,7 @@ type Stats struct {
 // counters are the server's running counts behind Stats: atomics on the
 // paths every text takes, a lock for the rarer events counted by code.
 type counters struct {
-	welcomes, resumes, early                 atomic.Uint64
+	welcomes, resumes, early, earlyReplays   atomic.Uint64
 	texts, deliveries, directs               atomic.Uint64
 	bytesIn, bytesOut                        atomic.Uint64
 	historyAppends, historyErrors, historyNs atomic.Uint64
@@ -94,7 +95,7 @@ func (k *counters) history(d time.Duration, err error) {
 func (s *Server) Stats() Stats {
 	k := &s.stats
 	st := Stats{
-		Welcomes: k.welcomes.Load(), Resumes: k.resumes.Load(), EarlyHellos: k.early.Load(),
+		Welcomes: k.welcomes.Load(), Resumes: k.resumes.Load(), EarlyHellos: k.early.Load(), EarlyReplays: k.earlyReplays.Load(),
 		Texts: k.texts.Load(), Deliveries: k.deliveries.Load(), Directs: k.directs.Load(),
 		BytesIn: k.bytesIn.Load(), BytesOut: k.bytesOut.Load(),
 		HistoryAppends: k.historyAppends.Load(), HistoryErrors: k.historyErrors.Load(),

@@ -50,6 +50,7 @@ var (
 		counter("welcomes", "Hellos accepted.", func(s *garou.Stats) uint64 { return s.Welcomes }),
 		counter("resumes", "Hellos that resumed a session.", func(s *garou.Stats) uint64 { return s.Resumes }),
 		counter("early_hellos", "Hellos that came in 0-RTT.", func(s *garou.Stats) uint64 { return s.EarlyHellos }),
+		counter("early_replays", "0-RTT hellos sent missed texts before their handshake completed.", func(s *garou.Stats) uint64 { return s.EarlyReplays }),
 		counter("texts", "Texts sequenced.", func(s *garou.Stats) uint64 { return s.Texts }),
 		counter("deliveries", "Texts queued to members.", func(s *garou.Stats) uint64 { return s.Deliveries }),
 		counter("directs", "Direct messages delivered.", func(s *garou.Stats) uint64 { return s.Directs }),

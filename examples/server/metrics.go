@@ -75,6 +75,7 @@ func writeMetrics(w io.Writer, st garou.Stats) {
 	counter("garou_welcomes_total", "Hellos accepted.", st.Welcomes)
 	counter("garou_resumes_total", "Hellos that resumed a session.", st.Resumes)
 	counter("garou_early_hellos_total", "Hellos that came in 0-RTT.", st.EarlyHellos)
+	counter("garou_early_replays_total", "0-RTT hellos sent missed texts before their handshake completed.", st.EarlyReplays)
 	counter("garou_texts_total", "Texts sequenced.", st.Texts)
 	counter("garou_deliveries_total", "Texts queued to members.", st.Deliveries)
 	counter("garou_directs_total", "Direct messages delivered.", st.Directs)
