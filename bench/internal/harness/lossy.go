@@ -47,8 +47,11 @@ func openLossy(ctx context.Context, cfg Config, progress io.Writer) (*lossyNet, 
 		ns.Close()
 		return nil, err
 	}
+	// The fastest round trip shows the emulated delay; the average also
+	// has the host's scheduling in it (the delay is a program reading a
+	// queue), which a loaded host stretches by many milliseconds.
 	p, err := ns.Ping(ctx, 20, 10*time.Millisecond)
-	if err == nil && (p.Received != p.Sent || p.Avg < cfg.LossyRTT || p.Avg > cfg.LossyRTT+cfg.LossyRTT/4+2*time.Millisecond) {
+	if err == nil && (p.Received != p.Sent || p.Min < cfg.LossyRTT || p.Min > cfg.LossyRTT+cfg.LossyRTT/4+2*time.Millisecond) {
 		err = fmt.Errorf("ping over the emulated network: %d of %d replies, rtt min/avg/max %v/%v/%v, want about %v",
 			p.Received, p.Sent, p.Min, p.Avg, p.Max, cfg.LossyRTT)
 	}
