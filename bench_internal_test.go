@@ -53,7 +53,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			from := &members[0].user
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := r.publish(context.Background(), nil, from, text, ""); err != nil {
+				if _, err := r.publish(context.Background(), nil, from, text, "", ""); err != nil {
 					b.Fatal(err)
 				}
 				drain(members)
@@ -71,10 +71,10 @@ func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
 		r, members := benchRoom(t, n)
 		from := &members[0].user
 		// Warm the queues so that append has capacity, as in steady state.
-		_, _ = r.publish(context.Background(), nil, from, text, "")
+		_, _ = r.publish(context.Background(), nil, from, text, "", "")
 		drain(members)
 		return testing.AllocsPerRun(200, func() {
-			_, _ = r.publish(context.Background(), nil, from, text, "")
+			_, _ = r.publish(context.Background(), nil, from, text, "", "")
 			drain(members)
 		})
 	}

@@ -84,6 +84,7 @@ type serverConfig struct {
 	sendQueueBytes    int
 	historySize       int
 	history           HistoryStore
+	broker            Broker
 	maxRoomsPerClient int
 	maxRoomMembers    int
 	rate              float64

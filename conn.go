@@ -512,7 +512,7 @@ func (c *conn) say(req request) (reply, error) {
 		if req.Key != "" && c.sent != nil {
 			key = c.sent.senderKey(req.Key)
 		}
-		msg, err := r.publish(c.qc.Context(), c, c.from, text, key)
+		msg, err := r.publish(c.qc.Context(), c, c.from, text, key, req.Key)
 		if err != nil {
 			return reply{}, err
 		}

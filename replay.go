@@ -98,7 +98,7 @@ func (rp *replay) fetch() {
 	defer rp.l.q.signal()
 	defer rp.fetched.Store(true)
 	c, r := rp.c, rp.r
-	msgs, oldest, err := r.s.cfg.history.After(c.qc.Context(), r.name, rp.from)
+	msgs, oldest, err := r.s.after(c.qc.Context(), r.name, rp.from, rp.upto)
 	if err != nil {
 		c.log.Error("garou: history read failed", "room", r.name, "err", err)
 		// Unasked (no ref): the join already had its one reply, "joined".

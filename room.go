@@ -43,6 +43,13 @@ type room struct {
 	told     time.Time           // when the last presence frame went out
 
 	typed map[*conn]time.Time // when each member's typing was last told
+
+	// With a broker (see broker.go): the room's live delivery, and the
+	// filling of the holes in it. Guarded by mu.
+	stopLive func() // stops the live delivery; nil once stopped
+	open     bool   // opened on the broker, and not yet stopped
+	heard    uint64 // the highest Seq the broker told of
+	filling  bool   // a goroutine reads what the room misses
 }
 
 // presenceChange is a join or a leave not yet told.
@@ -102,10 +109,11 @@ func (r *room) deliverLocked(m *conn, frame []byte) {
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
-// (with senderKey: see ChatMessage.SenderKey) and delivers it. The history
-// store is called with no room lock held: a slow store delays only the
-// texts of this room.
-func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey string) (ChatMessage, error) {
+// (with senderKey: see ChatMessage.SenderKey) and delivers it. key is the
+// client's idempotency key ("" for none), for a Broker. The history store
+// is called with no room lock held: a slow store delays only the texts of
+// this room.
+func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey, key string) (ChatMessage, error) {
 	if err := r.lockOrder(ctx); err != nil {
 		return ChatMessage{}, err
 	}
@@ -143,6 +151,10 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey
 	}
 	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
 		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	if r.s.cfg.broker != nil {
+		msg.Seq = 0 // the broker's to give
+		return r.publishBrokered(ctx, c, msg, key)
 	}
 	start := time.Now()
 	err = r.s.cfg.history.Append(ctx, r.name, msg)
@@ -212,7 +224,7 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	// A room created here continues the numbering its store kept across
 	// restarts. Asked with no lock held; a room created meanwhile wins.
 	var kept uint64
-	if k, ok := s.cfg.history.(SeqKeeper); ok && s.lookupRoom(spec.Room) == nil {
+	if k, ok := s.cfg.history.(SeqKeeper); ok && s.cfg.broker == nil && s.lookupRoom(spec.Room) == nil {
 		var err error
 		if kept, err = k.LastSeq(c.qc.Context(), spec.Room); err != nil {
 			s.log.Error("garou: history last seq failed", "room", spec.Room, "err", err)
@@ -220,6 +232,22 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	}
 	s.roomsMu.Lock()
 	r := s.rooms[spec.Room]
+	if r == nil && s.cfg.broker != nil {
+		// Opened on the broker with no lock held; a room opened meanwhile
+		// wins, and this one is stopped once the join is done.
+		s.roomsMu.Unlock()
+		opened, err := s.openRoom(c.qc.Context(), spec.Room)
+		if err != nil {
+			return nil, err
+		}
+		s.roomsMu.Lock()
+		if r = s.rooms[spec.Room]; r == nil {
+			r = opened
+			s.rooms[spec.Room] = r
+		} else {
+			defer opened.closeRoom()
+		}
+	}
 	if r == nil {
 		r = newRoom(s, spec.Room, max(s.seqFloor, kept))
 		s.rooms[spec.Room] = r
@@ -474,18 +502,24 @@ func (s *Server) removeIfEmpty(r *room) {
 	if !empty {
 		return
 	}
-	if err := s.cfg.history.Forget(s.runCtx, r.name); err != nil {
-		s.log.Error("garou: history forget failed", "room", r.name, "err", err)
+	if s.cfg.broker == nil { // a broker's rooms outlive their members here
+		if err := s.cfg.history.Forget(s.runCtx, r.name); err != nil {
+			s.log.Error("garou: history forget failed", "room", r.name, "err", err)
+		}
 	}
 	s.roomsMu.Lock()
 	r.mu.Lock()
-	if len(r.members) == 0 && !r.deleted {
+	removed := len(r.members) == 0 && !r.deleted
+	if removed {
 		r.deleted = true
 		delete(s.rooms, r.name)
 		s.seqFloor = max(s.seqFloor, r.seq)
 	}
 	r.mu.Unlock()
 	s.roomsMu.Unlock()
+	if removed {
+		r.closeRoom()
+	}
 }
 
 // notDelivered tells a client that a message of room was over its size

@@ -66,6 +66,7 @@ type Server struct {
 	ready     chan struct{} // closed once serving, or once it never will
 	readied   sync.Once
 	wg        sync.WaitGroup // every goroutine the server owns
+	fills     sync.WaitGroup // reads of what a room missed (broker.go)
 
 	mu         sync.Mutex
 	served     bool
@@ -124,6 +125,9 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		// Numbers are the store's: clients resume by them as long as it
 		// keeps its history, across restarts too.
 		run = k.Epoch()
+	}
+	if cfg.broker != nil {
+		run = cfg.broker.Epoch() // the same on every server of the service
 	}
 	if dd != nil {
 		// Tickets of an earlier run stay valid: clients resume TLS, and
@@ -303,6 +307,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	// Shutdown or Close end the connections; wait for them, then close the
 	// listener and the transport, in that order, so nothing is left running.
 	s.wg.Wait()
+	s.stopRooms()
 	ln.Close()
 	tr.Close()
 	return nil
@@ -557,7 +562,7 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	msg, err := r.publish(ctx, nil, nil, text, "")
+	msg, err := r.publish(ctx, nil, nil, text, "", "")
 	return msg, err
 }
 

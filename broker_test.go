@@ -1,0 +1,150 @@
+package garou_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/garou-chat/garou"
+	"github.com/stretchr/testify/require"
+)
+
+// memBroker is a Broker in one process, for servers that share it: the
+// simplest one that keeps the contract. With dropEvery > 0 it loses every
+// dropEvery-th live delivery, as a real broker's at-most-once delivery may,
+// so that the servers must read what they missed.
+type memBroker struct {
+	dropEvery int
+
+	mu    sync.Mutex
+	texts map[string][]garou.ChatMessage
+	keys  map[string]garou.ChatMessage
+	subs  map[string]map[*func(garou.ChatMessage)]struct{}
+	sent  int
+}
+
+func newMemBroker() *memBroker {
+	return &memBroker{
+		texts: make(map[string][]garou.ChatMessage),
+		keys:  make(map[string]garou.ChatMessage),
+		subs:  make(map[string]map[*func(garou.ChatMessage)]struct{}),
+	}
+}
+
+func (b *memBroker) Open(_ context.Context, room string, deliver func(garou.ChatMessage)) (uint64, func(), error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.subs[room] == nil {
+		b.subs[room] = make(map[*func(garou.ChatMessage)]struct{})
+	}
+	d := &deliver
+	b.subs[room][d] = struct{}{}
+	stop := func() {
+		b.mu.Lock()
+		delete(b.subs[room], d)
+		b.mu.Unlock()
+	}
+	return uint64(len(b.texts[room])), stop, nil
+}
+
+// Publish delivers under the broker's lock: one goroutine at a time, in
+// order, and never after stop.
+func (b *memBroker) Publish(_ context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if k, ok := b.keys[key]; ok && key != "" {
+		return k, nil
+	}
+	m.Seq = uint64(len(b.texts[room])) + 1
+	b.texts[room] = append(b.texts[room], m)
+	if key != "" {
+		b.keys[key] = m
+	}
+	for d := range b.subs[room] {
+		b.sent++
+		if b.dropEvery > 0 && b.sent%b.dropEvery == 0 {
+			continue
+		}
+		(*d)(m)
+	}
+	return m, nil
+}
+
+// After returns at most 3 texts, so that readers ask again.
+func (b *memBroker) After(_ context.Context, room string, seq uint64) ([]garou.ChatMessage, uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	all := b.texts[room]
+	if len(all) == 0 {
+		return nil, 0, nil
+	}
+	out := all[min(seq, uint64(len(all))):]
+	return append([]garou.ChatMessage(nil), out[:min(3, len(out))]...), 1, nil
+}
+
+func (b *memBroker) Epoch() string { return "mem" }
+
+// kept returns the texts kept of room.
+func (b *memBroker) kept(room string) []garou.ChatMessage {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]garou.ChatMessage(nil), b.texts[room]...)
+}
+
+// twoNodes starts two servers sharing b and a data directory (made by the
+// first), so one certificate: a client pins one fingerprint for both.
+func twoNodes(t *testing.T, b garou.Broker) (*garou.Server, *garou.Server) {
+	t.Helper()
+	opts := []garou.ServerOption{garou.WithBroker(b), garou.WithDataDir(t.TempDir()), garou.WithPresenceInterval(0)}
+	s1 := startServer(t, opts...)
+	return s1, startServer(t, opts...)
+}
+
+func TestBrokerOneOrderAcrossServers(t *testing.T) {
+	for _, drop := range []int{0, 4} {
+		t.Run(fmt.Sprintf("drop%d", drop), func(t *testing.T) {
+			b := newMemBroker()
+			b.dropEvery = drop
+			s1, s2 := twoNodes(t, b)
+			cls := []*garou.Client{
+				dial(t, s1, "ana", garou.WithRooms(garou.DefaultRoom)),
+				dial(t, s2, "bo", garou.WithRooms(garou.DefaultRoom)),
+				dial(t, s2, "cy", garou.WithRooms(garou.DefaultRoom)),
+			}
+			orders := chatAll(t, cls, 20)
+			requireOneOrder(t, orders)
+			// Dense numbering, the same on both servers.
+			kept := b.kept(garou.DefaultRoom)
+			require.Len(t, kept, 60)
+			for i, m := range kept {
+				require.Equal(t, uint64(i+1), m.Seq)
+				require.Equal(t, m.Text, orders[0][i])
+			}
+			require.Equal(t, uint64(60), s1.Rooms()[0].LastSeq)
+			require.Equal(t, uint64(60), s2.Rooms()[0].LastSeq)
+		})
+	}
+}
+
+func TestBrokerJoinReplaysFromAnyServer(t *testing.T) {
+	b := newMemBroker()
+	s1, s2 := twoNodes(t, b)
+	ana := dial(t, s1, "ana", garou.WithRooms(garou.DefaultRoom))
+	for i := range 7 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint(i)))
+	}
+	bo := dial(t, s2, "bo", garou.WithRooms())
+	_, err := bo.Join(ctxT(t), garou.DefaultRoom, 5)
+	require.NoError(t, err)
+	for i := 2; i < 7; i++ {
+		m := next(t, bo, garou.TypeText)
+		require.Equal(t, fmt.Sprint(i), m.Text)
+		require.Equal(t, uint64(i+1), m.Seq)
+	}
+	// Live from the other server, numbered on.
+	require.NoError(t, ana.Send(ctxT(t), "live"))
+	m := next(t, bo, garou.TypeText)
+	require.Equal(t, "live", m.Text)
+	require.Equal(t, uint64(8), m.Seq)
+}
