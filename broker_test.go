@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/garou-chat/garou"
 	"github.com/stretchr/testify/require"
@@ -147,4 +148,31 @@ func TestBrokerJoinReplaysFromAnyServer(t *testing.T) {
 	m := next(t, bo, garou.TypeText)
 	require.Equal(t, "live", m.Text)
 	require.Equal(t, uint64(8), m.Seq)
+}
+
+// A client given the addresses of two servers of one service moves to the
+// other when its server goes, and resumes its room there with exactly the
+// texts it missed.
+func TestBrokerClientFailsOverAndResumes(t *testing.T) {
+	b := newMemBroker()
+	s1, s2 := twoNodes(t, b)
+	ana := dial(t, s2, "ana")
+	bo := dial(t, s1, "bo", garou.WithServers(addrOf(s2)), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond))
+	for i := range 3 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("before", i)))
+		require.Equal(t, fmt.Sprint("before", i), next(t, bo, garou.TypeText).Text)
+	}
+	require.NoError(t, s1.Close())
+	for i := range 5 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("after", i)))
+	}
+	for i := range 5 {
+		m := next(t, bo, garou.TypeText, garou.TypeGap)
+		require.Equal(t, garou.TypeText, m.Type)
+		require.Equal(t, fmt.Sprint("after", i), m.Text)
+		require.Equal(t, uint64(4+i), m.Seq)
+	}
+	require.NoError(t, bo.Send(ctxT(t), "back"))
+	for m := next(t, ana, garou.TypeText); m.Text != "back"; m = next(t, ana, garou.TypeText) {
+	}
 }

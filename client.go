@@ -39,10 +39,11 @@ import (
 // delivered to Receive in the order the server sent them. Connection
 // state changes are reported to WithStateHandler.
 type Client struct {
-	cfg    clientConfig
-	addr   string
-	raddr  net.Addr
-	tls    *tls.Config
+	cfg clientConfig
+	// The service's addresses: Dial's first, then WithServers'; ep is the
+	// one connected to, or being tried.
+	eps    []*endpoint
+	ep     atomic.Pointer[endpoint]
 	quic   *quic.Config
 	log    *slog.Logger
 	keyPfx string        // idempotency keys are keyPfx + a counter
@@ -222,19 +223,17 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("garou: resolve %s: %w", addr, err)
-	}
-	tlsConf, err := clientTLS(&cfg, addr)
-	if err != nil {
-		return nil, err
+	eps := make([]*endpoint, 0, 1+len(cfg.servers))
+	for i, a := range append([]string{addr}, cfg.servers...) {
+		ep, err := newEndpoint(&cfg, i, a)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, ep)
 	}
 	c := &Client{
-		cfg:   cfg,
-		addr:  addr,
-		raddr: raddr,
-		tls:   tlsConf,
+		cfg: cfg,
+		eps: eps,
 		quic: &quic.Config{
 			// The server sends signals (typing) as datagrams to a client
 			// that takes them.
@@ -267,6 +266,7 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 		departing: make(map[string]*roomState),
 		pending:   make(map[uint64]chan reply),
 	}
+	c.ep.Store(eps[0])
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.quit = c.ctx.Done()
 	if cfg.onState != nil {
@@ -289,6 +289,29 @@ func Dial(ctx context.Context, addr, name string, opts ...ClientOption) (*Client
 	c.wg.Go(func() { c.run(cc) })
 	return c, nil
 }
+
+// endpoint is one address of the service, with what dialing it needs.
+type endpoint struct {
+	i     int // its place in Client.eps
+	addr  string
+	raddr net.Addr
+	tls   *tls.Config
+}
+
+func newEndpoint(cfg *clientConfig, i int, addr string) (*endpoint, error) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("garou: resolve %s: %w", addr, err)
+	}
+	tlsConf, err := clientTLS(cfg, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &endpoint{i: i, addr: addr, raddr: raddr, tls: tlsConf}, nil
+}
+
+// serverAddr is the address connected to, or being tried.
+func (c *Client) serverAddr() string { return c.ep.Load().addr }
 
 // newKeyPrefix returns a random prefix for a client's idempotency keys:
 // keys stay unique across the clients of a user session.
@@ -354,14 +377,15 @@ func (c *Client) connect(parent context.Context, rooms []joinSpec) (_ *clientCon
 	// can be resumed: the hello then goes in 0-RTT, and the welcome comes
 	// one round trip sooner. The server acts on it only once the
 	// handshake completes.
+	ep := c.ep.Load()
 	if c.cfg.zeroRTT {
-		cc.qc, err = cc.tr.DialEarly(ctx, c.raddr, c.tls, c.quic)
+		cc.qc, err = cc.tr.DialEarly(ctx, ep.raddr, ep.tls, c.quic)
 	} else {
-		cc.qc, err = cc.tr.Dial(ctx, c.raddr, c.tls, c.quic)
+		cc.qc, err = cc.tr.Dial(ctx, ep.raddr, ep.tls, c.quic)
 	}
 	if err != nil {
 		if parent.Err() == nil && noAnswer(err) {
-			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.addr, c.cfg.connectTimeout)
+			return nil, fmt.Errorf("%w: nothing answered at %s within %v", ErrNoAnswer, c.serverAddr(), c.cfg.connectTimeout)
 		}
 		return nil, c.handshakeErr(err)
 	}
@@ -530,7 +554,7 @@ func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (r
 	var err error
 	cc.str, err = cc.qc.OpenStreamSync(ctx)
 	if err != nil {
-		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.serverAddr(), closeErrorFrom(err))
 	}
 	cc.ctl.fr = frameReader{r: bufio.NewReaderSize(cc.str, 32<<10), max: c.cfg.maxMessageSize}
 	c.mu.Lock()
@@ -538,7 +562,7 @@ func (c *Client) hello(ctx context.Context, cc *clientConn, rooms []joinSpec) (r
 		Server: c.server, MaxSize: c.cfg.maxMessageSize, Rooms: &rooms}
 	c.mu.Unlock()
 	if _, err := cc.write(ctx, mustEncode(hello)); err != nil {
-		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+		return reply{}, fmt.Errorf("garou: connect to %s: %w", c.serverAddr(), closeErrorFrom(err))
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = cc.str.SetReadDeadline(dl)
@@ -568,12 +592,12 @@ func noAnswer(err error) bool {
 // from what the server being doubted presents.
 func (c *Client) handshakeErr(err error) error {
 	if errors.Is(err, ErrFingerprintMismatch) {
-		return fmt.Errorf("%w (server %s): compare the pin with the fingerprint the server's operator gives you, over a channel you trust", ErrFingerprintMismatch, c.addr)
+		return fmt.Errorf("%w (server %s): compare the pin with the fingerprint the server's operator gives you, over a channel you trust", ErrFingerprintMismatch, c.serverAddr())
 	}
 	if cve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
-		return fmt.Errorf("garou: the certificate of %s is not trusted: %w", c.addr, cve)
+		return fmt.Errorf("garou: the certificate of %s is not trusted: %w", c.serverAddr(), cve)
 	}
-	return fmt.Errorf("garou: connect to %s: %w", c.addr, closeErrorFrom(err))
+	return fmt.Errorf("garou: connect to %s: %w", c.serverAddr(), closeErrorFrom(err))
 }
 
 // readReply reads and decodes the next frame of a stream of cc into r and
@@ -618,7 +642,7 @@ func (c *Client) connErr(cc *clientConn, err error) error {
 	if ce := closeErrorFrom(err); ce != err {
 		return ce
 	}
-	return fmt.Errorf("garou: connection to %s: %w", c.addr, err)
+	return fmt.Errorf("garou: connection to %s: %w", c.serverAddr(), err)
 }
 
 func byeError(r *reply) error {
@@ -832,6 +856,10 @@ func (c *Client) reconnect(cause error) (*clientConn, error) {
 			t.Stop()
 			return nil, ErrClosed
 		case <-t.C:
+		}
+		if n := len(c.eps); n > 1 {
+			// The service's next address: the one lost may be down.
+			c.ep.Store(c.eps[(c.ep.Load().i+1)%n])
 		}
 		cc, err := c.connect(c.ctx, c.resumeSpecs())
 		if err == nil {

@@ -188,6 +188,7 @@ type clientConfig struct {
 	backoffMin     time.Duration
 	backoffMax     time.Duration
 	listenPacket   func(ctx context.Context) (net.PacketConn, error)
+	servers        []string
 }
 
 func defaultClientConfig() clientConfig {
@@ -581,6 +582,17 @@ func WithReconnect(attempts int) ClientOption {
 // for Close). Default: none.
 func WithStateHandler(f func(StateChange)) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.onState = f })
+}
+
+// WithServers gives the client further addresses of the same service
+// (servers sharing a Broker, see WithBroker): each reconnect attempt goes
+// to the next address after the one last tried, in turn, starting with the
+// one after the address lost, and the client resumes its rooms there. Each
+// server must pass the same certificate checks (one pin, or certificates
+// valid for their own host names). Default: none; the client reconnects to
+// Dial's address only.
+func WithServers(addrs ...string) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.servers = append([]string(nil), addrs...) })
 }
 
 // WithReconnectBackoff sets the backoff between reconnect attempts: it
