@@ -54,7 +54,7 @@ type Broker interface {
 	// retries, on any server: a Publish whose key was already kept keeps
 	// nothing and returns the text kept first (its Seq, ID and Time), for
 	// as long as the broker remembers keys (its own window). The server
-	// derives key from the sender's ID and the client's idempotency key.
+	// derives key from the sender's name and the client's idempotency key.
 	//
 	// A Publish that returns an error may still have kept the text (a
 	// timeout, a lost connection): the client is told "internal" and,
@@ -62,10 +62,11 @@ type Broker interface {
 	Publish(ctx context.Context, room string, m ChatMessage, key string) (ChatMessage, error)
 
 	// After returns the kept texts of room with Seq > seq, oldest first,
-	// and the Seq of the oldest text kept (0 when none is), as
-	// HistoryStore.After does. It may return fewer than all of them
-	// (a bound of its own), never with a hole: the server asks again
-	// from the last it got.
+	// with no hole, and the Seq of the oldest text kept, or of any kept
+	// text no later than seq+1 (0 when none is kept): what tells the
+	// server whether texts after seq are lost, and so announced as a gap.
+	// It may return fewer than all of them (a bound of its own): the
+	// server asks again from the last it got.
 	After(ctx context.Context, room string, seq uint64) (msgs []ChatMessage, oldest uint64, err error)
 
 	// Epoch identifies the numbering the broker keeps: it must change
@@ -224,7 +225,9 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 		r.mu.Unlock()
 	}
 	if key != "" && c != nil {
-		key = c.user.ID + "\x00" + key
+		// By name, not ID: a user without an ID of the host's own has
+		// another on each server, and a retry goes to another server.
+		key = c.key + "\x00" + key
 	}
 	start := time.Now()
 	kept, err := r.s.cfg.broker.Publish(ctx, r.name, msg, key)
