@@ -1,0 +1,529 @@
+// Package natsbroker is a [garou.Broker] on NATS JetStream: several Garou
+// servers sharing one makes them one chat service, where a room has one
+// order and one dense sequence whichever server its members are on, and a
+// client resumes on any server with exactly what it missed.
+//
+// All rooms share one stream (default "GAROU") on the subjects
+// "garou.room.<room>", the room's name encoded as one subject token. Each
+// text carries its room's sequence number in a Garou-Seq header, and is
+// published with the stream sequence of the room's last text as the
+// expected last sequence of its subject: a compare-and-set that two servers
+// publishing to one room at once cannot both win, so the numbering stays
+// dense; the loser reads the room's last text and tries again. The text's
+// idempotency key (or, without one, its ID) is its Nats-Msg-Id, so a text
+// retried, on another server too, is stored once within the stream's
+// duplicate window.
+//
+// The stream republishes each text it stores to "garou.live.<room>", where
+// each server listens for the rooms it has members in. That delivery is at
+// most once: a server that misses a text notices the hole in the numbering
+// and reads it with a batched Direct Get, as resumes and history joins
+// do.
+//
+// What it does not cover yet is listed in the module's README.
+package natsbroker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of the options.
+const (
+	DefaultStream     = "GAROU"
+	DefaultPrefix     = "garou"
+	DefaultHistory    = 1000
+	DefaultDuplicates = 2 * time.Minute
+	// DefaultRequestTimeout bounds each request to NATS whose context has
+	// no deadline of its own.
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// seqHeader carries a text's sequence number in its room.
+const seqHeader = "Garou-Seq"
+
+// readBatch is the most texts one After returns.
+const readBatch = 256
+
+// maxHints bounds the stream sequences remembered per room, which let a
+// read start at the text it wants instead of the room's oldest.
+const maxHints = 1024
+
+// An Option configures a Broker.
+type Option func(*config)
+
+type config struct {
+	stream     string
+	prefix     string
+	storage    jetstream.StorageType
+	replicas   int
+	history    int64
+	duplicates time.Duration
+	timeout    time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		stream:     DefaultStream,
+		prefix:     DefaultPrefix,
+		storage:    jetstream.FileStorage,
+		replicas:   1,
+		history:    DefaultHistory,
+		duplicates: DefaultDuplicates,
+		timeout:    DefaultRequestTimeout,
+	}
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.stream == "":
+		return errors.New("natsbroker: the stream name must not be empty")
+	case c.prefix == "":
+		return errors.New("natsbroker: the subject prefix must not be empty")
+	case c.replicas < 1:
+		return fmt.Errorf("natsbroker: replicas must be at least 1, got %d", c.replicas)
+	case c.history < 1:
+		return fmt.Errorf("natsbroker: history must be at least 1 text per room, got %d", c.history)
+	case c.duplicates <= 0:
+		return fmt.Errorf("natsbroker: the duplicate window must be positive, got %v", c.duplicates)
+	case c.timeout <= 0:
+		return fmt.Errorf("natsbroker: the request timeout must be positive, got %v", c.timeout)
+	}
+	return nil
+}
+
+// WithStream sets the JetStream stream's name. Default DefaultStream.
+func WithStream(name string) Option { return func(c *config) { c.stream = name } }
+
+// WithPrefix sets the first token of the subjects ("<prefix>.room.<room>",
+// "<prefix>.live.<room>"): services sharing a NATS each need their own,
+// with their own stream. Default DefaultPrefix.
+func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithMemoryStorage keeps the stream in memory instead of files: faster,
+// but a NATS restart loses every room's texts, and the numbering starts
+// over (with a new epoch, once the servers restart). Default: files.
+func WithMemoryStorage() Option { return func(c *config) { c.storage = jetstream.MemoryStorage } }
+
+// WithReplicas sets the stream's replicas, in a NATS cluster. Default 1.
+func WithReplicas(n int) Option { return func(c *config) { c.replicas = n } }
+
+// WithHistory sets how many texts the stream keeps per room, for resumes
+// and history joins. Default DefaultHistory.
+func WithHistory(n int) Option { return func(c *config) { c.history = int64(n) } }
+
+// WithDuplicateWindow sets how long the stream remembers the idempotency
+// keys of texts, so that a retried text is stored once. Default
+// DefaultDuplicates.
+func WithDuplicateWindow(d time.Duration) Option { return func(c *config) { c.duplicates = d } }
+
+// WithRequestTimeout bounds each request to NATS whose context has no
+// deadline. Default DefaultRequestTimeout.
+func WithRequestTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// Broker is a garou.Broker on a NATS JetStream stream. Build it with New,
+// and give it to every server of the service with garou.WithBroker. All its
+// methods are safe for concurrent use. It does not own the NATS
+// connection: close that once the servers are closed.
+type Broker struct {
+	cfg    config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epoch  string
+
+	mu    sync.Mutex
+	rooms map[string]*roomState
+}
+
+// roomState is what the broker knows of a room's latest text, for the
+// expectation of its next publish, and where recent texts are in the
+// stream, for reads.
+type roomState struct {
+	mu     sync.Mutex
+	known  bool
+	stream uint64 // the stream sequence of the room's latest text
+	seq    uint64 // its Garou sequence
+	hints  []hint // increasing
+}
+
+type hint struct{ seq, stream uint64 }
+
+// New creates the stream if it does not exist (or updates its
+// configuration), and returns a broker on it.
+func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: %w", err)
+	}
+	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState)}
+	sctx, cancel := b.bound(ctx)
+	defer cancel()
+	b.stream, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
+		Name:              cfg.stream,
+		Subjects:          []string{cfg.prefix + ".room.>"},
+		Storage:           cfg.storage,
+		Replicas:          cfg.replicas,
+		MaxMsgsPerSubject: cfg.history,
+		Duplicates:        cfg.duplicates,
+		AllowDirect:       true,
+		RePublish:         &jetstream.RePublish{Source: cfg.prefix + ".room.>", Destination: cfg.prefix + ".live.>"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: stream %s: %w", cfg.stream, err)
+	}
+	// A stream made anew (deleted, or lost from memory) has another
+	// creation time: its numbering is another.
+	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.stream.CachedInfo().Created.UnixNano(), 36)
+	return b, nil
+}
+
+// Epoch identifies the stream: its name and creation time.
+func (b *Broker) Epoch() string { return b.epoch }
+
+// bound gives ctx the request timeout if it has no deadline.
+func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.cfg.timeout)
+}
+
+// token encodes a room's name as one subject token.
+func token(room string) string { return base64.RawURLEncoding.EncodeToString([]byte(room)) }
+
+func (b *Broker) roomSubject(room string) string { return b.cfg.prefix + ".room." + token(room) }
+func (b *Broker) liveSubject(room string) string { return b.cfg.prefix + ".live." + token(room) }
+
+func (b *Broker) state(room string) *roomState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.rooms[room]
+	if st == nil {
+		st = &roomState{}
+		b.rooms[room] = st
+	}
+	return st
+}
+
+// note records that the room's text seq is at stream sequence stream.
+func (st *roomState) note(seq, stream uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if stream > st.stream {
+		st.known, st.stream, st.seq = true, stream, seq
+	}
+	if n := len(st.hints); n == 0 || st.hints[n-1].seq < seq {
+		if n == maxHints {
+			st.hints = slices.Delete(st.hints, 0, maxHints/4)
+		}
+		st.hints = append(st.hints, hint{seq, stream})
+	}
+}
+
+// start returns a stream sequence at or before that of the room's text
+// seq: where a read of it starts.
+func (st *roomState) start(seq uint64) uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	i, found := slices.BinarySearchFunc(st.hints, seq, func(h hint, s uint64) int { return cmpU(h.seq, s) })
+	switch {
+	case found:
+		return st.hints[i].stream
+	case i > 0:
+		return st.hints[i-1].stream + 1
+	}
+	return 1
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// wireText is a text as the stream keeps it; its room is its subject's,
+// its sequence number in the Garou-Seq header.
+type wireText struct {
+	ID   string    `json:"id"`
+	From *wireUser `json:"from,omitempty"`
+	Text string    `json:"text"`
+	Time time.Time `json:"time"`
+}
+
+type wireUser struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+func encodeText(m garou.ChatMessage) ([]byte, error) {
+	w := wireText{ID: m.ID, Text: m.Text, Time: m.Time}
+	if m.From != nil {
+		w.From = &wireUser{ID: m.From.ID, Name: m.From.Name}
+	}
+	return json.Marshal(w)
+}
+
+// decodeText rebuilds a text of room from a stored or republished message.
+func decodeText(room string, h nats.Header, data []byte) (garou.ChatMessage, uint64, error) {
+	seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64)
+	if err != nil {
+		return garou.ChatMessage{}, 0, fmt.Errorf("natsbroker: a text without its %s header", seqHeader)
+	}
+	stream, err := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return garou.ChatMessage{}, 0, fmt.Errorf("natsbroker: a text without its %s header", jetstream.SequenceHeader)
+	}
+	var w wireText
+	if err := json.Unmarshal(data, &w); err != nil {
+		return garou.ChatMessage{}, 0, fmt.Errorf("natsbroker: text %d of %q: %w", seq, room, err)
+	}
+	m := garou.ChatMessage{Type: garou.TypeText, Room: room, Seq: seq, ID: w.ID, Text: w.Text, Time: w.Time.UTC()}
+	if w.From != nil {
+		m.From = &garou.User{ID: w.From.ID, Name: w.From.Name}
+	}
+	return m, stream, nil
+}
+
+// Open listens for room's texts on its live subject, then reads its latest
+// text: a text stored in between is delivered and read both, never missed.
+func (b *Broker) Open(ctx context.Context, room string, deliver func(garou.ChatMessage)) (uint64, func(), error) {
+	st := b.state(room)
+	l := &listener{}
+	sub, err := b.nc.Subscribe(b.liveSubject(room), func(msg *nats.Msg) {
+		m, stream, err := decodeText(room, msg.Header, msg.Data)
+		if err != nil {
+			return // not a text of ours: nothing to deliver
+		}
+		st.note(m.Seq, stream)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.stopped {
+			deliver(m)
+		}
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("natsbroker: listen to %q: %w", room, err)
+	}
+	stop := func() {
+		_ = sub.Unsubscribe()
+		l.mu.Lock()
+		l.stopped = true
+		l.mu.Unlock()
+	}
+	rctx, cancel := b.bound(ctx)
+	defer cancel()
+	if err := b.nc.FlushWithContext(rctx); err != nil {
+		stop()
+		return 0, nil, fmt.Errorf("natsbroker: listen to %q: %w", room, err)
+	}
+	last, err := b.loadLast(rctx, room, st)
+	if err != nil {
+		stop()
+		return 0, nil, err
+	}
+	return last, stop, nil
+}
+
+// listener guards a room's deliveries: none after its stop.
+type listener struct {
+	mu      sync.Mutex
+	stopped bool
+}
+
+// loadLast reads room's latest text into st and returns its sequence
+// number (0: none).
+func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint64, error) {
+	raw, err := b.stream.GetLastMsgForSubject(ctx, b.roomSubject(room))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if !st.known {
+			st.known = true
+		}
+		return st.seq, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("natsbroker: the last text of %q: %w", room, err)
+	}
+	seq, err := strconv.ParseUint(raw.Header.Get(seqHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("natsbroker: the last text of %q has no %s header", room, seqHeader)
+	}
+	st.note(seq, raw.Sequence)
+	return seq, nil
+}
+
+// Publish stores m as room's next text, retrying while other servers win
+// the race for the number, until ctx ends.
+func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
+	data, err := encodeText(m)
+	if err != nil {
+		return garou.ChatMessage{}, fmt.Errorf("natsbroker: %w", err)
+	}
+	id := m.ID
+	if key != "" {
+		sum := sha256.Sum256([]byte(room + "\x00" + key))
+		id = hex.EncodeToString(sum[:16])
+	}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	st := b.state(room)
+	subj := b.roomSubject(room)
+	for {
+		st.mu.Lock()
+		known, lastStream, lastSeq := st.known, st.stream, st.seq
+		st.mu.Unlock()
+		if !known {
+			if _, err := b.loadLast(ctx, room, st); err != nil {
+				return garou.ChatMessage{}, err
+			}
+			continue
+		}
+		msg := nats.NewMsg(subj)
+		msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
+		msg.Data = data
+		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream))
+		if isWrongLastSeq(err) {
+			// Another server numbered a text meanwhile: read it, go on.
+			if _, err := b.loadLast(ctx, room, st); err != nil {
+				return garou.ChatMessage{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
+		}
+		if ack.Duplicate {
+			// Stored before (a retry): the text kept first is the one.
+			raw, err := b.stream.GetMsg(ctx, ack.Sequence)
+			if err != nil {
+				return garou.ChatMessage{}, fmt.Errorf("natsbroker: the text kept before in %q: %w", room, err)
+			}
+			raw.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(raw.Sequence, 10))
+			kept, _, err := decodeText(room, raw.Header, raw.Data)
+			return kept, err
+		}
+		st.note(lastSeq+1, ack.Sequence)
+		m.Seq = lastSeq + 1
+		return m, nil
+	}
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// After reads, with one batched Direct Get, up to readBatch texts of room
+// after seq, starting where the broker knows text seq+1 to be (or at the
+// room's oldest). The oldest it reports is that of the first text read: the
+// room's oldest kept, or one no later than seq+1.
+func (b *Broker) After(ctx context.Context, room string, seq uint64) ([]garou.ChatMessage, uint64, error) {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	st := b.state(room)
+	start := st.start(seq + 1)
+	var out []garou.ChatMessage
+	var oldest uint64
+	// Texts at or before seq, read because the start was a guess, do not
+	// count: read on until readBatch are after seq or the room ends.
+	for {
+		msgs, next, err := b.batchGet(ctx, room, start, readBatch)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, m := range msgs {
+			if oldest == 0 {
+				oldest = m.Seq
+			}
+			if m.Seq > seq {
+				out = append(out, m)
+			}
+		}
+		if len(msgs) < readBatch || len(out) >= readBatch {
+			return out, oldest, nil
+		}
+		start = next
+	}
+}
+
+// batchGet reads up to n texts of room from stream sequence start on, and
+// returns the stream sequence after the last read.
+func (b *Broker) batchGet(ctx context.Context, room string, start uint64, n int) ([]garou.ChatMessage, uint64, error) {
+	req, err := json.Marshal(struct {
+		Seq    uint64 `json:"seq"`
+		NextBy string `json:"next_by_subj"`
+		Batch  int    `json:"batch"`
+	}{start, b.roomSubject(room), n})
+	if err != nil {
+		return nil, 0, err
+	}
+	inbox := b.nc.NewRespInbox()
+	sub, err := b.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, err)
+	}
+	defer sub.Unsubscribe()
+	if err := b.nc.PublishRequest("$JS.API.DIRECT.GET."+b.cfg.stream, inbox, req); err != nil {
+		return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, err)
+	}
+	st := b.state(room)
+	var out []garou.ChatMessage
+	next := start
+	for {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, err)
+		}
+		if len(msg.Data) == 0 {
+			switch status := msg.Header.Get("Status"); status {
+			case "204", "404": // the end of the batch; no text at all
+				return out, next, nil
+			case "":
+			default:
+				return nil, 0, fmt.Errorf("natsbroker: read %q: status %s %s", room, status, msg.Header.Get("Description"))
+			}
+		}
+		m, stream, err := decodeText(room, msg.Header, msg.Data)
+		if err != nil {
+			return nil, 0, err
+		}
+		st.note(m.Seq, stream)
+		out = append(out, m)
+		next = stream + 1
+		if len(out) == n {
+			// The end-of-batch status follows; no need to wait for it.
+			return out, next, nil
+		}
+	}
+}
+
+var _ garou.Broker = (*Broker)(nil)

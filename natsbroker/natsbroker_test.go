@@ -1,0 +1,295 @@
+package natsbroker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/natsbroker"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// startNATS runs a NATS server with JetStream in the test process, on a
+// free port of 127.0.0.1, until the test ends.
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	require.NoError(t, err)
+	go ns.Start()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	require.True(t, ns.ReadyForConnections(10*time.Second), "NATS did not start")
+	return ns
+}
+
+// newBroker connects to ns, as a server of the service does with its own
+// connection, and returns a broker on the stream.
+func newBroker(t *testing.T, ns *server.Server) (*natsbroker.Broker, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	b, err := natsbroker.New(ctxT(t), nc)
+	require.NoError(t, err)
+	return b, nc
+}
+
+// nodes starts n Garou servers, each with its own broker on ns, sharing
+// one data directory (made by the first), so one certificate: a client
+// pins one fingerprint for all.
+func nodes(t *testing.T, ns *server.Server, n int) []*garou.Server {
+	return wrappedNodes(t, ns, n, nil)
+}
+
+// wrappedNodes is nodes with the broker of each server i wrapped by wrap.
+func wrappedNodes(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) []*garou.Server {
+	t.Helper()
+	dir := t.TempDir()
+	var srvs []*garou.Server
+	for i := range n {
+		var b garou.Broker
+		b, _ = newBroker(t, ns)
+		if wrap != nil {
+			b = wrap(i, b)
+		}
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir), garou.WithPresenceInterval(0))
+		require.NoError(t, err)
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(context.Background(), pc) }()
+		// Registered after the broker's connection, so run before it
+		// closes: the server stops its rooms with NATS still there.
+		t.Cleanup(func() {
+			require.NoError(t, srv.Close())
+			require.NoError(t, <-errc)
+			pc.Close()
+		})
+		<-srv.Ready()
+		srvs = append(srvs, srv)
+	}
+	return srvs
+}
+
+func dial(t *testing.T, srv *garou.Server, name string, opts ...garou.ClientOption) *garou.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := garou.Dial(ctx, srv.Addr().String(), name, append([]garou.ClientOption{garou.WithFingerprint(srv.Fingerprint())}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// nextText returns the client's next text, failing on a gap.
+func nextText(t *testing.T, cli *garou.Client) garou.ChatMessage {
+	t.Helper()
+	for {
+		m, err := cli.Receive(ctxT(t))
+		require.NoError(t, err)
+		require.NotEqual(t, garou.TypeGap, m.Type, "a gap: %+v", m)
+		if m.Type == garou.TypeText {
+			return m
+		}
+	}
+}
+
+// Clients on different servers in one room see one order, numbered 1, 2,
+// 3, ... with no hole, while they all send at once.
+func TestOneOrderAcrossServers(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	cls := []*garou.Client{dial(t, srvs[0], "ana"), dial(t, srvs[1], "bo"), dial(t, srvs[1], "cy")}
+	const per = 50
+	var wg sync.WaitGroup
+	for i, c := range cls {
+		wg.Go(func() {
+			for k := range per {
+				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
+			}
+		})
+	}
+	orders := make([][]string, len(cls))
+	for i, c := range cls {
+		wg.Go(func() {
+			for n := range len(cls) * per {
+				m := nextText(t, c)
+				assert.Equal(t, uint64(n+1), m.Seq, "client %d: a hole or a repeat", i)
+				orders[i] = append(orders[i], m.Text)
+			}
+		})
+	}
+	wg.Wait()
+	for i := 1; i < len(orders); i++ {
+		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
+	}
+	next := map[int]int{}
+	for _, s := range orders[0] {
+		var from, k int
+		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
+		require.NoError(t, err)
+		require.Equal(t, next[from], k, "sender %d out of order", from)
+		next[from]++
+	}
+}
+
+// A client whose server goes resumes on the other with exactly what it
+// missed: no gap, no repeat, numbered on.
+func TestResumeOnAnotherServer(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	ana := dial(t, srvs[1], "ana")
+	bo := dial(t, srvs[0], "bo", garou.WithServers(srvs[1].Addr().String()), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond))
+	for i := range 3 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("before", i)))
+		require.Equal(t, fmt.Sprint("before", i), nextText(t, bo).Text)
+	}
+	require.NoError(t, srvs[0].Close())
+	for i := range 20 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("after", i)))
+	}
+	for i := range 20 {
+		m := nextText(t, bo)
+		require.Equal(t, fmt.Sprint("after", i), m.Text)
+		require.Equal(t, uint64(4+i), m.Seq)
+	}
+	require.NoError(t, bo.Send(ctxT(t), "back"))
+	for m := nextText(t, ana); m.Text != "back"; m = nextText(t, ana) {
+	}
+}
+
+// stallAfterPublish keeps a text, then never answers: its server goes
+// before it acknowledges the text.
+type stallAfterPublish struct {
+	garou.Broker
+	kept chan garou.ChatMessage
+}
+
+func (b stallAfterPublish) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
+	m, err := b.Broker.Publish(ctx, room, m, key)
+	if err != nil {
+		return m, err
+	}
+	b.kept <- m
+	<-ctx.Done()
+	return garou.ChatMessage{}, ctx.Err()
+}
+
+// A Send whose server kept the text but went before acknowledging it is
+// retried by the client on the other server, and kept once: everyone sees
+// it once, with the number it was first given.
+func TestSendRetriedOnAnotherServerKeptOnce(t *testing.T) {
+	ns := startNATS(t)
+	kept := make(chan garou.ChatMessage, 1)
+	srvs := wrappedNodes(t, ns, 2, func(i int, b garou.Broker) garou.Broker {
+		if i == 0 {
+			return stallAfterPublish{b, kept}
+		}
+		return b
+	})
+	ana := dial(t, srvs[1], "ana")
+	bo := dial(t, srvs[0], "bo", garou.WithServers(srvs[1].Addr().String()), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond))
+	sent := make(chan error, 1)
+	go func() { sent <- bo.Send(ctxT(t), "once") }()
+	first := <-kept
+	require.NoError(t, srvs[0].Close())
+	require.NoError(t, <-sent)
+	require.NoError(t, ana.Send(ctxT(t), "then"))
+	m := nextText(t, ana)
+	require.Equal(t, "once", m.Text)
+	require.Equal(t, first.Seq, m.Seq)
+	require.Equal(t, first.ID, m.ID)
+	m = nextText(t, ana)
+	require.Equal(t, "then", m.Text)
+	require.Equal(t, first.Seq+1, m.Seq)
+}
+
+// A text published twice with one key, on two servers' brokers, is kept
+// once: the second Publish returns the first's number and ID.
+func TestRetryOnAnotherServerStoredOnce(t *testing.T) {
+	ns := startNATS(t)
+	b1, _ := newBroker(t, ns)
+	b2, nc2 := newBroker(t, ns)
+	from := &garou.User{ID: "u1", Name: "ana"}
+	text := func(id string) garou.ChatMessage {
+		return garou.ChatMessage{Type: garou.TypeText, Room: "r", ID: id, From: from, Text: "hello", Time: time.Now().UTC()}
+	}
+	first, err := b1.Publish(ctxT(t), "r", text("a-1"), "u1\x00k1")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), first.Seq)
+	again, err := b2.Publish(ctxT(t), "r", text("b-1"), "u1\x00k1")
+	require.NoError(t, err)
+	require.Equal(t, first.Seq, again.Seq)
+	require.Equal(t, "a-1", again.ID)
+	other, err := b2.Publish(ctxT(t), "r", text("b-2"), "u1\x00k2")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), other.Seq)
+
+	js, err := jetstream.New(nc2)
+	require.NoError(t, err)
+	s, err := js.Stream(ctxT(t), natsbroker.DefaultStream)
+	require.NoError(t, err)
+	info, err := s.Info(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), info.State.Msgs, "the retry was stored")
+	msgs, oldest, err := b1.After(ctxT(t), "r", 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), oldest)
+	require.Len(t, msgs, 2)
+	require.Equal(t, []string{"a-1", "b-2"}, []string{msgs[0].ID, msgs[1].ID})
+}
+
+// Two brokers publishing to one room at once number it densely, and a
+// read returns it whole, in batches.
+func TestConcurrentPublishDense(t *testing.T) {
+	ns := startNATS(t)
+	b1, _ := newBroker(t, ns)
+	b2, _ := newBroker(t, ns)
+	const per = 300
+	var wg sync.WaitGroup
+	for i, b := range []*natsbroker.Broker{b1, b2} {
+		wg.Go(func() {
+			for k := range per {
+				_, err := b.Publish(ctxT(t), "room one", garou.ChatMessage{Type: garou.TypeText, ID: fmt.Sprintf("%d-%d", i, k), Text: "x", Time: time.Now().UTC()}, "")
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	var all []garou.ChatMessage
+	for seq := uint64(0); ; {
+		msgs, _, err := b2.After(ctxT(t), "room one", seq)
+		require.NoError(t, err)
+		if len(msgs) == 0 {
+			break
+		}
+		all = append(all, msgs...)
+		seq = msgs[len(msgs)-1].Seq
+	}
+	require.Len(t, all, 2*per)
+	for i, m := range all {
+		require.Equal(t, uint64(i+1), m.Seq)
+	}
+}
