@@ -36,7 +36,10 @@ type Broker interface {
 	// does not block. A text may be delivered more than once, or not at
 	// all (a live delivery is at most once): the server drops what it
 	// already has, and reads what it missed with After when it sees a
-	// text whose Seq is past the next it expects. A text may be
+	// text whose Seq is past the next it expects. So a broker that may
+	// have lost deliveries (its connection was cut, its buffer overflowed)
+	// must, once it knows, deliver the room's latest text again: without
+	// a later text, the server cannot know what it missed. A text may be
 	// delivered before Open returns.
 	//
 	// Open returns the Seq of room's latest text (0 for a room that never
@@ -150,18 +153,19 @@ func (r *room) startFillLocked() {
 	r.s.fills.Add(1)
 	go func() {
 		defer r.s.fills.Done()
-		r.fill(r.s.runCtx, true)
+		r.fill(r.s.runCtx, true, 0)
 	}()
 }
 
 // fill reads from the broker and delivers the texts the room misses, up to
-// the highest it has heard of. With owner, the caller is the room's filler
-// (r.filling is set) and fill clears r.filling as it ends. A read that
-// fails is logged, and the next text heard past the hole tries again.
-func (r *room) fill(ctx context.Context, owner bool) {
+// the highest it has heard of, or upto if higher. With owner, the caller
+// is the room's filler (r.filling is set) and fill clears r.filling as it
+// ends. A read that fails is logged, and the next text heard past the hole
+// tries again.
+func (r *room) fill(ctx context.Context, owner bool, upto uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for r.open && r.seq < r.heard {
+	for r.open && r.seq < max(r.heard, upto) {
 		from := r.seq
 		r.mu.Unlock()
 		msgs, oldest, err := r.s.cfg.broker.After(ctx, r.name, from)
@@ -214,6 +218,18 @@ func (r *room) applyLocked(m ChatMessage) {
 	r.broadcastLocked(frame, nil)
 }
 
+// catchUp delivers the texts of the room named name up to seq, if it is
+// open here and behind: a client resuming from another server may have
+// seen texts this one has not received yet, and would otherwise be told
+// they are lost.
+func (s *Server) catchUp(ctx context.Context, name string, seq uint64) {
+	r := s.lookupRoom(name)
+	if r == nil {
+		return // opened by the join, at the broker's latest
+	}
+	r.fill(ctx, false, seq)
+}
+
 // publishBrokered is publish with a broker: the broker sequences and keeps
 // the text, and the room delivers every text up to it before it returns,
 // so the sender's acknowledgement follows its text as without a broker.
@@ -239,7 +255,7 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 	r.mu.Lock()
 	r.heard = max(r.heard, kept.Seq)
 	r.mu.Unlock()
-	r.fill(ctx, false)
+	r.fill(ctx, false, 0)
 	return kept, nil
 }
 

@@ -12,17 +12,19 @@ import (
 )
 
 // memBroker is a Broker in one process, for servers that share it: the
-// simplest one that keeps the contract. With dropEvery > 0 it loses every
-// dropEvery-th live delivery, as a real broker's at-most-once delivery may,
-// so that the servers must read what they missed.
+// simplest one that keeps the contract. With dropEvery > 0 it loses the
+// live delivery of every text whose Seq is a multiple of dropEvery, as a
+// real broker's at-most-once delivery may, so that the servers must read
+// what they missed when the next text comes.
 type memBroker struct {
 	dropEvery int
+	deaf      int // with deaf > 0, the deaf-th Open gets no live delivery
 
 	mu    sync.Mutex
+	opens int
 	texts map[string][]garou.ChatMessage
 	keys  map[string]garou.ChatMessage
 	subs  map[string]map[*func(garou.ChatMessage)]struct{}
-	sent  int
 }
 
 func newMemBroker() *memBroker {
@@ -40,7 +42,9 @@ func (b *memBroker) Open(_ context.Context, room string, deliver func(garou.Chat
 		b.subs[room] = make(map[*func(garou.ChatMessage)]struct{})
 	}
 	d := &deliver
-	b.subs[room][d] = struct{}{}
+	if b.opens++; b.opens != b.deaf {
+		b.subs[room][d] = struct{}{}
+	}
 	stop := func() {
 		b.mu.Lock()
 		delete(b.subs[room], d)
@@ -62,11 +66,10 @@ func (b *memBroker) Publish(_ context.Context, room string, m garou.ChatMessage,
 	if key != "" {
 		b.keys[key] = m
 	}
+	if b.dropEvery > 0 && m.Seq%uint64(b.dropEvery) == 0 {
+		return m, nil
+	}
 	for d := range b.subs[room] {
-		b.sent++
-		if b.dropEvery > 0 && b.sent%b.dropEvery == 0 {
-			continue
-		}
 		(*d)(m)
 	}
 	return m, nil
@@ -103,7 +106,7 @@ func twoNodes(t *testing.T, b garou.Broker) (*garou.Server, *garou.Server) {
 }
 
 func TestBrokerOneOrderAcrossServers(t *testing.T) {
-	for _, drop := range []int{0, 4} {
+	for _, drop := range []int{0, 7} { // 60 texts: the last is delivered
 		t.Run(fmt.Sprintf("drop%d", drop), func(t *testing.T) {
 			b := newMemBroker()
 			b.dropEvery = drop
@@ -175,4 +178,33 @@ func TestBrokerClientFailsOverAndResumes(t *testing.T) {
 	require.NoError(t, bo.Send(ctxT(t), "back"))
 	for m := next(t, ana, garou.TypeText); m.Text != "back"; m = next(t, ana, garou.TypeText) {
 	}
+}
+
+// A client resuming on a server that has not yet received the texts it
+// saw elsewhere gets no false gap: the server catches up first.
+func TestBrokerResumeOnServerBehind(t *testing.T) {
+	b := newMemBroker()
+	b.deaf = 2 // the room on s2 hears nothing live
+	s1, s2 := twoNodes(t, b)
+	ana := dial(t, s1, "ana")
+	resumed := make(chan struct{}, 1)
+	bo := dial(t, s1, "bo", garou.WithServers(addrOf(s2)), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) {
+			if sc.State == garou.StateResumed {
+				resumed <- struct{}{}
+			}
+		}))
+	cy := dial(t, s2, "cy")
+	for i := range 3 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint(i)))
+		require.Equal(t, fmt.Sprint(i), next(t, bo, garou.TypeText).Text)
+	}
+	require.NoError(t, s1.Close())
+	<-resumed // on s2, which had none of the texts when bo came
+	seq, err := cy.SendTo(ctxT(t), garou.DefaultRoom, "x")
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), seq)
+	m := next(t, bo, garou.TypeText, garou.TypeGap)
+	require.Equal(t, garou.TypeText, m.Type, "%+v", m)
+	require.Equal(t, uint64(4), m.Seq)
 }

@@ -221,6 +221,9 @@ var errHistory = &Error{Code: CodeInternal, Text: "the room's history is unavail
 // connection of the same session. It returns the replay to fetch, if any,
 // once no lock is held.
 func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
+	if s.cfg.broker != nil && spec.Since != nil && !spec.lostRun {
+		s.catchUp(c.qc.Context(), spec.Room, *spec.Since)
+	}
 	// A room created here continues the numbering its store kept across
 	// restarts. Asked with no lock held; a room created meanwhile wins.
 	var kept uint64
