@@ -50,6 +50,9 @@ const (
 	// DefaultRequestTimeout bounds each request to NATS whose context has
 	// no deadline of its own.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultCheckInterval is how often the broker checks whether it may
+	// have lost live texts.
+	DefaultCheckInterval = time.Second
 )
 
 // seqHeader carries a text's sequence number in its room.
@@ -73,6 +76,7 @@ type config struct {
 	history    int64
 	duplicates time.Duration
 	timeout    time.Duration
+	check      time.Duration
 }
 
 func defaultConfig() config {
@@ -84,6 +88,7 @@ func defaultConfig() config {
 		history:    DefaultHistory,
 		duplicates: DefaultDuplicates,
 		timeout:    DefaultRequestTimeout,
+		check:      DefaultCheckInterval,
 	}
 }
 
@@ -101,6 +106,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("natsbroker: the duplicate window must be positive, got %v", c.duplicates)
 	case c.timeout <= 0:
 		return fmt.Errorf("natsbroker: the request timeout must be positive, got %v", c.timeout)
+	case c.check <= 0:
+		return fmt.Errorf("natsbroker: the check interval must be positive, got %v", c.check)
 	}
 	return nil
 }
@@ -134,10 +141,17 @@ func WithDuplicateWindow(d time.Duration) Option { return func(c *config) { c.du
 // deadline. Default DefaultRequestTimeout.
 func WithRequestTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
+// WithCheckInterval sets how often the broker checks whether it may have
+// lost live texts (its connection to NATS was cut, or NATS dropped texts
+// for a slow subscriber); if so it delivers each open room's latest text
+// again, and the servers read what they missed. Default
+// DefaultCheckInterval.
+func WithCheckInterval(d time.Duration) Option { return func(c *config) { c.check = d } }
+
 // Broker is a garou.Broker on a NATS JetStream stream. Build it with New,
-// and give it to every server of the service with garou.WithBroker. All its
-// methods are safe for concurrent use. It does not own the NATS
-// connection: close that once the servers are closed.
+// give it to every server of the service with garou.WithBroker, and Close
+// it once the server is closed. All its methods are safe for concurrent
+// use. It does not own the NATS connection: close that after the broker.
 type Broker struct {
 	cfg    config
 	nc     *nats.Conn
@@ -145,8 +159,13 @@ type Broker struct {
 	stream jetstream.Stream
 	epoch  string
 
-	mu    sync.Mutex
-	rooms map[string]*roomState
+	mu        sync.Mutex
+	rooms     map[string]*roomState
+	listeners map[*listener]struct{}
+
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
 }
 
 // roomState is what the broker knows of a room's latest text, for the
@@ -178,7 +197,7 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
-	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState)}
+	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{})}
 	sctx, cancel := b.bound(ctx)
 	defer cancel()
 	b.stream, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
@@ -197,7 +216,69 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	// A stream made anew (deleted, or lost from memory) has another
 	// creation time: its numbering is another.
 	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.stream.CachedInfo().Created.UnixNano(), 36)
+	b.stop, b.done = make(chan struct{}), make(chan struct{})
+	go b.checkLoop()
 	return b, nil
+}
+
+// Close stops the broker's checks and waits for them to end. It is
+// idempotent. The rooms still open stop hearing their texts.
+func (b *Broker) Close() error {
+	b.once.Do(func() { close(b.stop) })
+	<-b.done
+	return nil
+}
+
+// checkLoop delivers the latest text of each open room again whenever
+// live texts may have been lost since the last check: the connection to
+// NATS was re-established, or a room's subscription dropped texts.
+func (b *Broker) checkLoop() {
+	defer close(b.done)
+	t := time.NewTicker(b.cfg.check)
+	defer t.Stop()
+	reconnects := b.nc.Stats().Reconnects
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		r := b.nc.Stats().Reconnects
+		cut := r != reconnects
+		reconnects = r
+		b.mu.Lock()
+		var lost []*listener
+		for l := range b.listeners {
+			if l.lost() || cut {
+				lost = append(lost, l)
+			}
+		}
+		b.mu.Unlock()
+		for _, l := range lost {
+			b.redeliver(l)
+		}
+	}
+}
+
+// redeliver delivers l's room's latest text again. A failure is left to
+// the next check (or the next text) to mend.
+func (b *Broker) redeliver(l *listener) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+	defer cancel()
+	raw, err := b.stream.GetLastMsgForSubject(ctx, b.roomSubject(l.room))
+	if err != nil {
+		l.mu.Lock()
+		l.dropped = -1 // check again next time
+		l.mu.Unlock()
+		return
+	}
+	raw.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(raw.Sequence, 10))
+	m, stream, err := decodeText(l.room, raw.Header, raw.Data)
+	if err != nil {
+		return
+	}
+	b.state(l.room).note(m.Seq, stream)
+	l.deliver(m)
 }
 
 // Epoch identifies the stream: its name and creation time.
@@ -315,23 +396,26 @@ func decodeText(room string, h nats.Header, data []byte) (garou.ChatMessage, uin
 // text: a text stored in between is delivered and read both, never missed.
 func (b *Broker) Open(ctx context.Context, room string, deliver func(garou.ChatMessage)) (uint64, func(), error) {
 	st := b.state(room)
-	l := &listener{}
+	l := &listener{room: room, fn: deliver}
 	sub, err := b.nc.Subscribe(b.liveSubject(room), func(msg *nats.Msg) {
 		m, stream, err := decodeText(room, msg.Header, msg.Data)
 		if err != nil {
 			return // not a text of ours: nothing to deliver
 		}
 		st.note(m.Seq, stream)
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if !l.stopped {
-			deliver(m)
-		}
+		l.deliver(m)
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("natsbroker: listen to %q: %w", room, err)
 	}
+	l.sub = sub
+	b.mu.Lock()
+	b.listeners[l] = struct{}{}
+	b.mu.Unlock()
 	stop := func() {
+		b.mu.Lock()
+		delete(b.listeners, l)
+		b.mu.Unlock()
 		_ = sub.Unsubscribe()
 		l.mu.Lock()
 		l.stopped = true
@@ -351,10 +435,40 @@ func (b *Broker) Open(ctx context.Context, room string, deliver func(garou.ChatM
 	return last, stop, nil
 }
 
-// listener guards a room's deliveries: none after its stop.
+// listener is one Open of a room: it delivers one text at a time, and
+// none after its stop.
 type listener struct {
+	room string
+	fn   func(garou.ChatMessage)
+	sub  *nats.Subscription
+
 	mu      sync.Mutex
 	stopped bool
+	dropped int // the subscription's dropped texts at the last check
+}
+
+func (l *listener) deliver(m garou.ChatMessage) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.fn(m)
+	}
+}
+
+// lost reports whether the subscription dropped texts since the last
+// check.
+func (l *listener) lost() bool {
+	n, err := l.sub.Dropped()
+	if err != nil {
+		return false // unsubscribed
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == l.dropped {
+		return false
+	}
+	l.dropped = n
+	return true
 }
 
 // loadLast reads room's latest text into st and returns its sequence

@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -40,13 +41,21 @@ func startNATS(t *testing.T) *server.Server {
 
 // newBroker connects to ns, as a server of the service does with its own
 // connection, and returns a broker on the stream.
-func newBroker(t *testing.T, ns *server.Server) (*natsbroker.Broker, *nats.Conn) {
+func newBroker(t *testing.T, ns *server.Server, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
+	return brokerAt(t, ns.ClientURL(), opts...)
+}
+
+// brokerAt is newBroker through the NATS URL url. Its connection tries
+// again every few milliseconds when cut.
+func brokerAt(t *testing.T, url string, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.ReconnectWait(5*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	b, err := natsbroker.New(ctxT(t), nc)
+	b, err := natsbroker.New(ctxT(t), nc, opts...)
 	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
 	return b, nc
 }
 
@@ -60,22 +69,30 @@ func nodes(t *testing.T, ns *server.Server, n int) []*garou.Server {
 // wrappedNodes is nodes with the broker of each server i wrapped by wrap.
 func wrappedNodes(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) []*garou.Server {
 	t.Helper()
+	brokers := make([]garou.Broker, n)
+	for i := range n {
+		brokers[i], _ = newBroker(t, ns)
+		if wrap != nil {
+			brokers[i] = wrap(i, brokers[i])
+		}
+	}
+	return serve(t, brokers...)
+}
+
+// serve starts a Garou server on each broker, sharing one data directory.
+func serve(t *testing.T, brokers ...garou.Broker) []*garou.Server {
+	t.Helper()
 	dir := t.TempDir()
 	var srvs []*garou.Server
-	for i := range n {
-		var b garou.Broker
-		b, _ = newBroker(t, ns)
-		if wrap != nil {
-			b = wrap(i, b)
-		}
+	for _, b := range brokers {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		require.NoError(t, err)
 		srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir), garou.WithPresenceInterval(0))
 		require.NoError(t, err)
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(context.Background(), pc) }()
-		// Registered after the broker's connection, so run before it
-		// closes: the server stops its rooms with NATS still there.
+		// Registered after the broker, so run before it closes: the
+		// server stops its rooms with NATS still there.
 		t.Cleanup(func() {
 			require.NoError(t, srv.Close())
 			require.NoError(t, <-errc)
@@ -292,4 +309,107 @@ func TestConcurrentPublishDense(t *testing.T) {
 	for i, m := range all {
 		require.Equal(t, uint64(i+1), m.Seq)
 	}
+}
+
+// A server cut from NATS for a while misses texts said on another; once
+// back, it reads them, and its clients get every one, in order, with no
+// gap.
+func TestServerCutFromNATSBackfills(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.Addr().String())
+	b1, nc1 := brokerAt(t, "nats://"+p.addr(), natsbroker.WithCheckInterval(10*time.Millisecond))
+	b2, _ := newBroker(t, ns)
+	srvs := serve(t, b1, b2)
+	bo := dial(t, srvs[0], "bo")
+	ana := dial(t, srvs[1], "ana")
+	for i := range 2 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("before", i)))
+		require.Equal(t, fmt.Sprint("before", i), nextText(t, bo).Text)
+	}
+	reconnected := nc1.StatusChanged(nats.CONNECTED)
+	p.cut()
+	for i := range 5 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("during", i)))
+	}
+	p.restore()
+	<-reconnected
+	for i := range 5 {
+		m := nextText(t, bo)
+		require.Equal(t, fmt.Sprint("during", i), m.Text)
+		require.Equal(t, uint64(3+i), m.Seq)
+	}
+}
+
+// proxy forwards TCP connections to a NATS server, and can cut them.
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[u] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Go(func() { pipe(u, c) })
+		p.wg.Go(func() { pipe(c, u) })
+	}
+}
+
+func pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
 }
