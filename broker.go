@@ -2,6 +2,7 @@ package garou
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -15,13 +16,12 @@ import (
 // Without a broker (the default) the server is the whole service: it
 // numbers each room's texts itself and keeps them in its HistoryStore.
 //
-// This first version of the seam covers the texts of rooms: their order,
-// their history, their delivery to the members on every server, and resume
-// on any server. Presence (Users, Members, joins and leaves), direct
-// messages, Kick and Publish still reach only the server they are asked of:
-// a room's member list is its members on this server, a direct message
-// reaches a user connected to this server, and Publish says a text only in
-// a room with members here (the text then reaches every server).
+// A Broker covers the texts of rooms: their order, their history, their
+// delivery to the members on every server, and resume on any server;
+// Publish from any server. A Broker that is also a UserBroker carries
+// direct messages and Kick to users on other servers. Presence (Users,
+// Members, joins and leaves, unique names) is not shared yet: a room's
+// member list and its presence frames are its members on this server.
 //
 // The server calls a Broker with no lock held and never while a room's
 // texts are being delivered. All methods may be called concurrently, for
@@ -303,4 +303,154 @@ func (s *Server) after(ctx context.Context, room string, from, upto uint64) ([]C
 		from = msgs[len(msgs)-1].Seq
 	}
 	return all, oldest, nil
+}
+
+// A UserBroker is a Broker that also reaches the users of other servers:
+// a direct message to, or Kick of, a user connected to another server of
+// the service goes through it. A server whose Broker is a UserBroker
+// attaches each user it welcomes, and detaches it when its connection
+// ends.
+//
+// A user is known by its name key: its name in the canonical form under
+// which names are unique (two names that differ only in case, width or
+// confusable letters have one key). Names are unique per server; across
+// servers this version does not prevent two users of one name, and a
+// message to that name reaches one of them.
+type UserBroker interface {
+	Broker
+	// Attach makes the user whose name key is name reachable on this
+	// server: until detach is called, each UserMessage sent to it with
+	// SendUser, from any server, is handed to handle, whose error the
+	// sender gets. handle may be called concurrently and does not block.
+	Attach(ctx context.Context, name string, handle func(UserMessage) error) (detach func(), err error)
+	// SendUser hands m to the server where the user whose name key is name
+	// is attached, and returns handle's error there (an *Error keeps its
+	// code); ErrNoSuchUser when no server has the user.
+	SendUser(ctx context.Context, name string, m UserMessage) error
+}
+
+// A UserMessage is what one server asks of another about a user
+// connected there.
+type UserMessage struct {
+	// Direct, when set, is a direct message (TypeDirect, with ID, From,
+	// To, Text and Time) to deliver to the user.
+	Direct *ChatMessage
+	// Kick, when set, disconnects the user, telling it Reason.
+	Kick   bool
+	Reason string
+}
+
+// userBroker returns the server's broker if it reaches other servers'
+// users.
+func (s *Server) userBroker() UserBroker {
+	ub, _ := s.cfg.broker.(UserBroker)
+	return ub
+}
+
+// attach makes c's user reachable from the other servers, until detach.
+// A failure is logged: the user is then reachable from this server only.
+func (s *Server) attach(c *conn) {
+	ub := s.userBroker()
+	if ub == nil {
+		return
+	}
+	key := c.key
+	detach, err := ub.Attach(c.qc.Context(), key, func(m UserMessage) error { return s.handleUser(key, m) })
+	if err != nil {
+		s.log.Error("garou: broker attach failed", "user", c.user.Name, "err", err)
+		return
+	}
+	s.attachMu.Lock()
+	if s.attached == nil {
+		s.attached = make(map[*conn]func())
+	}
+	s.attached[c] = detach
+	s.attachMu.Unlock()
+}
+
+// detach undoes attach, once c's connection has ended.
+func (s *Server) detach(c *conn) {
+	s.attachMu.Lock()
+	detach := s.attached[c]
+	delete(s.attached, c)
+	s.attachMu.Unlock()
+	if detach != nil {
+		detach()
+	}
+}
+
+// handleUser carries out what another server asks of the user whose name
+// key is key.
+func (s *Server) handleUser(key string, m UserMessage) error {
+	s.mu.Lock()
+	target := s.names[key]
+	s.mu.Unlock()
+	switch {
+	case target == nil:
+		return ErrNoSuchUser
+	case m.Kick:
+		target.finish(CloseKicked, orDefault(m.Reason, "kicked by the server"), "kicked")
+		return nil
+	case m.Direct == nil || m.Direct.Type != TypeDirect:
+		return nil // nothing this version knows to do
+	}
+	frame := mustEncode(textFrame(m.Direct))
+	if len(frame)-frameHeaderLen > target.maxSize {
+		return &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}
+	}
+	if !target.enqueue(frame) {
+		return ErrNoSuchUser
+	}
+	return nil
+}
+
+// directRemote sends a direct message from c to the user called to on
+// another server, through the broker.
+func (c *conn) directRemote(ub UserBroker, to, text string) (reply, error) {
+	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: to, Text: text, Time: time.Now().UTC()}
+	if len(mustEncode(textFrame(&msg)))-frameHeaderLen > c.s.cfg.maxMessageSize {
+		return reply{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	err := ub.SendUser(c.qc.Context(), nameKey(to), UserMessage{Direct: &msg})
+	switch e, ok := errors.AsType[*Error](err); {
+	case err == nil:
+	case errors.Is(err, ErrNoSuchUser):
+		return reply{}, noSuchUser(to)
+	case ok:
+		return reply{}, e
+	default:
+		c.log.Error("garou: broker direct failed", "to", to, "err", err)
+		return reply{}, &Error{Code: CodeInternal, Text: "the message could not be delivered"}
+	}
+	c.s.stats.directs.Add(1)
+	return ackDirect(0, msg.ID, msg.To), nil
+}
+
+// kickRemote kicks the user called name from the server it is on, through
+// the broker.
+func (s *Server) kickRemote(ub UserBroker, name, reason string) error {
+	ctx, cancel := context.WithTimeout(s.runCtx, 5*time.Second)
+	defer cancel()
+	return ub.SendUser(ctx, nameKey(name), UserMessage{Kick: true, Reason: reason})
+}
+
+// publishRemote says text as the server in a room with no member here,
+// through the broker: its members on other servers get it.
+func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMessage, error) {
+	if err := ValidateRoom(room); err != nil {
+		return ChatMessage{}, err
+	}
+	if s.draining.Load() {
+		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
+	}
+	msg := ChatMessage{Type: TypeText, Room: room, ID: s.newID(), Text: text, Time: time.Now().UTC()}
+	if len(mustEncode(textFrame(&msg)))-frameHeaderLen > s.cfg.maxMessageSize {
+		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	kept, err := s.cfg.broker.Publish(ctx, room, msg, "")
+	if err != nil {
+		s.log.Error("garou: broker publish failed", "room", room, "err", err)
+		return ChatMessage{}, errHistory
+	}
+	return kept, nil
 }

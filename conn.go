@@ -287,6 +287,7 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 	if code != CloseNormal {
 		return refuse(code, text)
 	}
+	c.s.attach(c)
 	// The hello's rooms are joined before the welcome is sent, so that a
 	// client that has its welcome is in its rooms and misses nothing said
 	// after. Their replies queue behind the welcome: the queue holds its
@@ -526,6 +527,9 @@ func (c *conn) direct(to, text string) (reply, error) {
 		return reply{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	target := c.s.lookupName(to)
+	if ub := c.s.userBroker(); target == nil && ub != nil {
+		return c.directRemote(ub, to, text)
+	}
 	if target == nil {
 		return reply{}, noSuchUser(to)
 	}
@@ -749,6 +753,7 @@ func (c *conn) teardown(readErr error) {
 		c.log.Info("garou: disconnected", "user", c.user.Name, "id", c.user.ID, "reason", reason)
 	}
 	c.s.unregister(c)
+	c.s.detach(c)
 	for _, r := range rooms {
 		if c.s.leave(c, r, reason) {
 			c.runLeaveHook(r.name, reason)

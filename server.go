@@ -68,6 +68,9 @@ type Server struct {
 	wg        sync.WaitGroup // every goroutine the server owns
 	fills     sync.WaitGroup // reads of what a room missed (broker.go)
 
+	attachMu sync.Mutex
+	attached map[*conn]func() // users reachable through a UserBroker
+
 	mu         sync.Mutex
 	served     bool
 	addr       net.Addr
@@ -544,7 +547,9 @@ func (s *Server) lookupRoom(name string) *room {
 // Publish says text in room as the server itself: the message is
 // sequenced, kept in history and delivered like any text, with From nil.
 // It returns the message as delivered, or ErrNoSuchRoom when the room has
-// no members.
+// no members. With a Broker, a room with no member on this server is
+// published to through the broker, for its members on other servers (and
+// its history), and ErrNoSuchRoom is never returned.
 //
 // Publish waits for its turn in the room's order (behind texts being
 // sequenced, and the HistoryStore's Append of each). If ctx ends before
@@ -559,6 +564,9 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 		return ChatMessage{}, ErrInvalidText
 	}
 	r := s.lookupRoom(room)
+	if r == nil && s.cfg.broker != nil {
+		return s.publishRemote(ctx, room, text)
+	}
 	if r == nil {
 		return ChatMessage{}, ErrNoSuchRoom
 	}
@@ -568,11 +576,16 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 
 // Kick disconnects the online user called name, telling it reason; its
 // rooms are told it left with reason "kicked". It returns at once;
-// ErrNoSuchUser if nobody of that name is online.
+// ErrNoSuchUser if nobody of that name is online. With a UserBroker, a
+// user on another server of the service is kicked there (Kick then waits
+// for that server's answer, at most 5 s).
 func (s *Server) Kick(name, reason string) error {
 	s.mu.Lock()
 	c := s.names[nameKey(name)]
 	s.mu.Unlock()
+	if ub := s.userBroker(); c == nil && ub != nil {
+		return s.kickRemote(ub, name, reason)
+	}
 	if c == nil {
 		return ErrNoSuchUser
 	}

@@ -162,6 +162,7 @@ type Broker struct {
 	mu        sync.Mutex
 	rooms     map[string]*roomState
 	listeners map[*listener]struct{}
+	users     map[string]*attached
 
 	stop chan struct{}
 	once sync.Once
@@ -197,7 +198,7 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
-	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{})}
+	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}), users: make(map[string]*attached)}
 	sctx, cancel := b.bound(ctx)
 	defer cancel()
 	b.stream, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
@@ -640,4 +641,150 @@ func (b *Broker) batchGet(ctx context.Context, room string, start uint64, n int)
 	}
 }
 
-var _ garou.Broker = (*Broker)(nil)
+var _ garou.UserBroker = (*Broker)(nil)
+
+func (b *Broker) userSubject(name string) string { return b.cfg.prefix + ".user." + token(name) }
+
+// attached is a user attached on this server: one subscription, however
+// many connections of the user (a resumed session) attached it.
+type attached struct {
+	sub    *nats.Subscription
+	n      int // attachments not detached; guarded by Broker.mu
+	handle func(garou.UserMessage) error
+}
+
+// wireUserMessage is a UserMessage as it travels; wireReply the answer.
+type wireUserMessage struct {
+	Direct *wireDirect `json:"direct,omitempty"`
+	Kick   bool        `json:"kick,omitempty"`
+	Reason string      `json:"reason,omitempty"`
+}
+
+type wireDirect struct {
+	wireText
+	To string `json:"to"`
+}
+
+type wireReply struct {
+	Code string `json:"code,omitempty"`
+	Text string `json:"text,omitempty"`
+}
+
+// Attach listens on "<prefix>.user.<name>" for what other servers ask of
+// the user: requests a server answers, so that "no responders" means the
+// user is on no server.
+func (b *Broker) Attach(ctx context.Context, name string, handle func(garou.UserMessage) error) (func(), error) {
+	b.mu.Lock()
+	a := b.users[name]
+	if a != nil {
+		a.n++
+		a.handle = handle
+		b.mu.Unlock()
+		return b.detacher(name, a), nil
+	}
+	a = &attached{n: 1, handle: handle}
+	sub, err := b.nc.Subscribe(b.userSubject(name), func(msg *nats.Msg) {
+		b.mu.Lock()
+		h := a.handle
+		live := a.n > 0
+		b.mu.Unlock()
+		if live {
+			_ = msg.Respond(answer(h, msg.Data))
+		}
+	})
+	if err != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("natsbroker: attach %q: %w", name, err)
+	}
+	a.sub = sub
+	b.users[name] = a
+	b.mu.Unlock()
+	detach := b.detacher(name, a)
+	// Once the subscription is known to NATS, requests reach the user.
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		detach()
+		return nil, fmt.Errorf("natsbroker: attach %q: %w", name, err)
+	}
+	return detach, nil
+}
+
+func (b *Broker) detacher(name string, a *attached) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if a.n--; a.n == 0 {
+				delete(b.users, name)
+				_ = a.sub.Unsubscribe()
+			}
+		})
+	}
+}
+
+// answer runs handle on a request and encodes its answer.
+func answer(handle func(garou.UserMessage) error, data []byte) []byte {
+	var w wireUserMessage
+	if err := json.Unmarshal(data, &w); err != nil {
+		out, _ := json.Marshal(wireReply{Code: string(garou.CodeBadFrame), Text: "a request the server could not read"})
+		return out
+	}
+	m := garou.UserMessage{Kick: w.Kick, Reason: w.Reason}
+	if d := w.Direct; d != nil {
+		m.Direct = &garou.ChatMessage{Type: garou.TypeDirect, ID: d.ID, To: d.To, Text: d.Text, Time: d.Time.UTC()}
+		if d.From != nil {
+			m.Direct.From = &garou.User{ID: d.From.ID, Name: d.From.Name}
+		}
+	}
+	var r wireReply
+	err := handle(m)
+	var ge *garou.Error
+	switch {
+	case err == nil:
+	case errors.Is(err, garou.ErrNoSuchUser):
+		r.Code = string(garou.CodeNoSuchUser)
+	case errors.As(err, &ge):
+		r.Code, r.Text = string(ge.Code), ge.Text
+	default:
+		r.Code, r.Text = string(garou.CodeInternal), "the server could not do it"
+	}
+	out, _ := json.Marshal(r)
+	return out
+}
+
+// SendUser asks the server where the user is attached to carry m out.
+func (b *Broker) SendUser(ctx context.Context, name string, m garou.UserMessage) error {
+	w := wireUserMessage{Kick: m.Kick, Reason: m.Reason}
+	if d := m.Direct; d != nil {
+		w.Direct = &wireDirect{wireText: wireText{ID: d.ID, Text: d.Text, Time: d.Time}, To: d.To}
+		if d.From != nil {
+			w.Direct.From = &wireUser{ID: d.From.ID, Name: d.From.Name}
+		}
+	}
+	data, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("natsbroker: %w", err)
+	}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	msg, err := b.nc.RequestWithContext(ctx, b.userSubject(name), data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return garou.ErrNoSuchUser
+	}
+	if err != nil {
+		return fmt.Errorf("natsbroker: to user %q: %w", name, err)
+	}
+	var r wireReply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return fmt.Errorf("natsbroker: to user %q: an answer it could not read: %w", name, err)
+	}
+	switch r.Code {
+	case "":
+		return nil
+	case string(garou.CodeNoSuchUser):
+		return garou.ErrNoSuchUser
+	}
+	return &garou.Error{Code: garou.ErrorCode(r.Code), Text: r.Text}
+}

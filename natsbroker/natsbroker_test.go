@@ -413,3 +413,49 @@ func (p *proxy) restore() {
 	p.down = false
 	p.mu.Unlock()
 }
+
+// A direct message reaches its user on another server; one to a user on
+// no server is refused as for one server.
+func TestDirectAcrossServers(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	ana := dial(t, srvs[0], "ana", garou.WithRooms())
+	bo := dial(t, srvs[1], "Bo", garou.WithRooms())
+	require.NoError(t, ana.SendDirect(ctxT(t), "bo", "psst"))
+	m, err := bo.Receive(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, garou.TypeDirect, m.Type)
+	require.Equal(t, "psst", m.Text)
+	require.Equal(t, "ana", m.From.Name)
+	err = ana.SendDirect(ctxT(t), "cy", "anyone?")
+	var e *garou.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, garou.CodeNoSuchUser, e.Code)
+}
+
+// Kick and Publish work from a server the user, or the room's members,
+// are not on.
+func TestKickAndPublishFromAnyServer(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	bo := dial(t, srvs[1], "bo", garou.WithRooms("far"))
+	msg, err := srvs[0].Publish(ctxT(t), "far", "news")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), msg.Seq)
+	m := nextText(t, bo)
+	require.Equal(t, "news", m.Text)
+	require.Nil(t, m.From)
+	require.Equal(t, uint64(1), m.Seq)
+
+	require.ErrorIs(t, srvs[0].Kick("cy", "no"), garou.ErrNoSuchUser)
+	require.NoError(t, srvs[0].Kick("bo", "enough"))
+	for {
+		_, err := bo.Receive(ctxT(t))
+		if err != nil {
+			code, ok := garou.CloseCodeOf(err)
+			require.True(t, ok, "%v", err)
+			require.Equal(t, garou.CloseKicked, code)
+			return
+		}
+	}
+}
