@@ -153,11 +153,13 @@ func WithCheckInterval(d time.Duration) Option { return func(c *config) { c.chec
 // it once the server is closed. All its methods are safe for concurrent
 // use. It does not own the NATS connection: close that after the broker.
 type Broker struct {
-	cfg    config
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	epoch  string
+	cfg   config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	epoch string
+
+	smu    sync.Mutex
+	stream jetstream.Stream // the latest handle: the stream may be made anew
 
 	mu        sync.Mutex
 	rooms     map[string]*roomState
@@ -199,27 +201,52 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}), users: make(map[string]*attached)}
-	sctx, cancel := b.bound(ctx)
-	defer cancel()
-	b.stream, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
-		Name:              cfg.stream,
-		Subjects:          []string{cfg.prefix + ".room.>"},
-		Storage:           cfg.storage,
-		Replicas:          cfg.replicas,
-		MaxMsgsPerSubject: cfg.history,
-		Duplicates:        cfg.duplicates,
-		AllowDirect:       true,
-		RePublish:         &jetstream.RePublish{Source: cfg.prefix + ".room.>", Destination: cfg.prefix + ".live.>"},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsbroker: stream %s: %w", cfg.stream, err)
+	if err := b.ensureStream(ctx); err != nil {
+		return nil, err
 	}
 	// A stream made anew (deleted, or lost from memory) has another
 	// creation time: its numbering is another.
-	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.stream.CachedInfo().Created.UnixNano(), 36)
+	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.str().CachedInfo().Created.UnixNano(), 36)
 	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	go b.checkLoop()
 	return b, nil
+}
+
+// ensureStream creates the stream, or updates its configuration, and
+// keeps its handle.
+func (b *Broker) ensureStream(ctx context.Context) error {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              b.cfg.stream,
+		Subjects:          []string{b.cfg.prefix + ".room.>"},
+		Storage:           b.cfg.storage,
+		Replicas:          b.cfg.replicas,
+		MaxMsgsPerSubject: b.cfg.history,
+		Duplicates:        b.cfg.duplicates,
+		AllowDirect:       true,
+		RePublish:         &jetstream.RePublish{Source: b.cfg.prefix + ".room.>", Destination: b.cfg.prefix + ".live.>"},
+	})
+	if err != nil {
+		return fmt.Errorf("natsbroker: stream %s: %w", b.cfg.stream, err)
+	}
+	b.smu.Lock()
+	b.stream = st
+	b.smu.Unlock()
+	return nil
+}
+
+func (b *Broker) str() jetstream.Stream {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.stream
+}
+
+// streamGone reports whether err says the stream does not exist (NATS
+// lost it: a memory stream after a restart, or it was deleted).
+func streamGone(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders)
 }
 
 // Close stops the broker's checks and waits for them to end. It is
@@ -266,7 +293,7 @@ func (b *Broker) checkLoop() {
 func (b *Broker) redeliver(l *listener) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
 	defer cancel()
-	raw, err := b.stream.GetLastMsgForSubject(ctx, b.roomSubject(l.room))
+	raw, err := b.str().GetLastMsgForSubject(ctx, b.roomSubject(l.room))
 	if err != nil {
 		l.mu.Lock()
 		l.dropped = -1 // check again next time
@@ -475,13 +502,22 @@ func (l *listener) lost() bool {
 // loadLast reads room's latest text into st and returns its sequence
 // number (0: none).
 func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint64, error) {
-	raw, err := b.stream.GetLastMsgForSubject(ctx, b.roomSubject(room))
+	raw, err := b.str().GetLastMsgForSubject(ctx, b.roomSubject(room))
+	if streamGone(err) {
+		// Made anew, empty: the numbering goes on from what this broker
+		// last saw, never back, and the texts lost are told as a gap.
+		if err := b.ensureStream(ctx); err != nil {
+			return 0, err
+		}
+		raw, err = b.str().GetLastMsgForSubject(ctx, b.roomSubject(room))
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// No text: a new room, or one whose stream was made anew, whose
+		// next text has no predecessor in the stream (stream sequence
+		// 0) but is numbered after the last this broker saw.
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		if !st.known {
-			st.known = true
-		}
+		st.known, st.stream, st.hints = true, 0, nil
 		return st.seq, nil
 	}
 	if err != nil {
@@ -511,6 +547,7 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 	defer cancel()
 	st := b.state(room)
 	subj := b.roomSubject(room)
+	remade := false
 	for {
 		st.mu.Lock()
 		known, lastStream, lastSeq := st.known, st.stream, st.seq
@@ -524,7 +561,15 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 		msg := nats.NewMsg(subj)
 		msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
 		msg.Data = data
-		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream))
+		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream),
+			jetstream.WithRetryAttempts(0))
+		if streamGone(err) && !remade {
+			remade = true
+			if _, err := b.loadLast(ctx, room, st); err != nil { // makes it anew
+				return garou.ChatMessage{}, err
+			}
+			continue
+		}
 		if isWrongLastSeq(err) {
 			// Another server numbered a text meanwhile: read it, go on.
 			if _, err := b.loadLast(ctx, room, st); err != nil {
@@ -537,7 +582,7 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 		}
 		if ack.Duplicate {
 			// Stored before (a retry): the text kept first is the one.
-			raw, err := b.stream.GetMsg(ctx, ack.Sequence)
+			raw, err := b.str().GetMsg(ctx, ack.Sequence)
 			if err != nil {
 				return garou.ChatMessage{}, fmt.Errorf("natsbroker: the text kept before in %q: %w", room, err)
 			}
@@ -566,6 +611,7 @@ func (b *Broker) After(ctx context.Context, room string, seq uint64) ([]garou.Ch
 	defer cancel()
 	st := b.state(room)
 	start := st.start(seq + 1)
+	guess := start > 1
 	var out []garou.ChatMessage
 	var oldest uint64
 	// Texts at or before seq, read because the start was a guess, do not
@@ -575,6 +621,14 @@ func (b *Broker) After(ctx context.Context, room string, seq uint64) ([]garou.Ch
 		if err != nil {
 			return nil, 0, err
 		}
+		if guess && (len(msgs) == 0 || msgs[0].Seq > seq+1) {
+			// The guess, from texts seen, found nothing or a hole: the
+			// stream was made anew, and numbers from 1 again. Read from
+			// its start.
+			guess, start = false, 1
+			continue
+		}
+		guess = false
 		for _, m := range msgs {
 			if oldest == 0 {
 				oldest = m.Seq

@@ -27,8 +27,14 @@ var quiet = slog.New(slog.DiscardHandler)
 // startNATS runs a NATS server with JetStream in the test process, on a
 // free port of 127.0.0.1, until the test ends.
 func startNATS(t *testing.T) *server.Server {
+	return startNATSAt(t, -1, t.TempDir())
+}
+
+// startNATSAt is startNATS on port (-1: a free one) with its JetStream
+// files in dir.
+func startNATSAt(t *testing.T, port int, dir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
 	require.NoError(t, err)
 	go ns.Start()
 	t.Cleanup(func() {
@@ -53,7 +59,7 @@ func brokerAt(t *testing.T, url string, opts ...natsbroker.Option) (*natsbroker.
 	nc, err := nats.Connect(url, nats.ReconnectWait(5*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	b, err := natsbroker.New(ctxT(t), nc, opts...)
+	b, err := natsbroker.New(ctxT(t), nc, append([]natsbroker.Option{natsbroker.WithCheckInterval(10 * time.Millisecond)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, b.Close()) })
 	return b, nc
@@ -68,15 +74,23 @@ func nodes(t *testing.T, ns *server.Server, n int) []*garou.Server {
 
 // wrappedNodes is nodes with the broker of each server i wrapped by wrap.
 func wrappedNodes(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) []*garou.Server {
+	srvs, _ := nodesConns(t, ns, n, wrap)
+	return srvs
+}
+
+// nodesConns is wrappedNodes that returns each server's NATS connection
+// too.
+func nodesConns(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) ([]*garou.Server, []*nats.Conn) {
 	t.Helper()
 	brokers := make([]garou.Broker, n)
+	conns := make([]*nats.Conn, n)
 	for i := range n {
-		brokers[i], _ = newBroker(t, ns)
+		brokers[i], conns[i] = newBroker(t, ns)
 		if wrap != nil {
 			brokers[i] = wrap(i, brokers[i])
 		}
 	}
-	return serve(t, brokers...)
+	return serve(t, brokers...), conns
 }
 
 // serve starts a Garou server on each broker, sharing one data directory.
@@ -317,7 +331,7 @@ func TestConcurrentPublishDense(t *testing.T) {
 func TestServerCutFromNATSBackfills(t *testing.T) {
 	ns := startNATS(t)
 	p := startProxy(t, ns.Addr().String())
-	b1, nc1 := brokerAt(t, "nats://"+p.addr(), natsbroker.WithCheckInterval(10*time.Millisecond))
+	b1, nc1 := brokerAt(t, "nats://"+p.addr())
 	b2, _ := newBroker(t, ns)
 	srvs := serve(t, b1, b2)
 	bo := dial(t, srvs[0], "bo")
@@ -457,5 +471,60 @@ func TestKickAndPublishFromAnyServer(t *testing.T) {
 			require.Equal(t, garou.CloseKicked, code)
 			return
 		}
+	}
+}
+
+// NATS restarts: with its files kept, the servers number on and their
+// clients miss nothing; with everything lost (a memory stream), the
+// numbering still never goes back, and a server started afterwards opens
+// the room where it is.
+func TestNATSRestart(t *testing.T) {
+	for _, keep := range []bool{true, false} {
+		t.Run(map[bool]string{true: "files", false: "lost"}[keep], func(t *testing.T) {
+			dir := t.TempDir()
+			ns := startNATSAt(t, -1, dir)
+			port := ns.Addr().(*net.TCPAddr).Port
+			srvs, conns := nodesConns(t, ns, 2, nil)
+			bo := dial(t, srvs[0], "bo")
+			ana := dial(t, srvs[1], "ana")
+			for i := range 3 {
+				require.NoError(t, ana.Send(ctxT(t), fmt.Sprint("before", i)))
+				require.Equal(t, fmt.Sprint("before", i), nextText(t, bo).Text)
+			}
+			var back []<-chan nats.Status
+			for _, nc := range conns {
+				back = append(back, nc.StatusChanged(nats.CONNECTED))
+			}
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			if !keep {
+				dir = t.TempDir()
+			}
+			ns = startNATSAt(t, port, dir)
+			for _, c := range back {
+				<-c
+			}
+			seq, err := ana.SendTo(ctxT(t), garou.DefaultRoom, "after")
+			require.NoError(t, err)
+			require.Equal(t, uint64(4), seq)
+			m := nextText(t, bo)
+			require.Equal(t, "after", m.Text)
+			require.Equal(t, uint64(4), m.Seq)
+
+			// A server made now opens the room at 4, with what is kept.
+			late := nodes(t, ns, 1)[0]
+			cy := dial(t, late, "cy", garou.WithRooms())
+			_, err = cy.Join(ctxT(t), garou.DefaultRoom, 10)
+			require.NoError(t, err)
+			want := []string{"before0", "before1", "before2", "after"}
+			if !keep {
+				want = want[3:]
+			}
+			for i, w := range want {
+				m := nextText(t, cy)
+				require.Equal(t, w, m.Text)
+				require.Equal(t, uint64(5-len(want)+i), m.Seq)
+			}
+		})
 	}
 }
