@@ -528,3 +528,57 @@ func TestNATSRestart(t *testing.T) {
 		})
 	}
 }
+
+// A server goes down in the middle of a burst: its clients move to the
+// other server, and every acknowledged text is delivered to every client
+// once, in one order, numbered without a hole.
+func TestServerDownMidBurst(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	failover := []garou.ClientOption{garou.WithServers(srvs[1].Addr().String()), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond)}
+	cls := []*garou.Client{
+		dial(t, srvs[0], "s0", failover...),
+		dial(t, srvs[0], "s1", failover...),
+		dial(t, srvs[1], "s2"),
+	}
+	const per = 100
+	var wg sync.WaitGroup
+	for i, c := range cls {
+		wg.Go(func() {
+			for k := range per {
+				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
+			}
+		})
+	}
+	half := make(chan struct{})
+	orders := make([][]string, len(cls))
+	for i, c := range cls {
+		wg.Go(func() {
+			for n := range len(cls) * per {
+				m := nextText(t, c)
+				if !assert.Equal(t, uint64(n+1), m.Seq, "client %d: a hole or a repeat", i) {
+					return
+				}
+				orders[i] = append(orders[i], m.Text)
+				if i == 2 && n == len(cls)*per/2 {
+					close(half)
+				}
+			}
+		})
+	}
+	<-half
+	require.NoError(t, srvs[0].Close())
+	wg.Wait()
+	for i := 1; i < len(orders); i++ {
+		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
+	}
+	// Each text once, each sender's in the order sent.
+	next := map[int]int{}
+	for _, s := range orders[0] {
+		var from, k int
+		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
+		require.NoError(t, err)
+		require.Equal(t, next[from], k, "sender %d: a text repeated, lost or out of order", from)
+		next[from]++
+	}
+}
