@@ -502,14 +502,14 @@ func (l *listener) lost() bool {
 // loadLast reads room's latest text into st and returns its sequence
 // number (0: none).
 func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint64, error) {
-	raw, err := b.str().GetLastMsgForSubject(ctx, b.roomSubject(room))
+	raw, err := b.lastFromLeader(ctx, b.roomSubject(room))
 	if streamGone(err) {
 		// Made anew, empty: the numbering goes on from what this broker
 		// last saw, never back, and the texts lost are told as a gap.
 		if err := b.ensureStream(ctx); err != nil {
 			return 0, err
 		}
-		raw, err = b.str().GetLastMsgForSubject(ctx, b.roomSubject(room))
+		raw, err = b.lastFromLeader(ctx, b.roomSubject(room))
 	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// No text: a new room, or one whose stream was made anew, whose
@@ -531,6 +531,63 @@ func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint
 	return seq, nil
 }
 
+// lastFromLeader reads the last message on subj from the stream's leader:
+// a Direct Get may be answered by a replica behind it, whose last message
+// would make every compare-and-set fail until it caught up.
+func (b *Broker) lastFromLeader(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	return b.getFromLeader(ctx, subj, 0)
+}
+
+// getFromLeader reads, from the stream's leader, the message at stream
+// sequence seq, or with seq 0 the last on subj.
+func (b *Broker) getFromLeader(ctx context.Context, subj string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	r := struct {
+		Seq    uint64 `json:"seq,omitempty"`
+		LastBy string `json:"last_by_subj,omitempty"`
+	}{Seq: seq}
+	if seq == 0 {
+		r.LastBy = subj
+	}
+	req, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	msg, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+b.cfg.stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("natsbroker: an answer it could not read: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeStreamNotFound:
+		return nil, jetstream.ErrStreamNotFound
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, errors.New("natsbroker: an answer with no message")
+	}
+	raw := &jetstream.RawStreamMsg{Subject: subj, Sequence: resp.Message.Seq, Data: resp.Message.Data}
+	if len(resp.Message.Hdrs) > 0 {
+		if raw.Header, err = nats.DecodeHeadersMsg(resp.Message.Hdrs); err != nil {
+			return nil, fmt.Errorf("natsbroker: %w", err)
+		}
+	}
+	return raw, nil
+}
+
 // Publish stores m as room's next text, retrying while other servers win
 // the race for the number, until ctx ends.
 func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
@@ -547,52 +604,107 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 	defer cancel()
 	st := b.state(room)
 	subj := b.roomSubject(room)
-	remade := false
-	for {
+	for attempt := 0; ; attempt++ {
 		st.mu.Lock()
 		known, lastStream, lastSeq := st.known, st.stream, st.seq
 		st.mu.Unlock()
-		if !known {
-			if _, err := b.loadLast(ctx, room, st); err != nil {
+		var ack *jetstream.PubAck
+		err := errNotKnown
+		if known {
+			msg := nats.NewMsg(subj)
+			msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
+			msg.Data = data
+			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+			ack, err = b.js.PublishMsg(actx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream),
+				jetstream.WithRetryAttempts(0))
+			acancel()
+		}
+		switch {
+		case err == nil:
+		case err == errNotKnown || isWrongLastSeq(err):
+			// Another server numbered a text meanwhile (or this is the
+			// room's first here): read the room's latest, go on.
+			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+			_, err := b.loadLast(actx, room, st)
+			acancel()
+			if err != nil && !transient(err) {
 				return garou.ChatMessage{}, err
+			} else if err != nil {
+				if err := pause(ctx, attempt, err); err != nil {
+					return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
+				}
 			}
 			continue
-		}
-		msg := nats.NewMsg(subj)
-		msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
-		msg.Data = data
-		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream),
-			jetstream.WithRetryAttempts(0))
-		if streamGone(err) && !remade {
-			remade = true
-			if _, err := b.loadLast(ctx, room, st); err != nil { // makes it anew
-				return garou.ChatMessage{}, err
+		case transient(err):
+			// NATS is electing the stream's leader, reconnecting, or lost
+			// the stream: the same text again, which the stream
+			// recognises by its ID if it was stored after all.
+			if err := pause(ctx, attempt, err); err != nil {
+				return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
+			}
+			if streamGone(err) {
+				actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+				_, _ = b.loadLast(actx, room, st) // makes the stream anew if lost
+				acancel()
 			}
 			continue
-		}
-		if isWrongLastSeq(err) {
-			// Another server numbered a text meanwhile: read it, go on.
-			if _, err := b.loadLast(ctx, room, st); err != nil {
-				return garou.ChatMessage{}, err
-			}
-			continue
-		}
-		if err != nil {
+		default:
 			return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
 		}
 		if ack.Duplicate {
 			// Stored before (a retry): the text kept first is the one.
-			raw, err := b.str().GetMsg(ctx, ack.Sequence)
-			if err != nil {
-				return garou.ChatMessage{}, fmt.Errorf("natsbroker: the text kept before in %q: %w", room, err)
-			}
-			raw.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(raw.Sequence, 10))
-			kept, _, err := decodeText(room, raw.Header, raw.Data)
-			return kept, err
+			return b.kept(ctx, room, ack.Sequence)
 		}
 		st.note(lastSeq+1, ack.Sequence)
 		m.Seq = lastSeq + 1
 		return m, nil
+	}
+}
+
+// attemptTimeout bounds one attempt to publish: past it, the text is
+// published again (and recognised by its ID if the first was stored).
+const attemptTimeout = time.Second
+
+// errNotKnown stands for a room whose latest text the broker has not read.
+var errNotKnown = errors.New("natsbroker: the room's latest text is not known")
+
+// transient reports whether err may pass: an attempt timed out, NATS had
+// no stream to answer (a leader being elected, a reconnect, the stream
+// lost), or JetStream said it is unavailable for now.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	return streamGone(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// pause waits before the next attempt, 5 ms doubling up to 250 ms, or
+// returns err once ctx ends.
+func pause(ctx context.Context, attempt int, err error) error {
+	t := time.NewTimer(min(5*time.Millisecond<<min(attempt, 6), 250*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return err
+	case <-t.C:
+		return nil
+	}
+}
+
+// kept reads room's text at stream sequence seq from the stream's leader,
+// waiting while one is elected.
+func (b *Broker) kept(ctx context.Context, room string, seq uint64) (garou.ChatMessage, error) {
+	for attempt := 0; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		raw, err := b.getFromLeader(actx, b.roomSubject(room), seq)
+		acancel()
+		if err == nil {
+			raw.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(raw.Sequence, 10))
+			m, _, err := decodeText(room, raw.Header, raw.Data)
+			return m, err
+		}
+		if !transient(err) || pause(ctx, attempt, err) != nil {
+			return garou.ChatMessage{}, fmt.Errorf("natsbroker: the text kept before in %q: %w", room, err)
+		}
 	}
 }
 

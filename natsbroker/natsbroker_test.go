@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -573,6 +575,150 @@ func TestServerDownMidBurst(t *testing.T) {
 		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
 	}
 	// Each text once, each sender's in the order sent.
+	next := map[int]int{}
+	for _, s := range orders[0] {
+		var from, k int
+		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
+		require.NoError(t, err)
+		require.Equal(t, next[from], k, "sender %d: a text repeated, lost or out of order", from)
+		next[from]++
+	}
+}
+
+// startCluster runs a cluster of three NATS servers with JetStream in the
+// test process, and returns once it has elected its JetStream leader.
+func startCluster(t *testing.T) []*server.Server {
+	t.Helper()
+	var ports []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ports = append(ports, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+		ln.Close()
+	}
+	routes := server.RoutesFromStr("nats://127.0.0.1:" + strings.Join(ports, ",nats://127.0.0.1:"))
+	var nss []*server.Server
+	for i := range 3 {
+		port, _ := strconv.Atoi(ports[i])
+		ns, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprint("n", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+			NoLog: true, NoSigs: true, Routes: routes,
+			Cluster: server.ClusterOpts{Name: "garou", Host: "127.0.0.1", Port: port},
+		})
+		require.NoError(t, err)
+		go ns.Start()
+		t.Cleanup(func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		})
+		nss = append(nss, ns)
+	}
+	for _, ns := range nss {
+		require.True(t, ns.ReadyForConnections(10*time.Second), "NATS did not start")
+	}
+	eventually(t, func() bool {
+		for _, ns := range nss {
+			if ns.JetStreamIsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	return nss
+}
+
+// eventually waits, at most 10 s, until cond holds, checking it every 10 ms:
+// for what NATS does in its own time (electing a leader), with no event to
+// wait on.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("condition not met within 10 s")
+		}
+	}
+}
+
+// A 3-server NATS cluster loses the leader of the stream (replicated on
+// all three) in the middle of a burst: every text is kept once, and every
+// client gets every text once, in one order, numbered without a hole.
+func TestClusterLosesStreamLeaderMidBurst(t *testing.T) {
+	nss := startCluster(t)
+	var urls []string
+	for _, ns := range nss {
+		urls = append(urls, ns.ClientURL())
+	}
+	var brokers []garou.Broker
+	for range 2 {
+		var b *natsbroker.Broker
+		// The stream can be made once the cluster has its JetStream
+		// leader; its servers may take a moment more to agree.
+		eventually(t, func() bool {
+			nc, err := nats.Connect(strings.Join(urls, ","), nats.ReconnectWait(5*time.Millisecond), nats.MaxReconnects(-1))
+			require.NoError(t, err)
+			b, err = natsbroker.New(ctxT(t), nc, natsbroker.WithReplicas(3), natsbroker.WithCheckInterval(10*time.Millisecond))
+			if err != nil {
+				nc.Close()
+				return false
+			}
+			t.Cleanup(nc.Close)
+			t.Cleanup(func() { require.NoError(t, b.Close()) })
+			return true
+		})
+		brokers = append(brokers, b)
+	}
+	srvs := serve(t, brokers...)
+	cls := []*garou.Client{dial(t, srvs[0], "s0"), dial(t, srvs[1], "s1"), dial(t, srvs[1], "s2")}
+	const per = 100
+	var wg sync.WaitGroup
+	for i, c := range cls {
+		wg.Go(func() {
+			for k := range per {
+				assert.NoError(t, c.Send(ctxT(t), fmt.Sprintf("%d:%d", i, k)))
+			}
+		})
+	}
+	half := make(chan struct{})
+	orders := make([][]string, len(cls))
+	for i, c := range cls {
+		wg.Go(func() {
+			for n := range len(cls) * per {
+				m := nextText(t, c)
+				if !assert.Equal(t, uint64(n+1), m.Seq, "client %d: a hole or a repeat", i) {
+					return
+				}
+				orders[i] = append(orders[i], m.Text)
+				if i == 0 && n == len(cls)*per/3 {
+					close(half)
+				}
+			}
+		})
+	}
+	<-half
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	s, err := js.Stream(ctxT(t), natsbroker.DefaultStream)
+	require.NoError(t, err)
+	info, err := s.Info(ctxT(t))
+	require.NoError(t, err)
+	nc.Close()
+	require.NotNil(t, info.Cluster)
+	for _, ns := range nss {
+		if ns.Name() == info.Cluster.Leader {
+			ns.Shutdown()
+		}
+	}
+	wg.Wait()
+	for i := 1; i < len(orders); i++ {
+		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
+	}
 	next := map[int]int{}
 	for _, s := range orders[0] {
 		var from, k int
