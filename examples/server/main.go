@@ -24,6 +24,12 @@
 // disconnected; a second Ctrl-C stops it at once. It logs one line per
 // client connected and per client gone. The log level comes from -log, or
 // from the environment variable GAROU_LOG.
+//
+// With -nats URL the server is one of several sharing a NATS JetStream (see
+// natsbroker's README, and examples/cluster for a whole service in one
+// process): start each with the same -nats and the same certificate
+// (-cert and -key, or one -data directory), and give clients every
+// server's address (garou.WithServers).
 package main
 
 import (
@@ -45,6 +51,8 @@ import (
 
 	"github.com/garou-chat/garou"
 	"github.com/garou-chat/garou/boltstore"
+	"github.com/garou-chat/garou/natsbroker"
+	"github.com/nats-io/nats.go"
 )
 
 func main() {
@@ -71,6 +79,7 @@ type options struct {
 	logLevel         string
 	metrics          string
 	dataDir          string
+	natsURL          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -97,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
 	fs.StringVar(&o.dataDir, "data", "", "`directory` keeping the texts (history.db), the development certificate and the TLS, QUIC and session keys across restarts (default: texts in memory)")
+	fs.StringVar(&o.natsURL, "nats", "", "NATS server `URL`s (comma-separated) with JetStream: this server is then one of several sharing its rooms' texts there (github.com/garou-chat/garou/natsbroker), which keeps them instead of -data's history.db")
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics (Prometheus text format) and /debug/pprof/ on this loopback `address`, e.g. 127.0.0.1:9090")
 	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
 	if err := fs.Parse(args); err != nil {
@@ -145,7 +155,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		garou.WithRateLimit(o.rate, o.burst),
 		garou.WithShutdownTimeout(5 * time.Second),
 	}
-	if o.dataDir != "" {
+	if o.natsURL != "" {
+		nc, err := nats.Connect(o.natsURL, nats.Name("garou"), nats.MaxReconnects(-1))
+		if err != nil {
+			fmt.Fprintln(stderr, "server: NATS:", err)
+			return 1
+		}
+		defer nc.Close() // after the broker's Close
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b, err := natsbroker.New(ctx, nc)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "server:", err)
+			return 1
+		}
+		defer b.Close() // after Serve has returned
+		opts = append(opts, garou.WithBroker(b))
+	}
+	if o.dataDir != "" && o.natsURL != "" {
+		// The texts are the broker's: the directory keeps the rest.
+		opts = append(opts, garou.WithDataDir(o.dataDir))
+	} else if o.dataDir != "" {
 		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 			fmt.Fprintln(stderr, "server:", err)
 			return 1

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/garou-chat/garou"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -376,4 +377,55 @@ func TestMetrics(t *testing.T) {
 	require.Contains(t, get(mm[2]), "goroutine")
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
 	require.NoError(t, p.wait(ctx, t))
+}
+
+// TestServerNATS runs two of the program with -nats, sharing one NATS
+// server with JetStream (in the test process) and one -data directory (so
+// one certificate): a text said on one reaches a client of the other, in
+// the one numbering of the room.
+func TestServerNATS(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	require.NoError(t, err)
+	go ns.Start()
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	dir := filepath.Join(t.TempDir(), "data")
+	var addrs []string
+	var fp string
+	for range 2 {
+		p := start(t, bin, nil, "-addr", "127.0.0.1:0", "-data", dir, "-nats", ns.ClientURL())
+		defer func() {
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			require.NoError(t, p.wait(ctx, t), "stderr:\n%s", p.stderr)
+		}()
+		m, err := p.stdout.waitFor(ctx, banner)
+		require.NoError(t, err, "stderr:\n%s", p.stderr)
+		addrs = append(addrs, m[1])
+		fp = m[4]
+	}
+	require.NoFileExists(t, filepath.Join(dir, "history.db"), "the texts are the broker's")
+	alice, err := garou.Dial(ctx, addrs[0], "alice", garou.WithFingerprint(fp), garou.WithReconnect(0))
+	require.NoError(t, err)
+	defer alice.Close()
+	bob, err := garou.Dial(ctx, addrs[1], "bob", garou.WithFingerprint(fp), garou.WithReconnect(0))
+	require.NoError(t, err)
+	defer bob.Close()
+	seq, err := alice.SendTo(ctx, garou.DefaultRoom, "across")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), seq)
+	for {
+		m, err := bob.Receive(ctx)
+		require.NoError(t, err)
+		if m.Type == garou.TypeText {
+			require.Equal(t, "across", m.Text)
+			require.Equal(t, uint64(1), m.Seq)
+			break
+		}
+	}
 }
