@@ -254,8 +254,16 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 	}
 	r.mu.Lock()
 	r.heard = max(r.heard, kept.Seq)
+	if r.open && r.seq+1 == kept.Seq {
+		// The room's next: delivered now, without waiting for its live
+		// copy (dropped when it comes) or reading it back.
+		r.applyLocked(kept)
+	}
+	behind := r.seq < kept.Seq
 	r.mu.Unlock()
-	r.fill(ctx, false, 0)
+	if behind {
+		r.fill(ctx, false, 0)
+	}
 	return kept, nil
 }
 

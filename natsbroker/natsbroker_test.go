@@ -28,13 +28,13 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // startNATS runs a NATS server with JetStream in the test process, on a
 // free port of 127.0.0.1, until the test ends.
-func startNATS(t *testing.T) *server.Server {
+func startNATS(t testing.TB) *server.Server {
 	return startNATSAt(t, -1, t.TempDir())
 }
 
 // startNATSAt is startNATS on port (-1: a free one) with its JetStream
 // files in dir.
-func startNATSAt(t *testing.T, port int, dir string) *server.Server {
+func startNATSAt(t testing.TB, port int, dir string) *server.Server {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
 	require.NoError(t, err)
@@ -49,14 +49,14 @@ func startNATSAt(t *testing.T, port int, dir string) *server.Server {
 
 // newBroker connects to ns, as a server of the service does with its own
 // connection, and returns a broker on the stream.
-func newBroker(t *testing.T, ns *server.Server, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
+func newBroker(t testing.TB, ns *server.Server, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
 	t.Helper()
 	return brokerAt(t, ns.ClientURL(), opts...)
 }
 
 // brokerAt is newBroker through the NATS URL url. Its connection tries
 // again every few milliseconds when cut.
-func brokerAt(t *testing.T, url string, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
+func brokerAt(t testing.TB, url string, opts ...natsbroker.Option) (*natsbroker.Broker, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.ReconnectWait(5*time.Millisecond), nats.MaxReconnects(-1), nats.ReconnectJitter(0, 0))
 	require.NoError(t, err)
@@ -70,19 +70,19 @@ func brokerAt(t *testing.T, url string, opts ...natsbroker.Option) (*natsbroker.
 // nodes starts n Garou servers, each with its own broker on ns, sharing
 // one data directory (made by the first), so one certificate: a client
 // pins one fingerprint for all.
-func nodes(t *testing.T, ns *server.Server, n int) []*garou.Server {
+func nodes(t testing.TB, ns *server.Server, n int) []*garou.Server {
 	return wrappedNodes(t, ns, n, nil)
 }
 
 // wrappedNodes is nodes with the broker of each server i wrapped by wrap.
-func wrappedNodes(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) []*garou.Server {
+func wrappedNodes(t testing.TB, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) []*garou.Server {
 	srvs, _ := nodesConns(t, ns, n, wrap)
 	return srvs
 }
 
 // nodesConns is wrappedNodes that returns each server's NATS connection
 // too.
-func nodesConns(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) ([]*garou.Server, []*nats.Conn) {
+func nodesConns(t testing.TB, ns *server.Server, n int, wrap func(i int, b garou.Broker) garou.Broker) ([]*garou.Server, []*nats.Conn) {
 	t.Helper()
 	brokers := make([]garou.Broker, n)
 	conns := make([]*nats.Conn, n)
@@ -96,14 +96,15 @@ func nodesConns(t *testing.T, ns *server.Server, n int, wrap func(i int, b garou
 }
 
 // serve starts a Garou server on each broker, sharing one data directory.
-func serve(t *testing.T, brokers ...garou.Broker) []*garou.Server {
+func serve(t testing.TB, brokers ...garou.Broker) []*garou.Server {
 	t.Helper()
 	dir := t.TempDir()
 	var srvs []*garou.Server
 	for _, b := range brokers {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		require.NoError(t, err)
-		srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir), garou.WithPresenceInterval(0))
+		srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir), garou.WithPresenceInterval(0),
+			garou.WithRateLimit(0, 0))
 		require.NoError(t, err)
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(context.Background(), pc) }()
@@ -120,7 +121,7 @@ func serve(t *testing.T, brokers ...garou.Broker) []*garou.Server {
 	return srvs
 }
 
-func dial(t *testing.T, srv *garou.Server, name string, opts ...garou.ClientOption) *garou.Client {
+func dial(t testing.TB, srv *garou.Server, name string, opts ...garou.ClientOption) *garou.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -130,7 +131,7 @@ func dial(t *testing.T, srv *garou.Server, name string, opts ...garou.ClientOpti
 	return cli
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -367,7 +368,7 @@ type proxy struct {
 	conns map[net.Conn]struct{}
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+func startProxy(t testing.TB, target string) *proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
@@ -587,7 +588,7 @@ func TestServerDownMidBurst(t *testing.T) {
 
 // startCluster runs a cluster of three NATS servers with JetStream in the
 // test process, and returns once it has elected its JetStream leader.
-func startCluster(t *testing.T) []*server.Server {
+func startCluster(t testing.TB) []*server.Server {
 	t.Helper()
 	var ports []string
 	for range 3 {
@@ -630,7 +631,7 @@ func startCluster(t *testing.T) []*server.Server {
 // eventually waits, at most 10 s, until cond holds, checking it every 10 ms:
 // for what NATS does in its own time (electing a leader), with no event to
 // wait on.
-func eventually(t *testing.T, cond func() bool) {
+func eventually(t testing.TB, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
