@@ -429,3 +429,102 @@ func TestServerNATS(t *testing.T) {
 		}
 	}
 }
+
+// TestServerNATSCrash kills (SIGKILL) one of two of the program sharing a
+// NATS in the middle of a burst: its clients notice, move to the other
+// server and resume there; every client gets every text once, in one
+// order, numbered without a hole, and every Send returns nil.
+func TestServerNATSCrash(t *testing.T) {
+	bin := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	require.NoError(t, err)
+	go ns.Start()
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	dir := filepath.Join(t.TempDir(), "data")
+	var procs []*process
+	var addrs []string
+	var fp string
+	for range 2 {
+		p := start(t, bin, nil, "-addr", "127.0.0.1:0", "-data", dir, "-nats", ns.ClientURL(), "-rate", "0")
+		m, err := p.stdout.waitFor(ctx, banner)
+		require.NoError(t, err, "stderr:\n%s", p.stderr)
+		procs, addrs, fp = append(procs, p), append(addrs, m[1]), m[4]
+	}
+	defer func() {
+		require.NoError(t, procs[1].cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, procs[1].wait(ctx, t), "stderr:\n%s", procs[1].stderr)
+	}()
+	// A crashed server says nothing: its clients learn it from silence,
+	// within a second here.
+	failover := []garou.ClientOption{garou.WithFingerprint(fp), garou.WithServers(addrs[1]),
+		garou.WithKeepAlive(100 * time.Millisecond), garou.WithIdleTimeout(time.Second),
+		garou.WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond)}
+	var cls []*garou.Client
+	for i, addr := range []string{addrs[0], addrs[0], addrs[1]} {
+		c, err := garou.Dial(ctx, addr, fmt.Sprint("c", i), failover...)
+		require.NoError(t, err)
+		defer c.Close()
+		cls = append(cls, c)
+	}
+	const per = 100
+	var wg sync.WaitGroup
+	for i, c := range cls {
+		wg.Go(func() {
+			for k := range per {
+				if err := c.Send(ctx, fmt.Sprintf("%d:%d", i, k)); err != nil {
+					t.Errorf("client %d, text %d: %v", i, k, err)
+					return
+				}
+			}
+		})
+	}
+	third := make(chan struct{})
+	orders := make([][]string, len(cls))
+	for i, c := range cls {
+		wg.Go(func() {
+			for n := range len(cls) * per {
+				var m garou.ChatMessage
+				for m.Type != garou.TypeText {
+					var err error
+					if m, err = c.Receive(ctx); err != nil {
+						t.Errorf("client %d: %v", i, err)
+						return
+					}
+					if m.Type == garou.TypeGap {
+						t.Errorf("client %d: a gap: %+v", i, m)
+						return
+					}
+				}
+				if m.Seq != uint64(n+1) {
+					t.Errorf("client %d: text %d numbered %d: a hole or a repeat", i, n+1, m.Seq)
+					return
+				}
+				orders[i] = append(orders[i], m.Text)
+				if i == 2 && n == len(cls)*per/3 {
+					close(third)
+				}
+			}
+		})
+	}
+	<-third
+	require.NoError(t, procs[0].cmd.Process.Kill())
+	wg.Wait()
+	require.False(t, t.Failed())
+	for i := 1; i < len(orders); i++ {
+		require.Equal(t, orders[0], orders[i], "client %d saw another order", i)
+	}
+	next := map[int]int{}
+	for _, s := range orders[0] {
+		var from, k int
+		_, err := fmt.Sscanf(s, "%d:%d", &from, &k)
+		require.NoError(t, err)
+		require.Equal(t, next[from], k, "sender %d: a text repeated, lost or out of order", from)
+		next[from]++
+	}
+}
