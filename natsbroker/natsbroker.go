@@ -164,6 +164,7 @@ type Broker struct {
 	mu        sync.Mutex
 	rooms     map[string]*roomState
 	listeners map[*listener]struct{}
+	opens     map[string]int // listeners per room
 	users     map[string]*attached
 
 	stop chan struct{}
@@ -200,7 +201,8 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
-	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}), users: make(map[string]*attached)}
+	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
+		opens: make(map[string]int), users: make(map[string]*attached)}
 	if err := b.ensureStream(ctx); err != nil {
 		return nil, err
 	}
@@ -439,16 +441,10 @@ func (b *Broker) Open(ctx context.Context, room string, deliver func(garou.ChatM
 	l.sub = sub
 	b.mu.Lock()
 	b.listeners[l] = struct{}{}
+	b.opens[room]++
 	b.mu.Unlock()
-	stop := func() {
-		b.mu.Lock()
-		delete(b.listeners, l)
-		b.mu.Unlock()
-		_ = sub.Unsubscribe()
-		l.mu.Lock()
-		l.stopped = true
-		l.mu.Unlock()
-	}
+	var once sync.Once
+	stop := func() { once.Do(func() { b.stopListener(l) }) }
 	rctx, cancel := b.bound(ctx)
 	defer cancel()
 	if err := b.nc.FlushWithContext(rctx); err != nil {
@@ -461,6 +457,23 @@ func (b *Broker) Open(ctx context.Context, room string, deliver func(garou.ChatM
 		return 0, nil, err
 	}
 	return last, stop, nil
+}
+
+// stopListener ends l's deliveries: none once it returns.
+func (b *Broker) stopListener(l *listener) {
+	b.mu.Lock()
+	delete(b.listeners, l)
+	if b.opens[l.room]--; b.opens[l.room] == 0 {
+		// What the broker knew of the room goes with its last listener;
+		// a later publish or read learns it again.
+		delete(b.opens, l.room)
+		delete(b.rooms, l.room)
+	}
+	b.mu.Unlock()
+	_ = l.sub.Unsubscribe()
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
 }
 
 // listener is one Open of a room: it delivers one text at a time, and
