@@ -159,12 +159,14 @@ func (r *room) startFillLocked() {
 
 // fill reads from the broker and delivers the texts the room misses, up to
 // the highest it has heard of, or upto if higher. With owner, the caller
-// is the room's filler (r.filling is set) and fill clears r.filling as it
-// ends. A read that fails is logged, and the next text heard past the hole
-// tries again.
+// is the room's filler (r.filling is set): a read that fails is tried
+// again, after a pause from 10 ms doubling up to 1 s, until it succeeds,
+// the room closes or ctx ends, and fill clears r.filling as it ends.
+// Without, a failed read leaves the hole to a filler it starts.
 func (r *room) fill(ctx context.Context, owner bool, upto uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	pause := 10 * time.Millisecond
 	for r.open && r.seq < max(r.heard, upto) {
 		from := r.seq
 		r.mu.Unlock()
@@ -172,7 +174,23 @@ func (r *room) fill(ctx context.Context, owner bool, upto uint64) {
 		r.mu.Lock()
 		if err != nil {
 			r.s.log.Error("garou: broker read failed", "room", r.name, "err", err)
-			break
+			if !owner {
+				r.startFillLocked()
+				break
+			}
+			r.mu.Unlock()
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			r.mu.Lock()
+			if ctx.Err() != nil {
+				break
+			}
+			pause = min(2*pause, time.Second)
+			continue
 		}
 		if r.seq == from {
 			r.applyAllLocked(msgs, oldest)

@@ -2,6 +2,7 @@ package garou_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 type memBroker struct {
 	dropEvery int
 	deaf      int // with deaf > 0, the deaf-th Open gets no live delivery
+	failReads int // After fails this many times first
 
 	mu    sync.Mutex
 	opens int
@@ -79,6 +81,10 @@ func (b *memBroker) Publish(_ context.Context, room string, m garou.ChatMessage,
 func (b *memBroker) After(_ context.Context, room string, seq uint64) ([]garou.ChatMessage, uint64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.failReads > 0 {
+		b.failReads--
+		return nil, 0, errors.New("the broker is away")
+	}
 	all := b.texts[room]
 	if len(all) == 0 {
 		return nil, 0, nil
@@ -207,4 +213,23 @@ func TestBrokerResumeOnServerBehind(t *testing.T) {
 	m := next(t, bo, garou.TypeText, garou.TypeGap)
 	require.Equal(t, garou.TypeText, m.Type, "%+v", m)
 	require.Equal(t, uint64(4), m.Seq)
+}
+
+// A server whose read of a hole fails tries again until it succeeds: the
+// hole is filled with no later text to show it again.
+func TestBrokerFillRetries(t *testing.T) {
+	b := newMemBroker()
+	b.dropEvery = 2 // text 2 is not delivered live
+	b.failReads = 3
+	s1, s2 := twoNodes(t, b)
+	ana := dial(t, s1, "ana")
+	bo := dial(t, s2, "bo")
+	for i := range 3 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint(i)))
+	}
+	for i := range 3 {
+		m := next(t, bo, garou.TypeText, garou.TypeGap)
+		require.Equal(t, garou.TypeText, m.Type, "%+v", m)
+		require.Equal(t, fmt.Sprint(i), m.Text)
+	}
 }
