@@ -2,7 +2,10 @@ package garou
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -19,9 +22,10 @@ import (
 // A Broker covers the texts of rooms: their order, their history, their
 // delivery to the members on every server, and resume on any server;
 // Publish from any server. A Broker that is also a UserBroker carries
-// direct messages and Kick to users on other servers. Presence (Users,
-// Members, joins and leaves, unique names) is not shared yet: a room's
-// member list and its presence frames are its members on this server.
+// direct messages and Kick to users on other servers, and keeps names
+// unique across them. Presence (Users, Members, joins and leaves) is not
+// shared yet: a room's member list and its presence frames are its members
+// on this server.
 //
 // The server calls a Broker with no lock held and never while a room's
 // texts are being delivered. All methods may be called concurrently, for
@@ -339,9 +343,10 @@ func (s *Server) after(ctx context.Context, room string, from, upto uint64) ([]C
 //
 // A user is known by its name key: its name in the canonical form under
 // which names are unique (two names that differ only in case, width or
-// confusable letters have one key). Names are unique per server; across
-// servers this version does not prevent two users of one name, and a
-// message to that name reaches one of them.
+// confusable letters have one key). A hello asks the other servers, with
+// a Take, whether its name is online there; two hellos of one name on two
+// servers at the same instant may both pass, and a message to that name
+// then reaches both.
 type UserBroker interface {
 	Broker
 	// Attach makes the user whose name key is name reachable on this
@@ -364,6 +369,16 @@ type UserMessage struct {
 	// Kick, when set, disconnects the user, telling it Reason.
 	Kick   bool
 	Reason string
+	// Take, when set, says that a user of this name is connecting to
+	// another server, with a session token whose digest is Session (""
+	// for a new session; the token itself, a secret, does not travel).
+	// If Session is the digest of the session of the user's connection
+	// here (the client moved to another server, and this one has not
+	// noticed yet), that connection ends, as a session resumed
+	// elsewhere, and handle returns nil; otherwise the name is taken, and
+	// handle says so.
+	Take    bool
+	Session string
 }
 
 // userBroker returns the server's broker if it reaches other servers'
@@ -394,6 +409,47 @@ func (s *Server) attach(c *conn) {
 	s.attachMu.Unlock()
 }
 
+// codeNameTaken is what a server answers another that asks to Take a name
+// one of its users has. It never reaches a client.
+const codeNameTaken ErrorCode = "name_taken"
+
+// claim asks the other servers whether c's user, registered here with the
+// session token session (resuming old's session here, if not nil), may be
+// online here: the name must not be taken on another server, except by
+// this very session (a client that moved here), whose connection there
+// then ends. It returns the refusal's text when the name is taken, else
+// "". A broker that fails to answer leaves the name to this server. Two
+// clients taking one name on two servers at the same instant may both get
+// it.
+func (s *Server) claim(c *conn, old *conn, session string) string {
+	ub := s.userBroker()
+	if ub == nil || old != nil {
+		return "" // a session resumed here is this server's already
+	}
+	ctx, cancel := context.WithTimeout(c.qc.Context(), 5*time.Second)
+	defer cancel()
+	var digest string
+	if session != "" {
+		digest = sessionDigest(session)
+	}
+	err := ub.SendUser(ctx, c.key, UserMessage{Take: true, Session: digest})
+	e, ok := errors.AsType[*Error](err)
+	switch {
+	case err == nil, errors.Is(err, ErrNoSuchUser):
+		return ""
+	case ok && e.Code == codeNameTaken:
+		return fmt.Sprintf("the name %q is taken", c.user.Name)
+	}
+	s.log.Error("garou: broker name check failed", "user", c.user.Name, "err", err)
+	return ""
+}
+
+// sessionDigest is what identifies a session token to other servers.
+func sessionDigest(token string) string {
+	sum := sha256.Sum256([]byte("garou session\x00" + token))
+	return hex.EncodeToString(sum[:])
+}
+
 // detach undoes attach, once c's connection has ended.
 func (s *Server) detach(c *conn) {
 	s.attachMu.Lock()
@@ -414,6 +470,11 @@ func (s *Server) handleUser(key string, m UserMessage) error {
 	switch {
 	case target == nil:
 		return ErrNoSuchUser
+	case m.Take && m.Session != "" && m.Session == sessionDigest(target.session):
+		target.finish(CloseReplaced, "the session was resumed on another server", "reconnected")
+		return nil
+	case m.Take:
+		return &Error{Code: codeNameTaken, Text: "the name is taken on another server"}
 	case m.Kick:
 		target.finish(CloseKicked, orDefault(m.Reason, "kicked by the server"), "kicked")
 		return nil

@@ -287,6 +287,9 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 	if code != CloseNormal {
 		return refuse(code, text)
 	}
+	if text := c.s.claim(c, old, req.Session); text != "" {
+		return refuse(CloseNameTaken, text)
+	}
 	c.s.attach(c)
 	// The hello's rooms are joined before the welcome is sent, so that a
 	// client that has its welcome is in its rooms and misses nothing said

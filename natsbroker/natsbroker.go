@@ -845,9 +845,11 @@ type attached struct {
 
 // wireUserMessage is a UserMessage as it travels; wireReply the answer.
 type wireUserMessage struct {
-	Direct *wireDirect `json:"direct,omitempty"`
-	Kick   bool        `json:"kick,omitempty"`
-	Reason string      `json:"reason,omitempty"`
+	Direct  *wireDirect `json:"direct,omitempty"`
+	Kick    bool        `json:"kick,omitempty"`
+	Reason  string      `json:"reason,omitempty"`
+	Take    bool        `json:"take,omitempty"`
+	Session string      `json:"session,omitempty"`
 }
 
 type wireDirect struct {
@@ -921,7 +923,7 @@ func answer(handle func(garou.UserMessage) error, data []byte) []byte {
 		out, _ := json.Marshal(wireReply{Code: string(garou.CodeBadFrame), Text: "a request the server could not read"})
 		return out
 	}
-	m := garou.UserMessage{Kick: w.Kick, Reason: w.Reason}
+	m := garou.UserMessage{Kick: w.Kick, Reason: w.Reason, Take: w.Take, Session: w.Session}
 	if d := w.Direct; d != nil {
 		m.Direct = &garou.ChatMessage{Type: garou.TypeDirect, ID: d.ID, To: d.To, Text: d.Text, Time: d.Time.UTC()}
 		if d.From != nil {
@@ -946,7 +948,7 @@ func answer(handle func(garou.UserMessage) error, data []byte) []byte {
 
 // SendUser asks the server where the user is attached to carry m out.
 func (b *Broker) SendUser(ctx context.Context, name string, m garou.UserMessage) error {
-	w := wireUserMessage{Kick: m.Kick, Reason: m.Reason}
+	w := wireUserMessage{Kick: m.Kick, Reason: m.Reason, Take: m.Take, Session: m.Session}
 	if d := m.Direct; d != nil {
 		w.Direct = &wireDirect{wireText: wireText{ID: d.ID, Text: d.Text, Time: d.Time}, To: d.To}
 		if d.From != nil {

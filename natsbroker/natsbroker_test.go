@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -729,3 +730,119 @@ func TestClusterLosesStreamLeaderMidBurst(t *testing.T) {
 		next[from]++
 	}
 }
+
+// A name online on one server is taken on the others.
+func TestNameTakenAcrossServers(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	dial(t, srvs[0], "ana")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := garou.Dial(ctx, srvs[1].Addr().String(), "ANA", garou.WithFingerprint(srvs[1].Fingerprint()))
+	code, ok := garou.CloseCodeOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, garou.CloseNameTaken, code)
+}
+
+// A client whose path to its server breaks moves to another server with
+// its session: the name check lets it through (ending its connection on
+// the server it left, if that one has not noticed yet), and its direct
+// messages follow it.
+func TestMovedClientTakesItsNameAlong(t *testing.T) {
+	ns := startNATS(t)
+	srvs := nodes(t, ns, 2)
+	relay := startRelay(t, srvs[0].Addr().String())
+	resumed := make(chan struct{}, 1)
+	bo, err := garou.Dial(ctxT(t), relay.pc.LocalAddr().String(), "bo", garou.WithFingerprint(srvs[0].Fingerprint()),
+		garou.WithServers(srvs[1].Addr().String()), garou.WithRooms(),
+		garou.WithKeepAlive(100*time.Millisecond), garou.WithIdleTimeout(time.Second),
+		garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) {
+			if sc.State == garou.StateResumed {
+				resumed <- struct{}{}
+			}
+		}))
+	require.NoError(t, err)
+	t.Cleanup(func() { bo.Close() })
+	ana := dial(t, srvs[0], "ana", garou.WithRooms())
+	require.NoError(t, ana.SendDirect(ctxT(t), "bo", "one"))
+	require.Equal(t, "one", nextDirect(t, bo).Text)
+
+	relay.cut()
+	<-resumed
+	// The server bo left ends its connection there.
+	eventually(t, func() bool {
+		for _, u := range srvs[0].Users() {
+			if u.Name == "bo" {
+				return false
+			}
+		}
+		return true
+	})
+	require.NoError(t, ana.SendDirect(ctxT(t), "bo", "two"))
+	require.Equal(t, "two", nextDirect(t, bo).Text)
+}
+
+func nextDirect(t testing.TB, cli *garou.Client) garou.ChatMessage {
+	t.Helper()
+	for {
+		m, err := cli.Receive(ctxT(t))
+		require.NoError(t, err)
+		if m.Type == garou.TypeDirect {
+			return m
+		}
+	}
+}
+
+// udpRelay forwards one client's UDP datagrams to a server and back, and
+// can stop forwarding: the path breaks with neither end told.
+type udpRelay struct {
+	pc     net.PacketConn
+	up     *net.UDPConn
+	client atomic.Pointer[net.Addr]
+	down   atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func startRelay(t testing.TB, target string) *udpRelay {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	raddr, err := net.ResolveUDPAddr("udp", target)
+	require.NoError(t, err)
+	up, err := net.DialUDP("udp", nil, raddr)
+	require.NoError(t, err)
+	r := &udpRelay{pc: pc, up: up}
+	r.wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			r.client.Store(&addr)
+			if !r.down.Load() {
+				_, _ = up.Write(buf[:n])
+			}
+		}
+	})
+	r.wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			if a := r.client.Load(); a != nil && !r.down.Load() {
+				_, _ = pc.WriteTo(buf[:n], *a)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		pc.Close()
+		up.Close()
+		r.wg.Wait()
+	})
+	return r
+}
+
+func (r *udpRelay) cut() { r.down.Store(true) }
