@@ -29,7 +29,10 @@ import (
 //
 // The server calls a Broker with no lock held and never while a room's
 // texts are being delivered. All methods may be called concurrently, for
-// the same room too. The contexts end when the request that needs the
+// the same room too, except that one server publishes one room's texts
+// one at a time, each once the previous returned (so a sender's texts keep
+// their order, and its acknowledgement follows its text to the room's
+// members on its server). The contexts end when the request that needs the
 // call is abandoned, or with Server.Close.
 type Broker interface {
 	// Open starts delivering room's texts to this server: from its call
