@@ -16,7 +16,7 @@ import (
 	"github.com/garou-chat/garou/bench/internal/wstls"
 )
 
-var impls = []impl.Impl{quicmin.Impl, wstls.Impl, garouimpl.Impl}
+var impls = []impl.Impl{quicmin.Impl, wstls.Impl, garouimpl.Impl, garouimpl.Bolt, garouimpl.Pebble}
 
 func main() {
 	os.Exit(harness.Main(os.Args[1:], impls))

@@ -30,15 +30,21 @@ func TestSmoke(t *testing.T) {
 			cfg.BurstClients, cfg.BurstMsgs, cfg.Window = 4, 50, 8
 			cfg.PacedClients, cfg.PacedRate, cfg.PacedDuration = 4, 200, 300*time.Millisecond
 			cfg.IdleConns, cfg.Settle = 20, 50*time.Millisecond
-			cfg.Scenarios = "burst,paced,idle,crowd"
+			cfg.AcksClients, cfg.AcksRooms, cfg.AcksDuration = 4, 2, 300*time.Millisecond
+			cfg.Scenarios = "burst,paced,idle,crowd,acks"
+			want := 6
+			if durable(im.Name) {
+				// What differs with a durable store: sending.
+				cfg.Scenarios, want = "burst,acks", 2
+			}
 			cfg.Crowds, cfg.CrowdBudget = "20,20/4", 30*time.Second
 			cfg.Timeout = time.Minute
 			results, err := harness.Run(context.Background(), cfg, impls, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(results) != 5 {
-				t.Fatalf("got %d results, want 5", len(results))
+			if len(results) != want {
+				t.Fatalf("got %d results, want %d", len(results), want)
 			}
 			for _, r := range results {
 				if r.Errors != 0 || r.Lost != 0 || r.Received != r.Expected || r.Rate <= 0 {
@@ -57,6 +63,10 @@ func TestSmoke(t *testing.T) {
 					if r.Received != 20 || r.LivePerConn <= 0 {
 						t.Errorf("idle: %d connections, %v KiB live each", r.Received, r.LivePerConn)
 					}
+				case harness.Acks:
+					if r.Rooms != 2 || r.Received == 0 || r.P50 <= 0 || r.P999 < r.P50 {
+						t.Errorf("acks: %d rooms, %d texts acknowledged, p50 %v p99.9 %v ms", r.Rooms, r.Received, r.P50, r.P999)
+					}
 				case harness.Crowd:
 					if !r.Finished || r.Connected != 20 || r.Received != 40 || r.P99 <= 0 || r.P99Next <= 0 || r.LivePerConn <= 0 {
 						t.Errorf("crowd %s: finished %v, %d connected, %d received, p99 %v and %v ms, %v KiB live each",
@@ -66,12 +76,53 @@ func TestSmoke(t *testing.T) {
 			}
 			var b strings.Builder
 			harness.WriteReport(&b, cfg, results)
-			for _, sc := range []string{"## burst", "## paced", "## idle", "## crowd", "| 20/4 | " + im.Name + " |"} {
+			sections := []string{"## burst", "## paced", "## idle", "## crowd", "## acks", "| 20/4 | " + im.Name + " |"}
+			if durable(im.Name) {
+				sections = []string{"## burst", "## acks"}
+			}
+			for _, sc := range sections {
 				if !strings.Contains(b.String(), sc) || !strings.Contains(b.String(), "| "+im.Name+" |") {
 					t.Errorf("report lacks %q or the %s row:\n%s", sc, im.Name, b.String())
 				}
 			}
 		})
+	}
+}
+
+// durable reports whether name is Garou with a durable history store.
+func durable(name string) bool { return strings.HasPrefix(name, "garou-") }
+
+// TestDurableRatio runs burst and acks for Garou with its history in
+// memory and with each durable store, and finds each durable one compared
+// with the in-memory one in the report.
+func TestDurableRatio(t *testing.T) {
+	cfg := harness.DefaultConfig()
+	cfg.Impls, cfg.Scenarios = "garou,garou-bolt,garou-pebble", "burst,acks"
+	cfg.BurstClients, cfg.BurstMsgs, cfg.Window = 3, 20, 4
+	cfg.AcksClients, cfg.AcksRooms, cfg.AcksDuration = 4, 4, 200*time.Millisecond
+	cfg.Timeout = time.Minute
+	results, err := harness.Run(context.Background(), cfg, impls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 6 {
+		t.Fatalf("got %d results, want 6", len(results))
+	}
+	for _, r := range results {
+		if r.Errors != 0 || r.Lost != 0 || r.Rate <= 0 {
+			t.Errorf("%s %s: %+v", r.Scenario, r.Impl, r)
+		}
+	}
+	var b strings.Builder
+	harness.WriteReport(&b, cfg, results)
+	for _, want := range []string{
+		"### burst: Garou with a durable history store ÷ Garou with its history in memory",
+		"### acks: Garou with a durable history store ÷ Garou with its history in memory",
+		"| garou-bolt | ", "| garou-pebble | ", "deliveries/s ÷ memory", "acknowledged texts/s ÷ memory",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -1,24 +1,80 @@
-// Package garouimpl runs the Garou library itself under the benchmark.
+// Package garouimpl runs the Garou library itself under the benchmark:
+// with its history in memory (garou), or with a data directory and a
+// durable history store on a temporary directory (garou-bolt,
+// garou-pebble).
 package garouimpl
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/garou-chat/garou"
 	"github.com/garou-chat/garou/bench/internal/impl"
+	"github.com/garou-chat/garou/boltstore"
+	"github.com/garou-chat/garou/pebblestore"
 )
 
 // Impl describes Garou to the load generator. Send waits for the server's
 // acknowledgement, so the load keeps several Sends in flight per client.
 var Impl = impl.Impl{Name: "garou", Serve: Serve, Dial: Dial, BlockingSend: true}
 
+// Bolt is Garou with a data directory and its history in a bbolt file
+// (boltstore), as the example server runs with -data: a Send is
+// acknowledged once its text is on disk.
+var Bolt = impl.Impl{Name: "garou-bolt", Serve: durable(openBolt), Dial: Dial, BlockingSend: true}
+
+// Pebble is Bolt with the history in a Pebble database (pebblestore).
+var Pebble = impl.Impl{Name: "garou-pebble", Serve: durable(openPebble), Dial: Dial, BlockingSend: true}
+
+// store is a durable history store the server must not outlive.
+type store interface {
+	garou.HistoryStore
+	io.Closer
+}
+
+func openBolt(dir string, size int) (store, error) {
+	return boltstore.Open(filepath.Join(dir, "history.db"), boltstore.WithSize(size))
+}
+
+func openPebble(dir string, size int) (store, error) {
+	return pebblestore.Open(filepath.Join(dir, "history"), pebblestore.WithSize(size))
+}
+
 // Serve runs a Garou server with every limit opened up to the scenario's
 // size and no rate limit; the rest are the library's defaults.
 func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp string)) error {
+	return serve(ctx, cfg, ready)
+}
+
+// durable returns a Serve that runs the server with a data directory, a
+// new temporary directory removed when it returns, and its history in the
+// store open makes there.
+func durable(open func(dir string, size int) (store, error)) func(context.Context, impl.ServerConfig, func(addr, fp string)) error {
+	return func(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp string)) (err error) {
+		dir, err := os.MkdirTemp("", "garoubench-")
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, os.RemoveAll(dir)) }()
+		st, err := open(dir, garou.DefaultHistorySize)
+		if err != nil {
+			return err
+		}
+		// After the server's Close (serve returns once Serve has):
+		// waits for the appends in flight.
+		defer func() { err = errors.Join(err, st.Close()) }()
+		return serve(ctx, cfg, ready, garou.WithDataDir(dir), garou.WithHistoryStore(st))
+	}
+}
+
+func serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp string), extra ...garou.ServerOption) error {
 	n := max(cfg.MaxConns, 1)
-	srv, err := garou.NewServer(
+	opts := append([]garou.ServerOption{
 		garou.WithAddr(cfg.Addr),
 		garou.WithLogger(cfg.Logger),
 		garou.WithRateLimit(0, 0),
@@ -27,7 +83,8 @@ func Serve(ctx context.Context, cfg impl.ServerConfig, ready func(addr, fp strin
 		garou.WithMaxHandshakes(max(n, garou.DefaultMaxHandshakes)),
 		garou.WithMaxRoomMembers(max(n, garou.DefaultMaxRoomMembers)),
 		garou.WithSendQueueBytes(max(cfg.QueueBytes, garou.DefaultMaxMessageSize)),
-	)
+	}, extra...)
+	srv, err := garou.NewServer(opts...)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,9 @@ const (
 	Idle  = "idle"
 	Crowd = "crowd"
 	Lossy = "lossy"
+	// Acks measures acknowledged texts per second: each client waits for
+	// the acknowledgement of its text before saying the next.
+	Acks = "acks"
 	// Reconnect and Migrate run Garou alone on the emulated network of
 	// lossy, at -lossy-rtt without loss (package mobility).
 	Reconnect = "reconnect"
@@ -58,6 +61,10 @@ type Config struct {
 
 	Crowds      string
 	CrowdBudget time.Duration
+
+	AcksClients  int
+	AcksRooms    int
+	AcksDuration time.Duration
 
 	LossyLoss     string
 	LossyRTT      time.Duration
@@ -102,6 +109,9 @@ func DefaultConfig() Config {
 		Settle:          2 * time.Second,
 		Crowds:          "1000,5000,10000,10000/100",
 		CrowdBudget:     2 * time.Minute,
+		AcksClients:     128,
+		AcksRooms:       128,
+		AcksDuration:    5 * time.Second,
 		LossyLoss:       "0,1,2,5",
 		LossyRTT:        20 * time.Millisecond,
 		LossyClients:    80,
@@ -120,7 +130,7 @@ func DefaultConfig() Config {
 
 func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Impls, "impls", c.Impls, "comma-separated implementations to run")
-	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, crowd, lossy, reconnect, migrate (the last three need root, nft and iptables)")
+	fs.StringVar(&c.Scenarios, "scenarios", c.Scenarios, "comma-separated scenarios: burst, paced, idle, acks, crowd, lossy, reconnect, migrate (the last three need root, nft and iptables)")
 	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds per implementation and scenario; the table shows the median")
 	fs.IntVar(&c.BurstClients, "burst-clients", c.BurstClients, "burst: clients, each sending and receiving")
 	fs.IntVar(&c.BurstMsgs, "burst-msgs", c.BurstMsgs, "burst: texts each client sends")
@@ -134,6 +144,9 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Settle, "idle-settle", c.Settle, "idle and crowd: wait after the last connection before measuring memory")
 	fs.StringVar(&c.Crowds, "crowds", c.Crowds, "crowd: comma-separated crowds, each N (clients in one room) or N/R (N clients over R rooms)")
 	fs.DurationVar(&c.CrowdBudget, "crowd-budget", c.CrowdBudget, "crowd: time allowed to connect a crowd; past it the run reports how many connected")
+	fs.IntVar(&c.AcksClients, "acks-clients", c.AcksClients, "acks: clients, each saying a text and waiting for its acknowledgement before the next")
+	fs.IntVar(&c.AcksRooms, "acks-rooms", c.AcksRooms, "acks: rooms; client i is in room i mod rooms")
+	fs.DurationVar(&c.AcksDuration, "acks-duration", c.AcksDuration, "acks: how long the clients send")
 	fs.StringVar(&c.LossyLoss, "lossy-loss", c.LossyLoss, "lossy: comma-separated loss rates in percent, applied to every packet on input (so each way)")
 	fs.DurationVar(&c.LossyRTT, "lossy-rtt", c.LossyRTT, "lossy: round-trip time added to the loopback (half on each packet's way out)")
 	fs.IntVar(&c.LossyClients, "lossy-clients", c.LossyClients, "lossy: clients, each sending and receiving")
@@ -177,6 +190,10 @@ func (c *Config) validate() error {
 	for _, sc := range splitList(c.Scenarios) {
 		switch sc {
 		case Burst, Paced, Idle:
+		case Acks:
+			if c.AcksClients < 1 || c.AcksRooms < 1 || c.AcksRooms > c.AcksClients || c.AcksDuration <= 0 {
+				return errors.New("acks: want 1 <= -acks-rooms <= -acks-clients and a positive -acks-duration")
+			}
 		case Lossy:
 			if _, err := parseLosses(c.LossyLoss); err != nil {
 				return err

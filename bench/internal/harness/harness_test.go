@@ -2,6 +2,7 @@ package harness
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -85,5 +86,25 @@ func TestTextIDAllocs(t *testing.T) {
 	}
 	if _, _, ok := textID("12 3"); ok {
 		t.Error("textID accepted a text without a number")
+	}
+}
+
+func TestWriteDurable(t *testing.T) {
+	var results []Result
+	for round, rates := range [][2]float64{{1000, 800}, {900, 450}, {1100, 770}} {
+		results = append(results,
+			Result{Impl: "garou", Scenario: Burst, Round: round + 1, Rate: rates[0], CPUPerDelivery: 1},
+			Result{Impl: "garou-bolt", Scenario: Burst, Round: round + 1, Rate: rates[1], CPUPerDelivery: 2})
+	}
+	var b strings.Builder
+	writeDurable(&b, Burst, results)
+	// Medians 1000 and 770; per round 0.80, 0.50, 0.70.
+	if want := "| garou-bolt | 0.77 | 0.50-0.80 | 2.00 | 2.00-2.00 | 0 |"; !strings.Contains(b.String(), want) {
+		t.Errorf("got\n%s\nwant a row %q", b.String(), want)
+	}
+	b.Reset()
+	writeDurable(&b, Burst, results[:1]) // no durable row: nothing to compare
+	if b.Len() != 0 {
+		t.Errorf("got %q without a durable implementation", b.String())
 	}
 }

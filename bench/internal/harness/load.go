@@ -136,6 +136,8 @@ func (r Result) summary() string {
 	switch r.Scenario {
 	case Burst:
 		fmt.Fprintf(&b, "%.0f deliveries/s, %.2f µs server CPU/delivery", r.Rate, r.CPUPerDelivery)
+	case Acks:
+		fmt.Fprintf(&b, "%.0f acknowledged texts/s, ack p50 %.2f ms p99 %.2f ms, %.2f µs server CPU/text, CPU bench %.0f%% other %.0f%%", r.Rate, r.P50, r.P99, r.CPUPerDelivery, r.Busy, r.Other)
 	case Paced, Lossy:
 		fmt.Fprintf(&b, "p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.2f µs server CPU/delivery", r.P50, r.P99, r.P999, r.CPUPerDelivery)
 	case Idle:
@@ -207,7 +209,7 @@ func logf(cfg Config, format string, args ...any) {
 // runScenario starts a server process and runs one scenario against it.
 func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string) Result {
 	res := Result{Impl: im.Name, Scenario: scenario}
-	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns, Lossy: cfg.LossyClients}[scenario]
+	clients := map[string]int{Burst: cfg.BurstClients, Paced: cfg.PacedClients, Idle: cfg.IdleConns, Lossy: cfg.LossyClients, Acks: cfg.AcksClients}[scenario]
 	rooms := 1
 	if scenario == Crowd {
 		res.Crowd = cfg.Crowds
@@ -240,6 +242,8 @@ func runScenario(ctx context.Context, cfg Config, im impl.Impl, scenario string)
 		crowd(ctx, cfg, im, srv, rooms, &res, &e)
 	case Lossy:
 		lossy(ctx, cfg, im, srv, &res, &e)
+	case Acks:
+		acks(ctx, cfg, im, srv, &res, &e)
 	}
 	if err := srv.Stop(10 * time.Second); err != nil {
 		logf(cfg, "%s: server exit: %v", im.Name, err)

@@ -230,6 +230,7 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 					num(s.LoadPerDelivery), ratio(s.LoadPerDelivery, by, func(s summary) float64 { return s.LoadPerDelivery }),
 					num(s.Seconds), s.Busy, s.Other, s.Lost, errCell(s))
 			}
+			writeDurable(w, sc, results)
 		case Paced:
 			fmt.Fprintf(w, "## paced: %d clients, %s texts/s for %v (%s deliveries/s), latency from due send time to each delivery\n\n",
 				cfg.PacedClients, num(cfg.PacedRate), cfg.PacedDuration, num(cfg.PacedRate*float64(cfg.PacedClients)))
@@ -243,6 +244,22 @@ func WriteReport(w io.Writer, cfg Config, results []Result) {
 					num(s.CPUPerDelivery), ratio(s.CPUPerDelivery, by, func(s summary) float64 { return s.CPUPerDelivery }),
 					s.Busy, s.Other, s.Lost, errCell(s))
 			}
+		case Acks:
+			fmt.Fprintf(w, "## acks: %d clients in %d rooms, each says a text of %d B and waits for its acknowledgement before the next, for %v\n\n",
+				cfg.AcksClients, cfg.AcksRooms, cfg.TextSize, cfg.AcksDuration)
+			fmt.Fprintln(w, "Garou's acknowledgement is the return of Send (with a durable store: the text is on disk); a baseline's is its own text coming back.")
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "| impl | acknowledged texts/s | x quic / x ws | ack p50 ms | p99 ms | p99.9 ms | server CPU µs/text | x quic / x ws | CPU bench / other | errors |")
+			fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+			for _, name := range order {
+				s := by[name]
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% / %.0f%% | %s |\n", name,
+					num(s.Rate), ratio(s.Rate, by, func(s summary) float64 { return s.Rate }),
+					num(s.P50), num(s.P99), num(s.P999),
+					num(s.CPUPerDelivery), ratio(s.CPUPerDelivery, by, func(s summary) float64 { return s.CPUPerDelivery }),
+					s.Busy, s.Other, errCell(s))
+			}
+			writeDurable(w, sc, results)
 		case Idle:
 			fmt.Fprintf(w, "## idle: %d connections, memory measured %v after the last one\n\n", cfg.IdleConns, cfg.Settle)
 			fmt.Fprintln(w, "| impl | RSS KiB/conn | x quic / x ws | live heap+stack KiB/conn | x quic / x ws | goroutines/conn | connects/s | x quic / x ws | server CPU ms/connect | x quic / x ws | CPU bench / other | errors |")
@@ -359,5 +376,70 @@ func writeLossy(w io.Writer, cfg Config, results []Result) {
 				num(s.P999), ratio(s.P999, by, func(s summary) float64 { return s.P999 }),
 				s.Busy, s.Other, s.Lost, errCell(s))
 		}
+	}
+}
+
+// memoryImpl is Garou with its history in memory, which the rows of Garou
+// with a durable store (the implementations named durablePrefix...) are
+// compared with.
+const (
+	memoryImpl    = "garou"
+	durablePrefix = "garou-"
+)
+
+// writeDurable prints, for burst and acks, each durable Garou's figures
+// divided by in-memory Garou's in the same run: the ratio of the medians,
+// and the range of the ratios round by round (the implementations of a
+// round run one after the other, so a round's ratio compares figures
+// taken under about the same load from other processes).
+func writeDurable(w io.Writer, sc string, results []Result) {
+	order, by := group(results, sc, "")
+	mem, ok := by[memoryImpl]
+	if !ok || mem.Errors > 0 || mem.Rate == 0 {
+		return
+	}
+	var durable []string
+	for _, name := range order {
+		if strings.HasPrefix(name, durablePrefix) {
+			durable = append(durable, name)
+		}
+	}
+	if len(durable) == 0 {
+		return
+	}
+	rate := "deliveries/s"
+	if sc == Acks {
+		rate = "acknowledged texts/s"
+	}
+	perRound := func(name string, f func(Result) float64) string {
+		memBy := map[int]float64{}
+		for _, r := range results {
+			if r.Scenario == sc && r.Impl == memoryImpl && r.Errors == 0 {
+				memBy[r.Round] = f(r)
+			}
+		}
+		var xs []float64
+		for _, r := range results {
+			if m := memBy[r.Round]; r.Scenario == sc && r.Impl == name && r.Errors == 0 && m > 0 {
+				xs = append(xs, f(r)/m)
+			}
+		}
+		if len(xs) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f-%.2f", slices.Min(xs), slices.Max(xs))
+	}
+	fmt.Fprintf(w, "\n### %s: Garou with a durable history store ÷ Garou with its history in memory, same run\n\n", sc)
+	fmt.Fprintf(w, "| impl | %s ÷ memory | per round | server CPU µs/%s ÷ memory | per round | errors |\n", rate, map[bool]string{true: "text", false: "delivery"}[sc == Acks])
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|")
+	rateOf := func(r Result) float64 { return r.Rate }
+	cpuOf := func(r Result) float64 { return r.CPUPerDelivery }
+	for _, name := range durable {
+		s := by[name]
+		cpu := "–"
+		if mem.CPUPerDelivery > 0 {
+			cpu = strconv.FormatFloat(s.CPUPerDelivery/mem.CPUPerDelivery, 'f', 2, 64)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %s | %s | %s | %s |\n", name, s.Rate/mem.Rate, perRound(name, rateOf), cpu, perRound(name, cpuOf), errCell(s))
 	}
 }
