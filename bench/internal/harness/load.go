@@ -23,7 +23,8 @@ type Result struct {
 	Scenario string `json:"scenario"`
 	Round    int    `json:"round"`
 	Clients  int    `json:"clients"`
-	// Crowd is the crowd ("N" or "N/R") of a crowd run, Rooms its rooms.
+	// Crowd is the crowd ("N" or "N/R") of a crowd run, Rooms its rooms
+	// (of an acks run too).
 	Crowd string `json:"crowd,omitempty"`
 	Rooms int    `json:"rooms,omitempty"`
 
@@ -40,10 +41,12 @@ type Result struct {
 	// Seconds is the measured wall time: first send to last delivery, or
 	// first dial to last connection for idle.
 	Seconds float64 `json:"seconds"`
-	// Rate is deliveries per second, or connections per second for idle.
+	// Rate is deliveries per second, connections per second for idle, or
+	// acknowledged texts per second for acks.
 	Rate float64 `json:"rate"`
 	// ServerCPU is the server's user+system CPU over the measured time, in
-	// microseconds; CPUPerDelivery divides it by Received.
+	// microseconds; CPUPerDelivery divides it by Received (for acks, the
+	// texts acknowledged).
 	ServerCPU      float64 `json:"server_cpu_us"`
 	CPUPerDelivery float64 `json:"cpu_us_per_delivery"`
 
@@ -61,7 +64,8 @@ type Result struct {
 	// disturbed.
 	Other float64 `json:"other_pct"`
 
-	// Latency quantiles in milliseconds (paced).
+	// Latency quantiles in milliseconds (paced; for acks, from each send
+	// to its acknowledgement).
 	P50  float64 `json:"p50_ms"`
 	P99  float64 `json:"p99_ms"`
 	P999 float64 `json:"p999_ms"`
