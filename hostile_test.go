@@ -56,6 +56,11 @@ type rawClient struct {
 	frames chan rawRead
 	done   chan struct{}
 	held   []rawRead // room frames expect set aside
+
+	// roomStream, if set before the first read, is called with each room
+	// stream after its first frame (the joined) is read: returning false
+	// stops reading that stream (the hook may have cancelled it).
+	roomStream func(first rawMsg, str *quic.ReceiveStream) bool
 }
 
 // rawRead is one frame from the server, or the end of the control stream.
@@ -179,9 +184,12 @@ func (r *rawClient) listen() {
 				return
 			}
 			go func() {
-				for {
+				for first := true; ; first = false {
 					f, err := readRawFrame(str)
 					if err != nil || !put(rawRead{f: f, room: true}) {
+						return
+					}
+					if first && r.roomStream != nil && !r.roomStream(f, str) {
 						return
 					}
 				}

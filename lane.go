@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -94,7 +95,7 @@ func (l *lane) writeLoop() {
 		}
 		err := l.write(batch)
 		if err != nil {
-			l.failed()
+			l.failed(err)
 			l.q.exited()
 			return
 		}
@@ -165,10 +166,13 @@ func (l *lane) end(final []byte) {
 
 // failed handles a failed write: the stream is gone, or its delivery
 // passed its deadline. The control stream's failure ends the connection.
-// So does a room stream's while the connection lives (the client stopped
-// it, which the protocol does not allow); once the connection is gone,
-// the failure says nothing more.
-func (l *lane) failed() {
+// A room stream the client stopped (STOP_SENDING), which the protocol
+// does not allow, ends it too, as a protocol error; a room stream past
+// the graceful end's deadline ends it at once. Any other failure of a
+// room stream is the connection's own end (the client closed it, or it
+// was lost), which the connection's reader reports: telling the rooms of
+// a protocol error then would misreport a client that quit.
+func (l *lane) failed(err error) {
 	c := l.c
 	l.q.drop()
 	if l.room == "" {
@@ -178,8 +182,10 @@ func (l *lane) failed() {
 	if l.str != nil {
 		l.str.CancelWrite(0)
 	}
-	if c.qc.Context().Err() == nil {
-		c.fail(CloseProtocol, "room "+l.room+"'s stream failed", "error")
+	if se, ok := errors.AsType[*quic.StreamError](err); ok && se.Remote {
+		c.fail(CloseProtocol, "the stream of room "+l.room+" was stopped", "error")
+	} else if isTimeout(err) {
+		c.closeConn()
 	}
 }
 
