@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +41,10 @@ type conn struct {
 	cause       *closeCause
 	lingerUntil time.Time // set with a graceful cause: when delivery gives up
 	lanesOpen   bool      // the welcome is queued: room lanes write at once
+
+	// The lanes of rooms left, whose streams may still be being written:
+	// touched only by serve (see awaitLeftLanes).
+	left []*lane
 
 	budget *budget    // bounds the bytes queued on all the lanes
 	ctl    *lane      // the control stream's lane
@@ -368,6 +373,9 @@ func (c *conn) request(req request) error {
 		return c.joinRoom(joinSpec{Room: req.Room, Since: req.Since, History: req.History}, req.Ref)
 	case frameLeave:
 		name := orDefault(req.Room, DefaultRoom)
+		if c.lane(name) != nil && !c.awaitLeftLanes() {
+			return &Error{Code: CodeShutdown, Text: "your connection is ending"}
+		}
 		r := c.room(name)
 		l := c.lane(name)
 		if r == nil || l == nil || !c.s.leave(c, r, "left") {
@@ -383,6 +391,7 @@ func (c *conn) request(req request) error {
 			delete(c.lanes, name)
 		}
 		c.mu.Unlock()
+		c.left = append(c.left, l)
 	case frameTyping:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
@@ -411,6 +420,27 @@ func (c *conn) request(req request) error {
 		c.enqueue(c.encodePage(usersFrame(req.Ref, r.name, page, next, n)))
 	}
 	return nil
+}
+
+// awaitLeftLanes waits, before a leave, while the streams of as many
+// rooms left as the client may be in are still being written (or opened:
+// the client gives the credit for a new stream once it has read an old
+// one to its end). Each holds a writer goroutine: a client that leaves
+// room after room and reads none of their streams holds up its own
+// requests, at a bounded cost. It reports false if the connection ended
+// meanwhile.
+func (c *conn) awaitLeftLanes() bool {
+	for {
+		c.left = slices.DeleteFunc(c.left, func(l *lane) bool { return l.q.isDone() })
+		if len(c.left) < c.s.cfg.maxRoomsPerClient {
+			return true
+		}
+		select {
+		case <-c.left[0].q.done:
+		case <-c.qc.Context().Done():
+			return false
+		}
+	}
 }
 
 // checkCursor refuses a cursor no server gives: cursors are user IDs.

@@ -29,3 +29,24 @@ func ConnGoroutines() (readers, writers int) {
 	}
 	return readers, writers
 }
+
+// GoroutinesIn counts the goroutines of this process whose stack holds fn
+// (a qualified function name, as in a stack trace).
+func GoroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte(fn)) {
+			n++
+		}
+	}
+	return n
+}

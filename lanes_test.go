@@ -6,6 +6,7 @@ package garou_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -180,4 +181,70 @@ func TestQuitWhileARoomStreamIsBlockedIsAQuit(t *testing.T) {
 		require.NoError(t, m.qc.CloseWithError(0, "bye"))
 		require.Equal(t, "quit", awaitLeave(t, alice, name, rawWait).Reason)
 	}
+}
+
+// TestLeftRoomStreamsAreBounded: a client that joins and leaves room after
+// room without reading the streams, nor giving credit for new ones, holds
+// up its own requests once a few of its left rooms' streams wait to be
+// written: it costs the server a bounded number of goroutines. Once it
+// reads, every join and leave is answered, each on its room's stream.
+func TestLeftRoomStreamsAreBounded(t *testing.T) {
+	const rooms, n = 8, 600
+	srv := startServer(t, garou.WithRateLimit(0, 0), garou.WithMaxRoomsPerClient(rooms))
+	// quic-go's default credit: 100 unidirectional streams.
+	m := rawDial(t, srv)
+	m.sendJSON(map[string]any{"type": "hello", "name": "mallory", "rooms": []any{}})
+	var frames []byte
+	for i := range n {
+		room := fmt.Sprint("r", i)
+		frames = append(frames, rawFrame(fmt.Sprintf(`{"type":"join","ref":%d,"room":%q}`, 2*i+1, room))...)
+		frames = append(frames, rawFrame(fmt.Sprintf(`{"type":"leave","ref":%d,"room":%q}`, 2*i+2, room))...)
+	}
+	// Written in the background: the server stops reading them.
+	wrote := make(chan error, 1)
+	go func() { _, err := m.st.Write(frames); wrote <- err }()
+	// The client reads nothing: its requests wait, and the writers waiting
+	// for its streams stay few.
+	ctx := ctxT(t)
+	for garou.GoroutinesIn("garou.(*conn).awaitLeftLanes") == 0 {
+		_, writers := garou.ConnGoroutines()
+		require.LessOrEqual(t, writers, rooms+2, "writers waiting for mallory's streams")
+		require.NoError(t, ctx.Err(), "mallory's requests never waited")
+		runtime.Gosched()
+	}
+	_, writers := garou.ConnGoroutines()
+	require.LessOrEqual(t, writers, rooms+2, "writers waiting for mallory's streams")
+
+	// Reading, it gets every reply, each room's on its own stream.
+	joined, left := map[uint64]bool{}, map[uint64]bool{}
+	for len(left) < n {
+		rr := m.next()
+		require.NoError(t, rr.err)
+		switch rr.f.typ() {
+		case "joined":
+			require.True(t, rr.room)
+			joined[rr.f.num("ref")] = true
+		case "welcome":
+			require.False(t, rr.room)
+		case "ack":
+			require.True(t, rr.room)
+			require.True(t, joined[rr.f.num("ref")-1], "left before joined: %v", rr.f)
+			left[rr.f.num("ref")] = true
+		default:
+			t.Fatalf("unexpected %v", rr.f)
+		}
+	}
+	require.Len(t, joined, n)
+	require.NoError(t, <-wrote)
+	requireServedRaw(t, m)
+	waitConnGoroutines(t, 1)
+}
+
+// requireServedRaw checks that the raw client r is served: its request for
+// the users online is answered.
+func requireServedRaw(t *testing.T, r *rawClient) {
+	t.Helper()
+	r.sendJSON(map[string]any{"type": "users", "ref": 1 << 40})
+	f := r.expect("users")
+	require.Equal(t, uint64(1<<40), f.num("ref"))
 }
