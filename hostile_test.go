@@ -67,7 +67,8 @@ type rawClient struct {
 type rawRead struct {
 	f    rawMsg
 	err  error
-	room bool // from a room's stream
+	room bool          // from a room's stream
+	sid  quic.StreamID // the room stream's
 }
 
 // rawTLS is what any client in any language needs: TLS 1.3 (QUIC's
@@ -186,7 +187,7 @@ func (r *rawClient) listen() {
 			go func() {
 				for first := true; ; first = false {
 					f, err := readRawFrame(str)
-					if err != nil || !put(rawRead{f: f, room: true}) {
+					if err != nil || !put(rawRead{f: f, room: true, sid: str.StreamID()}) {
 						return
 					}
 					if first && r.roomStream != nil && !r.roomStream(f, str) {

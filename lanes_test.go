@@ -248,3 +248,221 @@ func requireServedRaw(t *testing.T, r *rawClient) {
 	f := r.expect("users")
 	require.Equal(t, uint64(1<<40), f.num("ref"))
 }
+
+// TestGracefulEndDeliversEveryRoomsTexts: every text queued for a client
+// before the server ends its connection gracefully (kicked, or a
+// shutdown) reaches Receive, from each of its rooms' streams, before the
+// end, in each room's order.
+func TestGracefulEndDeliversEveryRoomsTexts(t *testing.T) {
+	rooms := []string{garou.DefaultRoom, "a", "b", "c"}
+	const n = 300
+	for _, end := range []string{"kick", "shutdown"} {
+		t.Run(end, func(t *testing.T) {
+			srv := startServer(t, garou.WithRateLimit(0, 0))
+			bob := dial(t, srv, "bob", garou.WithRooms(rooms...), garou.WithReconnect(0))
+			text := strings.Repeat("y", 200)
+			for k := range n {
+				for _, room := range rooms {
+					_, err := srv.Publish(ctxT(t), room, fmt.Sprintf("%d %s", k, text))
+					require.NoError(t, err)
+				}
+			}
+			want := garou.CloseKicked
+			if end == "kick" {
+				require.NoError(t, srv.Kick("bob", "out"))
+			} else {
+				want = garou.CloseServerShutdown
+				go func() { _ = srv.Shutdown(context.Background()) }()
+			}
+			got := map[string]int{}
+			for {
+				m, err := bob.Receive(ctxT(t))
+				if err != nil {
+					code, ok := garou.CloseCodeOf(err)
+					require.True(t, ok, "%v", err)
+					require.Equal(t, want, code)
+					break
+				}
+				if m.Type != garou.TypeText {
+					continue
+				}
+				var k int
+				_, err = fmt.Sscan(m.Text, &k)
+				require.NoError(t, err)
+				require.Equal(t, got[m.Room], k, "room %s out of order", m.Room)
+				got[m.Room]++
+			}
+			for _, room := range rooms {
+				require.Equal(t, n, got[room], "texts of %s", room)
+			}
+		})
+	}
+}
+
+// TestLeaveAndRejoinPipelined: a leave and a join of the same room sent
+// together, while the room talks: the leave's ack is the last frame of
+// the room's first stream, the join's joined the first of a new one, and
+// every text received is received once, the first stream's before the
+// second's.
+func TestLeaveAndRejoinPipelined(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	// bob keeps the room alive.
+	bob := dial(t, srv, "bob", garou.WithRooms("x"), garou.WithReconnect(0))
+	go func() {
+		for {
+			if _, err := bob.Receive(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	m := rawDial(t, srv)
+	m.helloRooms("mallory", "x")
+	first := quic.StreamID(-1) // the room's first stream: the first text's
+
+	stop := make(chan struct{})
+	published := make(chan uint64, 1)
+	go func() {
+		var last uint64
+		defer func() { published <- last }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msg, err := srv.Publish(ctxT(t), "x", "tick")
+			if !assert.NoError(t, err) {
+				return
+			}
+			last = msg.Seq
+		}
+	}()
+
+	seen := map[uint64]quic.StreamID{}
+	var order []rawRead
+	texts, rejoined := 0, 0
+	var last uint64
+	for {
+		rr := m.next()
+		require.NoError(t, rr.err)
+		order = append(order, rr)
+		switch f := rr.f; f.typ() {
+		case "text":
+			_, dup := seen[f.num("seq")]
+			require.False(t, dup, "text %d received twice", f.num("seq"))
+			seen[f.num("seq")] = rr.sid
+			if first < 0 {
+				first = rr.sid
+			}
+			texts++
+			if texts == 50 {
+				m.write(append(rawFrame(`{"type":"leave","ref":1,"room":"x"}`), rawFrame(`{"type":"join","ref":2,"room":"x"}`)...))
+			}
+			if rejoined > 0 {
+				if rejoined++; rejoined == 50 {
+					close(stop)
+					last = <-published
+				}
+			}
+		case "ack":
+			require.Equal(t, uint64(1), f.num("ref"), "%v", f)
+			require.Equal(t, first, rr.sid, "the leave's ack on another stream than the room's first")
+		case "joined":
+			require.Equal(t, uint64(2), f.num("ref"), "%v", f)
+			require.NotEqual(t, first, rr.sid, "the rejoin's joined on the room's first stream")
+			rejoined = 1
+		}
+		if last != 0 && seqOf(rr) == last {
+			break
+		}
+	}
+	// The first stream ends with the ack; its texts come before the
+	// second's.
+	var ackAt int
+	var maxFirst, minSecond uint64 = 0, 1 << 62
+	for i, rr := range order {
+		switch {
+		case rr.f.typ() == "ack":
+			ackAt = i
+		case rr.sid == first:
+			require.Zero(t, ackAt, "a frame after the leave's ack on its stream: %v", rr.f)
+			if rr.f.typ() == "text" {
+				maxFirst = max(maxFirst, rr.f.num("seq"))
+			}
+		case rr.f.typ() == "text":
+			minSecond = min(minSecond, rr.f.num("seq"))
+		}
+	}
+	require.Less(t, maxFirst, minSecond)
+}
+
+// seqOf is the seq of a text, 0 for any other frame.
+func seqOf(rr rawRead) uint64 {
+	if rr.f.typ() != "text" {
+		return 0
+	}
+	return rr.f.num("seq")
+}
+
+// TestLeaveAndRejoinWhileTheRoomTalks: a client leaving and joining a
+// room again and again, while the room talks, receives each text of it
+// at most once, in order.
+func TestLeaveAndRejoinWhileTheRoomTalks(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	// bob keeps the room alive, and paces it: a text is said once bob has
+	// the one before.
+	bob := dial(t, srv, "bob", garou.WithRooms("x"), garou.WithReconnect(0))
+	heard := make(chan struct{}, 1)
+	go func() {
+		for {
+			m, err := bob.Receive(context.Background())
+			if err != nil {
+				return
+			}
+			if m.Type == garou.TypeText {
+				heard <- struct{}{}
+			}
+		}
+	}()
+	alice := bystander(t, srv, garou.WithRooms("x"))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			_, err := srv.Publish(ctx, "x", "tick")
+			if ctx.Err() != nil || !assert.NoError(t, err) {
+				return
+			}
+			select {
+			case <-heard:
+			case <-ctx.Done():
+			}
+		}
+	})
+	// alice receives all along; each text of x once, in order.
+	texts := make(chan int, 1)
+	go func() {
+		var last uint64
+		n := 0
+		defer func() { texts <- n }()
+		for {
+			m, err := alice.Receive(context.Background())
+			if err != nil {
+				return
+			}
+			if m.Type == garou.TypeText {
+				assert.Greater(t, m.Seq, last, "text %d after %d", m.Seq, last)
+				last = m.Seq
+				n++
+			}
+		}
+	}()
+	for range 20 {
+		require.NoError(t, alice.Leave(ctxT(t), "x"))
+		_, err := alice.Join(ctxT(t), "x", 0)
+		require.NoError(t, err)
+	}
+	require.NoError(t, alice.Close())
+	require.NotZero(t, <-texts)
+}
