@@ -61,6 +61,9 @@ type rawClient struct {
 	// stream after its first frame (the joined) is read: returning false
 	// stops reading that stream (the hook may have cancelled it).
 	roomStream func(first rawMsg, str *quic.ReceiveStream) bool
+	// roomEnds, if set before the first read, reports the end of each
+	// room stream as a read with room set and err (io.EOF for a FIN).
+	roomEnds bool
 }
 
 // rawRead is one frame from the server, or the end of the control stream.
@@ -187,7 +190,13 @@ func (r *rawClient) listen() {
 			go func() {
 				for first := true; ; first = false {
 					f, err := readRawFrame(str)
-					if err != nil || !put(rawRead{f: f, room: true, sid: str.StreamID()}) {
+					if err != nil {
+						if r.roomEnds {
+							put(rawRead{err: err, room: true, sid: str.StreamID()})
+						}
+						return
+					}
+					if !put(rawRead{f: f, room: true, sid: str.StreamID()}) {
 						return
 					}
 					if first && r.roomStream != nil && !r.roomStream(f, str) {

@@ -6,6 +6,8 @@ package garou_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"runtime"
 	"strings"
 	"sync"
@@ -465,4 +467,166 @@ func TestLeaveAndRejoinWhileTheRoomTalks(t *testing.T) {
 	}
 	require.NoError(t, alice.Close())
 	require.NotZero(t, <-texts)
+}
+
+// TestTakeoverEndsTheOldConnectionsRoomStreams: a session resumed on a new
+// connection while its old one is in rooms. The old connection's room
+// streams end (FIN, not reset), its bye says replaced, and the new one
+// gets, in each room, every text after the one the old last had, once.
+func TestTakeoverEndsTheOldConnectionsRoomStreams(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	rooms := []string{"x", "y"}
+	// bob paces the rooms: a text is said once bob has the one before.
+	bob := dial(t, srv, "bob", garou.WithRooms(rooms...), garou.WithReconnect(0))
+	heard := make(chan struct{}, 1)
+	go func() {
+		for {
+			m, err := bob.Receive(context.Background())
+			if err != nil {
+				return
+			}
+			if m.Type == garou.TypeText {
+				heard <- struct{}{}
+			}
+		}
+	}()
+	old := rawDial(t, srv)
+	old.roomEnds = true
+	w := old.helloRooms("carol", rooms...)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() {
+		for k := 0; ctx.Err() == nil; k++ {
+			_, err := srv.Publish(ctx, rooms[k%2], "tick")
+			if ctx.Err() != nil || !assert.NoError(t, err) {
+				return
+			}
+			select {
+			case <-heard:
+			case <-ctx.Done():
+			}
+		}
+	})
+
+	// The old connection hears 20 texts of each room, then the session
+	// moves, resuming after the last it heard.
+	last := map[string]uint64{}
+	streams := map[quic.StreamID]bool{}
+	for last["x"] < 20 || last["y"] < 20 {
+		rr := old.next()
+		require.NoError(t, rr.err)
+		if rr.f.typ() == "text" {
+			room := rr.f.str("room")
+			if last[room] != 0 {
+				require.Equal(t, last[room]+1, rr.f.num("seq"), "%v", rr.f)
+			}
+			last[room] = rr.f.num("seq")
+			streams[rr.sid] = true
+		}
+	}
+	require.Len(t, streams, 2)
+	since := maps.Clone(last)
+	next := rawDial(t, srv)
+	next.sendJSON(map[string]any{"type": "hello", "name": "carol", "session": w.str("session"),
+		"rooms": []any{map[string]any{"room": "x", "since": last["x"]}, map[string]any{"room": "y", "since": last["y"]}}})
+
+	// The old connection: the rest of its rooms' texts, in order, both
+	// streams' ends, and the bye.
+	var bye rawMsg
+	for bye == nil || len(streams) > 0 {
+		rr := old.next()
+		switch {
+		case rr.room && rr.err != nil:
+			require.ErrorIs(t, rr.err, io.EOF, "a room stream of the old connection was not ended")
+			require.True(t, streams[rr.sid])
+			delete(streams, rr.sid)
+		case rr.err != nil:
+			require.ErrorIs(t, rr.err, io.EOF)
+			require.NotNil(t, bye)
+		case rr.f.typ() == "bye":
+			bye = rr.f
+		case rr.f.typ() == "text":
+			room := rr.f.str("room")
+			require.Equal(t, last[room]+1, rr.f.num("seq"), "%v", rr.f)
+			last[room] = rr.f.num("seq")
+		}
+	}
+	require.Equal(t, uint64(garou.CloseReplaced), bye.num("close"), "%v", bye)
+	_ = old.qc.CloseWithError(0, "bye")
+
+	// The new one: each room's stream starts with its joined, then every
+	// text after the hello's since, once, in order.
+	next.welcome()
+	opened := map[quic.StreamID]bool{}
+	got := map[string]int{}
+	for got["x"] < 20 || got["y"] < 20 {
+		rr := next.next()
+		require.NoError(t, rr.err)
+		if !rr.room {
+			continue
+		}
+		room := rr.f.str("room")
+		switch rr.f.typ() {
+		case "joined":
+			require.False(t, opened[rr.sid], "a second joined on a stream")
+			opened[rr.sid] = true
+		case "text":
+			require.True(t, opened[rr.sid], "a text before the room's joined")
+			require.Equal(t, since[room]+1, rr.f.num("seq"), "%v", rr.f)
+			since[room]++
+			got[room]++
+		}
+	}
+}
+
+// TestKickedDuringTheHellosJoins: a user kicked while its hello's rooms
+// are being joined gets the bye instead of a welcome, and leaves nothing
+// behind: no room, no member, no goroutine.
+func TestKickedDuringTheHellosJoins(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := startServer(t, garou.WithJoinHook(func(_ context.Context, _ garou.User, room string) error {
+		if room == "b" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}))
+	go func() {
+		<-entered
+		assert.NoError(t, srv.Kick("carol", "not now"))
+		close(release)
+	}()
+	_, err := dialErr(t, srv, "carol", garou.WithRooms("a", "b", "c"), garou.WithReconnect(0))
+	code, ok := garou.CloseCodeOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, garou.CloseKicked, code)
+	require.Eventually(t, func() bool {
+		return len(srv.Users()) == 0 && len(srv.Rooms()) == 0
+	}, rawWait, time.Millisecond)
+	waitConnGoroutines(t, 0)
+}
+
+// TestManyRoomsJoinedAndLeft: a client that joins and leaves room after
+// room keeps no reader of a room it left, and the server no writer nor
+// room.
+func TestManyRoomsJoinedAndLeft(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0))
+	c := dial(t, srv, "carol", garou.WithReconnect(0))
+	for i := range 500 {
+		room := fmt.Sprint("r", i)
+		_, err := c.Join(ctxT(t), room, 0)
+		require.NoError(t, err)
+		require.NoError(t, c.Leave(ctxT(t), room))
+	}
+	require.Equal(t, []string{garou.DefaultRoom}, c.Rooms())
+	require.Len(t, srv.Rooms(), 1)
+	// One reader for the control stream, one for the lobby's.
+	ctx := ctxT(t)
+	for garou.GoroutinesIn("garou.(*Client).read(") != 2 {
+		require.NoError(t, ctx.Err(), "%d client readers", garou.GoroutinesIn("garou.(*Client).read("))
+		runtime.Gosched()
+	}
+	waitConnGoroutines(t, 1)
 }
