@@ -45,7 +45,6 @@ type laneStream interface {
 	Write(p []byte) (int, error)
 	Close() error
 	SetWriteDeadline(t time.Time) error
-	CancelWrite(quic.StreamErrorCode)
 }
 
 func newLane(c *conn, room string, q *sendQueue) *lane {
@@ -179,9 +178,10 @@ func (l *lane) failed(err error) {
 		c.closeConn()
 		return
 	}
-	if l.str != nil {
-		l.str.CancelWrite(0)
-	}
+	// (The stream is not reset: a stopped one was reset by QUIC, and a
+	// client that saw a room stream reset before the connection's close
+	// could take it for the server's protocol error, and reconnect after
+	// a final close.)
 	if se, ok := errors.AsType[*quic.StreamError](err); ok && se.Remote {
 		c.fail(CloseProtocol, "the stream of room "+l.room+" was stopped", "error")
 	} else if isTimeout(err) {
