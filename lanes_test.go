@@ -5,6 +5,7 @@ package garou_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -628,5 +629,31 @@ func TestManyRoomsJoinedAndLeft(t *testing.T) {
 		require.NoError(t, ctx.Err(), "%d client readers", garou.GoroutinesIn("garou.(*Client).read("))
 		runtime.Gosched()
 	}
+	waitConnGoroutines(t, 1)
+}
+
+// TestNoStreamCreditIsASlowConsumer: a client that allows the server no
+// unidirectional stream is welcomed, and served on its control stream,
+// but its rooms' frames wait, counted against its bound, until it is cut
+// as a slow consumer.
+func TestNoStreamCreditIsASlowConsumer(t *testing.T) {
+	srv := startServer(t, garou.WithRateLimit(0, 0), garou.WithMaxMessageSize(64<<10), garou.WithSendQueueBytes(64<<10))
+	alice := bystander(t, srv, garou.WithRooms("side"))
+	m := rawDialConf(t, srv, &quic.Config{MaxIncomingUniStreams: -1})
+	m.sendJSON(map[string]any{"type": "hello", "name": "mallory", "rooms": []any{map[string]any{"room": garou.DefaultRoom}, map[string]any{"room": "side"}}})
+	m.welcome()
+	awaitJoin(t, alice, "mallory")
+	requireServedRaw(t, m)
+	text := strings.Repeat("x", 1000)
+	for k := 0; m.qc.Context().Err() == nil; k++ {
+		require.Less(t, k, 1000, "mallory was never cut")
+		_, err := srv.Publish(ctxT(t), garou.DefaultRoom, text)
+		if errors.Is(err, garou.ErrNoSuchRoom) {
+			break // mallory, the lobby's one member, is gone
+		}
+		require.NoError(t, err)
+	}
+	require.Equal(t, garou.CloseSlowConsumer, connClosed(t, m.qc))
+	require.Equal(t, "slow", awaitLeave(t, alice, "mallory", rawWait).Reason)
 	waitConnGoroutines(t, 1)
 }
