@@ -46,6 +46,11 @@ type conn struct {
 	// touched only by serve (see awaitLeftLanes).
 	left []*lane
 
+	// A text or direct message is being handled (by serve): a shutdown
+	// ends the connection once its reply is queued (see shutdown).
+	saying      bool // guarded by mu
+	shutdownDue bool // guarded by mu: a shutdown waits for the reply
+
 	budget *budget    // bounds the bytes queued on all the lanes
 	ctl    *lane      // the control stream's lane
 	q      *sendQueue // ctl's queue
@@ -345,6 +350,10 @@ func (c *conn) handle(req request) bool {
 	case frameHello:
 		c.finish(CloseProtocol, "a second hello", "error")
 		return false
+	case frameText, frameDirect:
+		// A shutdown waits for its reply (see shutdown).
+		c.setSaying(true)
+		defer c.setSaying(false)
 	}
 	if c.s.cfg.rate > 0 && !c.allow() {
 		return c.refuse(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
@@ -441,6 +450,33 @@ func (c *conn) awaitLeftLanes() bool {
 			return false
 		}
 	}
+}
+
+// setSaying notes whether serve is handling a text or direct message; once
+// it no longer is, it ends the connection if a shutdown waited for it.
+func (c *conn) setSaying(saying bool) {
+	c.mu.Lock()
+	c.saying = saying
+	due := !saying && c.shutdownDue
+	c.mu.Unlock()
+	if due {
+		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
+	}
+}
+
+// shutdown ends the connection for the server's shutdown: at once, or,
+// while a text or direct message is being handled, once its reply is
+// queued. (A text accepted before the shutdown began is queued already:
+// the shutdown waited for it. Its ack comes before the bye.)
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	if c.saying {
+		c.shutdownDue = true
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.finish(CloseServerShutdown, "server shutting down", "shutdown")
 }
 
 // checkCursor refuses a cursor no server gives: cursors are user IDs.
