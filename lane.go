@@ -164,27 +164,26 @@ func (l *lane) end(final []byte) {
 }
 
 // failed handles a failed write: the stream is gone, or its delivery
-// passed its deadline. The control stream's failure ends the connection.
-// A room stream the client stopped (STOP_SENDING), which the protocol
-// does not allow, ends it too, as a protocol error; a room stream past
-// the graceful end's deadline ends it at once. Any other failure of a
-// room stream is the connection's own end (the client closed it, or it
+// passed its deadline. A stream the client stopped (STOP_SENDING), which
+// the protocol does not allow, ends the connection as a protocol error.
+// Otherwise the control stream's failure ends the connection, and so does
+// a room stream's past the graceful end's deadline; any other failure of
+// a room stream is the connection's own end (the client closed it, or it
 // was lost), which the connection's reader reports: telling the rooms of
 // a protocol error then would misreport a client that quit.
 func (l *lane) failed(err error) {
 	c := l.c
 	l.q.drop()
-	if l.room == "" {
-		c.closeConn()
-		return
-	}
-	// (The stream is not reset: a stopped one was reset by QUIC, and a
-	// client that saw a room stream reset before the connection's close
-	// could take it for the server's protocol error, and reconnect after
-	// a final close.)
-	if se, ok := errors.AsType[*quic.StreamError](err); ok && se.Remote {
+	// (No stream is reset: a stopped one was reset by QUIC, and a client
+	// that saw a room stream reset before the connection's close could
+	// take it for the server's protocol error, and reconnect after a
+	// final close.)
+	switch se, ok := errors.AsType[*quic.StreamError](err); {
+	case ok && se.Remote && l.room == "":
+		c.fail(CloseProtocol, "the control stream was stopped", "error")
+	case ok && se.Remote:
 		c.fail(CloseProtocol, "the stream of room "+l.room+" was stopped", "error")
-	} else if isTimeout(err) {
+	case l.room == "" || isTimeout(err):
 		c.closeConn()
 	}
 }

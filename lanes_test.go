@@ -659,3 +659,16 @@ func TestNoStreamCreditIsASlowConsumer(t *testing.T) {
 	require.Equal(t, "slow", awaitLeave(t, alice, "mallory", rawWait).Reason)
 	waitConnGoroutines(t, 1)
 }
+
+// TestControlStreamStoppedIsAProtocolError: a client that stops the
+// control stream (STOP_SENDING) is closed, at the server's next reply,
+// with 0x203, as for a room stream.
+func TestControlStreamStoppedIsAProtocolError(t *testing.T) {
+	srv, alice, m := malloryJoined(t)
+	m.st.CancelRead(5)
+	m.sendJSON(map[string]any{"type": "users", "ref": 1})
+	require.Equal(t, garou.CloseProtocol, connClosed(t, m.qc))
+	require.Equal(t, "error", awaitLeave(t, alice, "mallory", rawWait).Reason)
+	requireGone(t, srv, "mallory")
+	requireServed(t, alice)
+}
