@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +41,15 @@ type conn struct {
 	cause       *closeCause
 	lingerUntil time.Time // set with a graceful cause: when delivery gives up
 	lanesOpen   bool      // the welcome is queued: room lanes write at once
+
+	// The lanes of rooms left, whose streams may still be being written:
+	// touched only by serve (see awaitLeftLanes).
+	left []*lane
+
+	// A text or direct message is being handled (by serve): a shutdown
+	// ends the connection once its reply is queued (see shutdown).
+	saying      bool // guarded by mu
+	shutdownDue bool // guarded by mu: a shutdown waits for the reply
 
 	budget *budget    // bounds the bytes queued on all the lanes
 	ctl    *lane      // the control stream's lane
@@ -340,6 +350,10 @@ func (c *conn) handle(req request) bool {
 	case frameHello:
 		c.finish(CloseProtocol, "a second hello", "error")
 		return false
+	case frameText, frameDirect:
+		// A shutdown waits for its reply (see shutdown).
+		c.setSaying(true)
+		defer c.setSaying(false)
 	}
 	if c.s.cfg.rate > 0 && !c.allow() {
 		return c.refuse(req.Ref, &Error{Code: CodeRateLimited, Text: "you are sending too fast"})
@@ -368,6 +382,9 @@ func (c *conn) request(req request) error {
 		return c.joinRoom(joinSpec{Room: req.Room, Since: req.Since, History: req.History}, req.Ref)
 	case frameLeave:
 		name := orDefault(req.Room, DefaultRoom)
+		if c.lane(name) != nil && !c.awaitLeftLanes() {
+			return &Error{Code: CodeShutdown, Text: "your connection is ending"}
+		}
 		r := c.room(name)
 		l := c.lane(name)
 		if r == nil || l == nil || !c.s.leave(c, r, "left") {
@@ -383,6 +400,7 @@ func (c *conn) request(req request) error {
 			delete(c.lanes, name)
 		}
 		c.mu.Unlock()
+		c.left = append(c.left, l)
 	case frameTyping:
 		name := orDefault(req.Room, DefaultRoom)
 		r := c.room(name)
@@ -411,6 +429,54 @@ func (c *conn) request(req request) error {
 		c.enqueue(c.encodePage(usersFrame(req.Ref, r.name, page, next, n)))
 	}
 	return nil
+}
+
+// awaitLeftLanes waits, before a leave, while the streams of as many
+// rooms left as the client may be in are still being written (or opened:
+// the client gives the credit for a new stream once it has read an old
+// one to its end). Each holds a writer goroutine: a client that leaves
+// room after room and reads none of their streams holds up its own
+// requests, at a bounded cost. It reports false if the connection ended
+// meanwhile.
+func (c *conn) awaitLeftLanes() bool {
+	for {
+		c.left = slices.DeleteFunc(c.left, func(l *lane) bool { return l.q.isDone() })
+		if len(c.left) < c.s.cfg.maxRoomsPerClient {
+			return true
+		}
+		select {
+		case <-c.left[0].q.done:
+		case <-c.qc.Context().Done():
+			return false
+		}
+	}
+}
+
+// setSaying notes whether serve is handling a text or direct message; once
+// it no longer is, it ends the connection if a shutdown waited for it.
+func (c *conn) setSaying(saying bool) {
+	c.mu.Lock()
+	c.saying = saying
+	due := !saying && c.shutdownDue
+	c.mu.Unlock()
+	if due {
+		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
+	}
+}
+
+// shutdown ends the connection for the server's shutdown: at once, or,
+// while a text or direct message is being handled, once its reply is
+// queued. (A text accepted before the shutdown began is queued already:
+// the shutdown waited for it. Its ack comes before the bye.)
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	if c.saying {
+		c.shutdownDue = true
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.finish(CloseServerShutdown, "server shutting down", "shutdown")
 }
 
 // checkCursor refuses a cursor no server gives: cursors are user IDs.

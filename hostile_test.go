@@ -56,13 +56,22 @@ type rawClient struct {
 	frames chan rawRead
 	done   chan struct{}
 	held   []rawRead // room frames expect set aside
+
+	// roomStream, if set before the first read, is called with each room
+	// stream after its first frame (the joined) is read: returning false
+	// stops reading that stream (the hook may have cancelled it).
+	roomStream func(first rawMsg, str *quic.ReceiveStream) bool
+	// roomEnds, if set before the first read, reports the end of each
+	// room stream as a read with room set and err (io.EOF for a FIN).
+	roomEnds bool
 }
 
 // rawRead is one frame from the server, or the end of the control stream.
 type rawRead struct {
 	f    rawMsg
 	err  error
-	room bool // from a room's stream
+	room bool          // from a room's stream
+	sid  quic.StreamID // the room stream's
 }
 
 // rawTLS is what any client in any language needs: TLS 1.3 (QUIC's
@@ -179,9 +188,18 @@ func (r *rawClient) listen() {
 				return
 			}
 			go func() {
-				for {
+				for first := true; ; first = false {
 					f, err := readRawFrame(str)
-					if err != nil || !put(rawRead{f: f, room: true}) {
+					if err != nil {
+						if r.roomEnds {
+							put(rawRead{err: err, room: true, sid: str.StreamID()})
+						}
+						return
+					}
+					if !put(rawRead{f: f, room: true, sid: str.StreamID()}) {
+						return
+					}
+					if first && r.roomStream != nil && !r.roomStream(f, str) {
 						return
 					}
 				}

@@ -1,6 +1,7 @@
 package garou
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -44,7 +45,6 @@ type laneStream interface {
 	Write(p []byte) (int, error)
 	Close() error
 	SetWriteDeadline(t time.Time) error
-	CancelWrite(quic.StreamErrorCode)
 }
 
 func newLane(c *conn, room string, q *sendQueue) *lane {
@@ -94,7 +94,7 @@ func (l *lane) writeLoop() {
 		}
 		err := l.write(batch)
 		if err != nil {
-			l.failed()
+			l.failed(err)
 			l.q.exited()
 			return
 		}
@@ -164,22 +164,27 @@ func (l *lane) end(final []byte) {
 }
 
 // failed handles a failed write: the stream is gone, or its delivery
-// passed its deadline. The control stream's failure ends the connection.
-// So does a room stream's while the connection lives (the client stopped
-// it, which the protocol does not allow); once the connection is gone,
-// the failure says nothing more.
-func (l *lane) failed() {
+// passed its deadline. A stream the client stopped (STOP_SENDING), which
+// the protocol does not allow, ends the connection as a protocol error.
+// Otherwise the control stream's failure ends the connection, and so does
+// a room stream's past the graceful end's deadline; any other failure of
+// a room stream is the connection's own end (the client closed it, or it
+// was lost), which the connection's reader reports: telling the rooms of
+// a protocol error then would misreport a client that quit.
+func (l *lane) failed(err error) {
 	c := l.c
 	l.q.drop()
-	if l.room == "" {
+	// (No stream is reset: a stopped one was reset by QUIC, and a client
+	// that saw a room stream reset before the connection's close could
+	// take it for the server's protocol error, and reconnect after a
+	// final close.)
+	switch se, ok := errors.AsType[*quic.StreamError](err); {
+	case ok && se.Remote && l.room == "":
+		c.fail(CloseProtocol, "the control stream was stopped", "error")
+	case ok && se.Remote:
+		c.fail(CloseProtocol, "the stream of room "+l.room+" was stopped", "error")
+	case l.room == "" || isTimeout(err):
 		c.closeConn()
-		return
-	}
-	if l.str != nil {
-		l.str.CancelWrite(0)
-	}
-	if c.qc.Context().Err() == nil {
-		c.fail(CloseProtocol, "room "+l.room+"'s stream failed", "error")
 	}
 }
 

@@ -280,6 +280,16 @@ func (q *sendQueue) dropLocked() {
 	q.finishLocked()
 }
 
+// isDone reports whether done is closed.
+func (q *sendQueue) isDone() bool {
+	select {
+	case <-q.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // finishLocked closes done once the queue is closed and no writer runs:
 // no writer will ever start again.
 func (q *sendQueue) finishLocked() {

@@ -648,7 +648,7 @@ func (s *Server) beginShutdown(ctx context.Context) {
 		r.unlockOrder()
 	}
 	for _, c := range s.connList() {
-		c.finish(CloseServerShutdown, "server shutting down", "shutdown")
+		c.shutdown()
 	}
 }
 
