@@ -32,13 +32,11 @@ func benchRoom(tb testing.TB, n int) (*room, []*conn) {
 	return r, members
 }
 
-func drain(members []*conn) {
-	for _, c := range members {
-		for _, l := range c.lanes {
-			l.q.frames = l.q.frames[:0]
-			l.q.bytes = 0
-		}
-		c.budget.n.Store(0)
+func drain(r *room) {
+	for _, l := range r.mlanes {
+		l.q.frames = l.q.frames[:0]
+		l.q.bytes = 0
+		l.q.b.n.Store(0)
 	}
 }
 
@@ -56,7 +54,7 @@ func BenchmarkBroadcast(b *testing.B) {
 				if _, err := r.publish(context.Background(), nil, from, text, "", ""); err != nil {
 					b.Fatal(err)
 				}
-				drain(members)
+				drain(r)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
 		})
@@ -72,10 +70,10 @@ func TestBroadcastAllocationsPerRecipientAreZero(t *testing.T) {
 		from := &members[0].user
 		// Warm the queues so that append has capacity, as in steady state.
 		_, _ = r.publish(context.Background(), nil, from, text, "", "")
-		drain(members)
+		drain(r)
 		return testing.AllocsPerRun(200, func() {
 			_, _ = r.publish(context.Background(), nil, from, text, "", "")
-			drain(members)
+			drain(r)
 		})
 	}
 	few, many := allocs(10), allocs(1000)

@@ -374,7 +374,13 @@ func (c *conn) request(req request) error {
 			return err
 		}
 		ack.Ref = req.Ref
-		c.enqueue(mustEncode(ack))
+		f := mustEncode(ack)
+		// A text's ack follows its echo on the room's stream: written
+		// together, they go in one packet, where an ack of its own on
+		// the control stream would cost the sender a packet per text.
+		if l := c.lane(ack.Room); ack.Room == "" || l == nil || !l.enqueue(f) {
+			c.enqueue(f)
+		}
 	case frameJoin:
 		if e := checkSince(req.Since); e != nil {
 			return e

@@ -27,6 +27,7 @@ type room struct {
 	members []*conn           // sorted by user ID: pages are ranges
 	byUser  map[string]*conn  // user ID → member
 	lanes   map[*conn]*lane   // member → the lane of its stream for the room
+	mlanes  []*lane           // mlanes[i] is members[i]'s lane: fan-out needs no lookup
 	replays map[*conn]*replay // members whose replay is streaming
 	seq     uint64
 	deleted bool
@@ -81,7 +82,7 @@ func (r *room) unlockOrder() { <-r.order }
 // held.
 func (r *room) broadcastLocked(frame []byte, skip *conn) {
 	var notice []byte
-	for _, m := range r.members {
+	for i, m := range r.members {
 		if m == skip {
 			continue
 		}
@@ -92,20 +93,20 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 			}
 			f = notice
 		}
-		r.deliverLocked(m, f)
+		r.deliverLocked(i, f)
 	}
 }
 
-// deliverLocked puts frame on the queue of m's stream for the room, or
-// behind m's replay if one is streaming. r.mu is held.
-func (r *room) deliverLocked(m *conn, frame []byte) {
+// deliverLocked puts frame on the queue of the stream for the room of
+// member i, or behind its replay if one is streaming. r.mu is held.
+func (r *room) deliverLocked(i int, frame []byte) {
 	if len(r.replays) != 0 {
-		if rp := r.replays[m]; rp != nil {
+		if rp := r.replays[r.members[i]]; rp != nil {
 			rp.holdLocked(frame)
 			return
 		}
 	}
-	r.lanes[m].enqueue(frame)
+	r.mlanes[i].enqueue(frame)
 }
 
 // publish sequences text from c (nil: the server) in the room, keeps it
@@ -199,14 +200,14 @@ func (r *room) typing(c *conn) bool {
 	r.typed[c] = now
 	r.announceJoinLocked(c) // its join before its typing
 	frame := mustEncode(typingFrame(r.name, c.from))
-	for _, m := range r.members {
+	for i, m := range r.members {
 		switch {
 		case m == c:
 		case m.dgram:
 			// Lost now and then, never behind texts or retransmissions.
 			m.q.pushDatagram(frame[frameHeaderLen:])
 		default:
-			r.deliverLocked(m, frame)
+			r.deliverLocked(i, frame)
 		}
 	}
 	return true
@@ -350,6 +351,7 @@ func (r *room) isMemberLocked(c *conn) bool { return r.byUser[c.user.ID] == c }
 func (r *room) addLocked(c *conn, l *lane) {
 	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
 	r.members = slices.Insert(r.members, i, c)
+	r.mlanes = slices.Insert(r.mlanes, i, l)
 	r.byUser[c.user.ID] = c
 	r.lanes[c] = l
 }
@@ -360,6 +362,7 @@ func (r *room) removeLocked(c *conn) bool {
 	}
 	i, _ := slices.BinarySearchFunc(r.members, c.user.ID, byID)
 	r.members = slices.Delete(r.members, i, i+1)
+	r.mlanes = slices.Delete(r.mlanes, i, i+1)
 	delete(r.byUser, c.user.ID)
 	delete(r.lanes, c)
 	delete(r.typed, c)
@@ -448,7 +451,7 @@ func (r *room) flushPresenceLocked(skip *conn) {
 	if !r.countOnlyLocked() {
 		full = mustEncode(presenceFrame(r.name, r.pseq, len(r.members), r.pending, now))
 	}
-	for _, m := range r.members {
+	for i, m := range r.members {
 		if m == skip {
 			continue
 		}
@@ -459,7 +462,7 @@ func (r *room) flushPresenceLocked(skip *conn) {
 			}
 			f = counts
 		}
-		r.deliverLocked(m, f)
+		r.deliverLocked(i, f)
 	}
 	clear(r.pending)
 	r.pending = r.pending[:0]
