@@ -18,3 +18,6 @@ go test -race -count=1 ./...
 (cd examples/server && go test -race -count=1 ./...)
 (cd natsbroker && go test -race -count=1 ./...)
 (cd examples/cluster && go test -race -count=1 ./...)
+# The web example's browser test drives chromium-headless-shell (Debian's
+# package; .ci/run installs it) and skips where it is not installed.
+(cd examples/web && go test -race -count=1 ./...)

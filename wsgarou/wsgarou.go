@@ -8,7 +8,7 @@
 //
 // Each WebSocket connection is one Garou connection of the Server: the
 // same frames (PROTOCOL.md §2, length prefix included) as binary messages,
-// the ALPN version ("garou/4") as the WebSocket subprotocol, and the same
+// the protocol version as the WebSocket subprotocol (Subprotocol), and the same
 // rooms, hooks, limits, flood control and slow-consumer bound as QUIC.
 // PROTOCOL.md's section on WebSocket says how the streams of QUIC map onto
 // the one connection.
@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/garou-chat/garou"
 )
+
+// Subprotocol is the WebSocket subprotocol a client offers: the ALPN
+// protocol of QUIC ("garou/4") with its slash, which a subprotocol may not
+// hold (browsers refuse it), as a dot: "garou.4".
+var Subprotocol = strings.Replace(garou.ALPN, "/", ".", 1)
 
 // Options configure a Handler. A nil *Options is the defaults.
 type Options struct {
@@ -69,7 +75,7 @@ func New(srv *garou.Server, opts *Options) *Handler {
 		srv:  srv,
 		ping: ping,
 		accept: websocket.AcceptOptions{
-			Subprotocols:   []string{garou.ALPN},
+			Subprotocols:   []string{Subprotocol},
 			OriginPatterns: opts.OriginPatterns,
 		},
 	}
@@ -85,7 +91,7 @@ const chunkSize = 32 << 10
 // ServeHTTP upgrades the request to a WebSocket and serves it as a Garou
 // connection until it ends. A request that is not a WebSocket upgrade, or
 // from a page of another origin, is refused with an HTTP error; a client
-// that does not offer the subprotocol "garou/4" is closed with the
+// that does not offer the subprotocol (Subprotocol) is closed with the
 // WebSocket status 1002 (protocol error).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hw := &hijacked{ResponseWriter: w}
@@ -93,8 +99,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered
 	}
-	if ws.Subprotocol() != garou.ALPN {
-		_ = ws.Close(websocket.StatusProtocolError, "the subprotocol "+garou.ALPN+" is required")
+	if ws.Subprotocol() != Subprotocol {
+		_ = ws.Close(websocket.StatusProtocolError, "the subprotocol "+Subprotocol+" is required")
 		return
 	}
 	// Frames are read as a byte stream across messages: a message may hold

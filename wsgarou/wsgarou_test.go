@@ -74,7 +74,7 @@ type wsClient struct {
 
 func (w *world) dialWS(t *testing.T, ctx context.Context) *wsClient {
 	t.Helper()
-	ws, _, err := websocket.Dial(ctx, w.ws, &websocket.DialOptions{Subprotocols: []string{garou.ALPN}})
+	ws, _, err := websocket.Dial(ctx, w.ws, &websocket.DialOptions{Subprotocols: []string{wsgarou.Subprotocol}})
 	require.NoError(t, err)
 	ws.SetReadLimit(-1)
 	t.Cleanup(func() { ws.CloseNow() })
@@ -254,7 +254,7 @@ func TestHostile(t *testing.T) {
 	})
 	t.Run("origin", func(t *testing.T) {
 		h := http.Header{"Origin": {"https://evil.example"}}
-		_, resp, err := websocket.Dial(ctx, w.ws, &websocket.DialOptions{Subprotocols: []string{garou.ALPN}, HTTPHeader: h})
+		_, resp, err := websocket.Dial(ctx, w.ws, &websocket.DialOptions{Subprotocols: []string{wsgarou.Subprotocol}, HTTPHeader: h})
 		require.Error(t, err)
 		require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	})
@@ -284,7 +284,7 @@ func TestSlowConsumer(t *testing.T) {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
 	ws, _, err := websocket.Dial(ctx, w.ws, &websocket.DialOptions{
-		Subprotocols: []string{garou.ALPN},
+		Subprotocols: []string{wsgarou.Subprotocol},
 		HTTPClient:   &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}},
 	})
 	require.NoError(t, err)
@@ -366,4 +366,8 @@ func TestPing(t *testing.T) {
 		}
 	}
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestSubprotocol(t *testing.T) {
+	require.Equal(t, "garou.4", wsgarou.Subprotocol)
 }
