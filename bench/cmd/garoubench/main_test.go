@@ -169,6 +169,7 @@ func TestLossySmoke(t *testing.T) {
 	cfg.Scenarios, cfg.LossyLoss = "lossy", "2"
 	cfg.LossyClients, cfg.LossyRooms, cfg.LossyRate, cfg.LossyDuration = 16, 4, 200, time.Second
 	cfg.Timeout = time.Minute
+	cfg.Impls += ",garou-ws" // the WebSocket path too
 	results, err := harness.Run(context.Background(), cfg, impls, nil)
 	if err != nil {
 		t.Fatal(err)
