@@ -371,3 +371,16 @@ func TestPing(t *testing.T) {
 func TestSubprotocol(t *testing.T) {
 	require.Equal(t, "garou.4", wsgarou.Subprotocol)
 }
+
+// TestHandshakeTimeout: a WebSocket that sends no hello is told so within
+// the handshake timeout, as a QUIC connection is.
+func TestHandshakeTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := newWorld(t, garou.WithHandshakeTimeout(200*time.Millisecond))
+	c := w.dialWS(t, ctx)
+	start := time.Now()
+	bye, _ := c.closed()
+	require.Equal(t, "handshake_timeout", bye["code"])
+	require.Less(t, time.Since(start), 5*time.Second)
+}
