@@ -30,6 +30,8 @@ const lingerTimeout = 5 * time.Second
 //
 // A Server serves one socket: Serve and ListenAndServe may be called once.
 // Ready tells when it accepts connections, and Addr is then its address.
+// It may also serve connections of other transports, with or without the
+// socket (ServeTransport; the WebSockets of wsgarou).
 //
 // Each connection has one goroutine of the server's, which reads the
 // client's frames and runs the hooks about that user; while there is

@@ -174,7 +174,7 @@ func TestLossySmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(strings.Split(cfg.Impls, ",")); len(results) != want { // the default implementations
+	if want := len(strings.Split(cfg.Impls, ",")); len(results) != want { // the implementations named
 		t.Fatalf("got %d results, want %d", len(results), want)
 	}
 	for _, r := range results {
