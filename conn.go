@@ -19,8 +19,8 @@ import (
 // write. Nothing else ever writes to the streams.
 type conn struct {
 	s       *Server
-	qc      *quic.Conn
-	str     *quic.Stream
+	qc      transport // the connection: QUIC, or a Transport
+	str     controlStream
 	addrKey string
 	log     *slog.Logger
 
@@ -72,7 +72,7 @@ type closeCause struct {
 	graceful bool   // a bye frame is being delivered
 }
 
-func newConn(s *Server, qc *quic.Conn, addrKey string) *conn {
+func newConn(s *Server, qc transport, addrKey string) *conn {
 	c := &conn{
 		s:       s,
 		qc:      qc,
@@ -112,7 +112,7 @@ func (c *conn) handshake() (*frameReader, error) {
 	// hello: opening the stream late does not buy more time.
 	deadline := time.Now().Add(c.s.cfg.handshakeTimeout)
 	ctx, cancel := context.WithDeadline(c.qc.Context(), deadline)
-	str, err := c.qc.AcceptStream(ctx)
+	str, err := c.qc.acceptControl(ctx)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -292,7 +292,7 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 		}
 		id = got
 	}
-	c.dgram = c.qc.ConnectionState().SupportsDatagrams.Remote
+	c.dgram = c.qc.datagrams()
 	old, restored, code, text := c.s.register(c, id, req.Session)
 	if code != CloseNormal {
 		return refuse(code, text)
@@ -312,7 +312,7 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 			c.closeEarlyLane(orDefault(spec.Room, DefaultRoom))
 		}
 	}
-	used0RTT := c.qc.ConnectionState().Used0RTT
+	used0RTT := c.qc.used0RTT()
 	c.log.Info("garou: welcomed", "user", c.user.Name, "id", c.user.ID, "resumed", old != nil, "early", used0RTT, "restored", restored)
 	c.s.stats.welcomes.Add(1)
 	if old != nil || restored {
@@ -867,7 +867,7 @@ func (c *conn) teardown(readErr error) {
 	c.closeConn()
 }
 
-// closeConn closes the QUIC connection with the recorded cause.
+// closeConn closes the connection with the recorded cause.
 func (c *conn) closeConn() {
 	code, text := CloseNormal, "bye"
 	c.mu.Lock()
@@ -875,7 +875,7 @@ func (c *conn) closeConn() {
 		code, text = c.cause.code, c.cause.text
 	}
 	c.mu.Unlock()
-	c.s.closeQUIC(c.qc, code, text)
+	c.qc.close(c.s, code, text)
 }
 
 func leaveReason(cause *closeCause, err error) string {

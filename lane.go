@@ -40,7 +40,7 @@ type lane struct {
 }
 
 // laneStream is what a lane writes to: a *quic.Stream (control) or a
-// *quic.SendStream (room).
+// *quic.SendStream (room), or a Transport's streams.
 type laneStream interface {
 	Write(p []byte) (int, error)
 	Close() error
@@ -129,7 +129,7 @@ func (l *lane) write(batch [][]byte) error {
 // bounded by the budget.
 func (l *lane) open() error {
 	c := l.c
-	str, err := c.qc.OpenUniStreamSync(c.qc.Context())
+	str, err := c.qc.openRoom(c.qc.Context())
 	if err != nil {
 		return err
 	}

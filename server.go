@@ -30,6 +30,8 @@ const lingerTimeout = 5 * time.Second
 //
 // A Server serves one socket: Serve and ListenAndServe may be called once.
 // Ready tells when it accepts connections, and Addr is then its address.
+// It may also serve connections of other transports, with or without the
+// socket (ServeTransport; the WebSockets of wsgarou).
 //
 // Each connection has one goroutine of the server's, which reads the
 // client's frames and runs the hooks about that user; while there is
@@ -93,6 +95,8 @@ type Server struct {
 	presMu    sync.Mutex
 	presRooms []*room
 	presKick  chan struct{}
+	// presenceOnce starts the presence loop.
+	presenceOnce sync.Once
 }
 
 // NewServer builds a server from options, validating them.
@@ -285,9 +289,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	s.log.Info("garou: serving", "addr", ln.Addr().String())
 	s.setReady()
 
-	if s.cfg.presenceInterval > 0 {
-		s.wg.Go(s.presenceLoop)
-	}
+	s.startPresence()
 	actx, cancel := context.WithCancel(ctx)
 	s.wg.Go(func() {
 		select {
@@ -346,38 +348,14 @@ func (s *Server) isStopped() bool {
 	}
 }
 
-// admit checks the limits for a new connection, under the lock so that
-// they hold exactly, and starts its goroutine or refuses it.
+// admit starts a connection the listener accepted, or refuses it.
 func (s *Server) admit(qc *quic.Conn) {
-	addrKey := qc.RemoteAddr().String()
-	if ua, ok := qc.RemoteAddr().(*net.UDPAddr); ok {
-		addrKey = ua.IP.String()
+	if c, _ := s.admitConn(quicConn{qc}); c != nil {
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+		}()
 	}
-	s.mu.Lock()
-	var code CloseCode
-	var reason string
-	switch {
-	case s.isStopped():
-		code, reason = CloseServerShutdown, "server shutting down"
-	case len(s.conns) >= s.cfg.maxConns:
-		code, reason = CloseServerFull, fmt.Sprintf("server full: %d connections", s.cfg.maxConns)
-	case s.perAddr[addrKey] >= s.cfg.maxConnsPerAddr:
-		code, reason = CloseTooManyConns, fmt.Sprintf("too many connections from your address (limit %d)", s.cfg.maxConnsPerAddr)
-	case s.handshakes >= s.cfg.maxHandshakes:
-		code, reason = CloseServerFull, "too many handshakes in progress"
-	}
-	if reason != "" {
-		s.mu.Unlock()
-		s.logRefusal(s.log, slog.LevelWarn, "garou: connection refused", "remote", qc.RemoteAddr().String(), "reason", reason)
-		s.wg.Go(func() { s.closeQUIC(qc, code, reason) })
-		return
-	}
-	c := newConn(s, qc, addrKey)
-	s.conns[c] = struct{}{}
-	s.perAddr[addrKey]++
-	s.handshakes++
-	s.mu.Unlock()
-	s.wg.Go(c.serve)
 }
 
 // closeQUIC closes qc with code. Connections are accepted before their
@@ -401,6 +379,14 @@ func (s *Server) queuePresence(r *room) {
 	s.presRooms = append(s.presRooms, r)
 	s.presMu.Unlock()
 	signal(s.presKick)
+}
+
+// startPresence starts the presence loop, once, for the first connection
+// or listener.
+func (s *Server) startPresence() {
+	if s.cfg.presenceInterval > 0 {
+		s.presenceOnce.Do(func() { s.wg.Go(s.presenceLoop) })
+	}
 }
 
 // presenceLoop tells the presence changes of every room that has some, one

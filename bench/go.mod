@@ -2,10 +2,15 @@ module github.com/garou-chat/garou/bench
 
 go 1.26.0
 
-replace github.com/garou-chat/garou => ..
+replace (
+	github.com/garou-chat/garou => ..
+	github.com/garou-chat/garou/wsgarou => ../wsgarou
+)
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/garou-chat/garou v0.0.0-00010101000000-000000000000
+	github.com/garou-chat/garou/wsgarou v0.0.0-00010101000000-000000000000
 	github.com/gorilla/websocket v1.5.3
 	github.com/quic-go/quic-go v0.65.0
 	golang.org/x/sys v0.47.0

@@ -10,13 +10,14 @@ import (
 	"os"
 
 	"github.com/garou-chat/garou/bench/internal/garouimpl"
+	"github.com/garou-chat/garou/bench/internal/garouws"
 	"github.com/garou-chat/garou/bench/internal/harness"
 	"github.com/garou-chat/garou/bench/internal/impl"
 	"github.com/garou-chat/garou/bench/internal/quicmin"
 	"github.com/garou-chat/garou/bench/internal/wstls"
 )
 
-var impls = []impl.Impl{quicmin.Impl, wstls.Impl, garouimpl.Impl, garouimpl.Bolt, garouimpl.Pebble}
+var impls = []impl.Impl{quicmin.Impl, wstls.Impl, garouimpl.Impl, garouimpl.Bolt, garouimpl.Pebble, garouws.Impl}
 
 func main() {
 	os.Exit(harness.Main(os.Args[1:], impls))

@@ -169,11 +169,12 @@ func TestLossySmoke(t *testing.T) {
 	cfg.Scenarios, cfg.LossyLoss = "lossy", "2"
 	cfg.LossyClients, cfg.LossyRooms, cfg.LossyRate, cfg.LossyDuration = 16, 4, 200, time.Second
 	cfg.Timeout = time.Minute
+	cfg.Impls += ",garou-ws" // the WebSocket path too
 	results, err := harness.Run(context.Background(), cfg, impls, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(strings.Split(cfg.Impls, ",")); len(results) != want { // the default implementations
+	if want := len(strings.Split(cfg.Impls, ",")); len(results) != want { // the implementations named
 		t.Fatalf("got %d results, want %d", len(results), want)
 	}
 	for _, r := range results {

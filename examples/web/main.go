@@ -1,0 +1,155 @@
+// Command web serves Garou to browsers: a chat page and the WebSocket it
+// talks to, next to the QUIC listener of the other clients.
+//
+//	go run -C examples/web . [-http 127.0.0.1:8080] [-quic 127.0.0.1:4433] [-data DIR]
+//
+// then open http://127.0.0.1:8080/?name=alice (and ?name=bob in another
+// tab). The page (static/index.html, static/chat.js) runs on garou.js, a
+// client of PROTOCOL.md over WebSocket in one ES module; it shows the
+// rooms, their members, who is typing and the connection's state, and
+// resumes every room after a lost connection. QUIC clients of the same
+// server share the rooms:
+//
+//	go run ./examples/client -name carol -addr 127.0.0.1:4433 -fingerprint FP
+//
+// With -data the server keeps its texts (a bolt file) and its keys in
+// DIR, and a restart loses nothing: the pages and the QUIC clients resume
+// every room where they were. Ctrl-C shuts it down gracefully. -origin
+// names other hosts whose pages may connect (the page's own host always
+// may).
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/boltstore"
+	"github.com/garou-chat/garou/wsgarou"
+)
+
+//go:embed static
+var static embed.FS
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = run(ctx, o, func(a addrs) {
+		fmt.Printf("garou web chat on http://%s/?name=alice (QUIC on %s, fingerprint %s)\n", a.HTTP, a.QUIC, a.Fingerprint)
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "web:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line.
+type options struct {
+	http, quic, dataDir string
+	origins             []string
+	log                 *slog.Logger
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("web", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.http, "http", "127.0.0.1:8080", "TCP address of the page and its WebSocket")
+	fs.StringVar(&o.quic, "quic", "127.0.0.1:4433", "UDP address of the QUIC listener")
+	fs.StringVar(&o.dataDir, "data", "", "directory keeping texts and keys across restarts (default: none, in memory)")
+	origin := fs.String("origin", "", "comma-separated hosts of other pages allowed to connect")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *origin != "" {
+		o.origins = strings.Split(*origin, ",")
+	}
+	return o, nil
+}
+
+// addrs are where run serves, once it does.
+type addrs struct {
+	HTTP, QUIC, Fingerprint string
+}
+
+// run serves until ctx ends, then shuts down gracefully. ready is called
+// once both listeners are bound.
+func run(ctx context.Context, o *options, ready func(addrs)) error {
+	logger := o.log
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opts := []garou.ServerOption{garou.WithLogger(logger), garou.WithShutdownTimeout(5 * time.Second)}
+	if o.dataDir != "" {
+		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+			return err
+		}
+		store, err := boltstore.Open(filepath.Join(o.dataDir, "history.db"))
+		if err != nil {
+			return err
+		}
+		defer store.Close() // once the server is done
+		opts = append(opts, garou.WithDataDir(o.dataDir), garou.WithHistoryStore(store))
+	}
+	srv, err := garou.NewServer(opts...)
+	if err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(ctx, "udp", o.quic)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	ln, err := lc.Listen(ctx, "tcp", o.http)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	files, _ := fs.Sub(static, "static")
+	mux := http.NewServeMux()
+	mux.Handle("/", http.FileServerFS(files))
+	mux.Handle("/garou", wsgarou.New(srv, &wsgarou.Options{OriginPatterns: o.origins}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, pc) }()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- hs.Serve(ln) }()
+	<-srv.Ready()
+	ready(addrs{HTTP: ln.Addr().String(), QUIC: pc.LocalAddr().String(), Fingerprint: srv.Fingerprint()})
+
+	<-ctx.Done()
+	// Serve shuts the server down gracefully (its WebSockets included)
+	// when ctx ends; then the page server stops.
+	err = <-served
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	if herr := <-httpDone; !errors.Is(herr, http.ErrServerClosed) && err == nil {
+		err = herr
+	}
+	return err
+}

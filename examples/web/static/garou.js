@@ -1,0 +1,288 @@
+// garou.js: a Garou chat client for browsers, over WebSocket (PROTOCOL.md,
+// section 1.1). One ES module, no dependencies, no build step.
+//
+//   import { Client } from "./garou.js";
+//   const c = new Client("wss://chat.example.com/garou", { name: "alice", rooms: ["lobby"] });
+//   c.addEventListener("text", (e) => show(e.detail));   // {room, seq, from, text, time}
+//   c.connect();
+//   await c.say("lobby", "hello");
+//
+// Events (CustomEvent, the frame or a summary in detail): "state"
+// ({state: "connecting" | "online" | "reconnecting" | "closed", ...}),
+// "welcome", "joined", "text", "direct", "presence", "typing", "gap",
+// "error" (unasked errors), "bye".
+//
+// Resume: the client keeps its session token, the server's run and each
+// room's last sequence number, and after a lost connection (or a close
+// code of the reconnect range, 0x100-0x1ff) it reconnects with backoff and
+// resumes each room after the last text it received: nothing is missed,
+// nothing is received twice. Texts sent with say() carry an idempotency
+// key and are sent again, with the same key, after a reconnect if their
+// ack had not come.
+
+// PROTOCOL is the WebSocket subprotocol: the ALPN "garou/4", with a dot
+// for the slash that subprotocols may not hold.
+export const PROTOCOL = "garou.4";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+/** encode returns one frame: a 4-byte big-endian length, then the JSON. */
+export function encode(obj) {
+  const body = enc.encode(JSON.stringify(obj));
+  const f = new Uint8Array(4 + body.length);
+  new DataView(f.buffer).setUint32(0, body.length);
+  f.set(body, 4);
+  return f;
+}
+
+/** A FrameReader splits the bytes of binary messages into frames. */
+export class FrameReader {
+  constructor() { this.buf = new Uint8Array(0); }
+  /** push adds bytes and returns the frames now complete, parsed. */
+  push(bytes) {
+    const b = new Uint8Array(this.buf.length + bytes.length);
+    b.set(this.buf);
+    b.set(bytes, this.buf.length);
+    const out = [];
+    let off = 0;
+    while (b.length - off >= 4) {
+      const n = new DataView(b.buffer, b.byteOffset + off).getUint32(0);
+      if (b.length - off - 4 < n) break;
+      out.push(JSON.parse(dec.decode(b.subarray(off + 4, off + 4 + n))));
+      off += 4 + n;
+    }
+    this.buf = b.slice(off);
+    return out;
+  }
+}
+
+/** GarouError is a refused request: code and text as the server sent them. */
+export class GarouError extends Error {
+  constructor(code, text) {
+    super(`${code}: ${text}`);
+    this.code = code;
+  }
+}
+
+export class Client extends EventTarget {
+  /**
+   * @param {string} url the server's WebSocket URL (ws: or wss:)
+   * @param {object} opts name (required), rooms (default ["lobby"]),
+   *   token, history (texts to replay on a first join, default 20),
+   *   reconnect (default true), keepAlive (ms of silence before a probe,
+   *   default 25000)
+   */
+  constructor(url, opts) {
+    super();
+    this.url = url;
+    this.name = opts.name;
+    this.token = opts.token;
+    this.history = opts.history ?? 20;
+    this.reconnect = opts.reconnect ?? true;
+    this.keepAlive = opts.keepAlive ?? 25000;
+    this.rooms = new Map(); // room -> {since: number|undefined}
+    for (const r of opts.rooms ?? ["lobby"]) this.rooms.set(r, {});
+    this.session = undefined;
+    this.server = undefined;
+    this.user = undefined;
+    this.state = "new";
+    this.ref = 0;
+    this.pending = new Map(); // ref -> {frame, resolve, reject}
+    this.keyPrefix = Math.random().toString(36).slice(2, 10);
+    this.keys = 0;
+    this.attempt = 0;
+    this.ws = null;
+    this.timer = null;
+  }
+
+  /** connect opens the connection, and keeps it open until close(). */
+  connect() {
+    if (this.state === "closed") return;
+    this._setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    const ws = new WebSocket(this.url, PROTOCOL);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    const reader = new FrameReader();
+    let bye = null;
+    ws.onopen = () => {
+      const rooms = [];
+      for (const [room, st] of this.rooms) {
+        const spec = { room };
+        const since = st.since ?? st.floor;
+        if (since !== undefined) spec.since = since;
+        else if (this.history > 0) spec.history = this.history;
+        rooms.push(spec);
+      }
+      const hello = { type: "hello", name: this.name, rooms };
+      if (this.token) hello.token = this.token;
+      if (this.session) { hello.session = this.session; hello.server = this.server; }
+      ws.send(encode(hello));
+      this._touch();
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      this._touch();
+      let frames;
+      try {
+        frames = reader.push(new Uint8Array(ev.data));
+      } catch (err) {
+        ws.close(1002, "bad frame");
+        return;
+      }
+      for (const f of frames) {
+        if (f.type === "bye") bye = f;
+        this._frame(f);
+      }
+      if (bye) ws.close(1000);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      clearTimeout(this.timer);
+      const close = bye ? (bye.close ?? 0) : (ev.code >= 4000 && ev.code < 5000 ? ev.code - 4000 : -1);
+      const again = this.reconnect && this.state !== "closed" &&
+        (close === -1 || (close >= 0x100 && close < 0x200));
+      if (!again) {
+        this._fail(new GarouError(bye?.code ?? "closed", bye?.text ?? ev.reason ?? "closed"));
+        this._setState("closed", { close, text: bye?.text ?? ev.reason });
+        return;
+      }
+      this.attempt++;
+      const delay = Math.min(5000, 100 * 2 ** Math.min(this.attempt, 6)) * (0.5 + Math.random() / 2);
+      this._setState("reconnecting", { close, text: bye?.text ?? ev.reason, delay });
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  /** close says bye and ends the client for good. */
+  close() {
+    const ws = this.ws;
+    this._setState("closed");
+    clearTimeout(this.timer);
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(encode({ type: "bye" }));
+    else if (ws) ws.close(1000);
+  }
+
+  /** say sends text to room; it resolves with the ack ({room, seq, id}). */
+  say(room, text) {
+    return this._request({ type: "text", room, text, key: `${this.keyPrefix}.${++this.keys}` });
+  }
+
+  /** direct sends text to the user called to. */
+  direct(to, text) {
+    return this._request({ type: "direct", to, text, key: `${this.keyPrefix}.${++this.keys}` });
+  }
+
+  /** join joins room, replaying its latest texts; resolves with the joined frame. */
+  join(room) {
+    return this._request({ type: "join", room, history: this.history }).then((f) => {
+      if (!this.rooms.has(room)) this.rooms.set(room, {});
+      return f;
+    });
+  }
+
+  /** leave leaves room. */
+  leave(room) {
+    this.rooms.delete(room);
+    return this._request({ type: "leave", room });
+  }
+
+  /** typing tells room's members this user is typing (send every 2 s or so). */
+  typing(room) {
+    if (this.state === "online") this.ws.send(encode({ type: "typing", room }));
+  }
+
+  /** members resolves with the first page of room's members. */
+  members(room) { return this._request({ type: "members", room }); }
+
+  _request(frame) {
+    return new Promise((resolve, reject) => {
+      frame.ref = ++this.ref;
+      this.pending.set(frame.ref, { frame, resolve, reject });
+      if (this.state === "online") this.ws.send(encode(frame));
+    });
+  }
+
+  _frame(f) {
+    switch (f.type) {
+      case "welcome":
+        this.user = f.user;
+        this.session = f.session;
+        this.server = f.server;
+        this.attempt = 0;
+        this._setState("online", { user: f.user });
+        this._emit("welcome", f);
+        // Requests unanswered, or made while offline: sent now (texts
+        // with their key, so that none is said twice).
+        for (const p of this.pending.values()) this.ws.send(encode(p.frame));
+        return;
+      case "joined": {
+        const st = this.rooms.get(f.room) ?? {};
+        this.rooms.set(f.room, st);
+        // A first join's replay is of texts up to last_seq: the room's
+        // position is its last text received, else last_seq.
+        st.floor = f.last_seq ?? 0;
+        st.presence = f.presence_seq ?? 0;
+        break;
+      }
+      case "text": {
+        const st = this.rooms.get(f.room);
+        if (st) {
+          if (st.since !== undefined && f.seq <= st.since) return; // seen
+          st.since = f.seq;
+        }
+        break;
+      }
+      case "gap": {
+        const st = this.rooms.get(f.room);
+        // A gap of unknown end (the server lost the room's past):
+        // continue from the joined's last_seq.
+        if (st) st.since = f.to_seq ? Math.max(st.since ?? 0, f.to_seq) : st.floor;
+        break;
+      }
+      case "presence": {
+        const st = this.rooms.get(f.room);
+        if (st && f.changes) {
+          const first = f.presence_seq - f.changes.length + 1;
+          f.changes = f.changes.filter((_, i) => first + i > (st.presence ?? 0));
+        }
+        if (st) st.presence = f.presence_seq;
+        break;
+      }
+    }
+    if (f.ref) {
+      const p = this.pending.get(f.ref);
+      if (p) {
+        this.pending.delete(f.ref);
+        if (f.type === "error") p.reject(new GarouError(f.code, f.text));
+        else p.resolve(f);
+        if (f.type !== "joined") return;
+      }
+    }
+    this._emit(f.type, f);
+  }
+
+  // _touch notes that the connection is alive, and arms the keep-alive:
+  // after keepAlive ms of silence, a request that changes nothing, whose
+  // reply (or the connection's end) says the server is still there.
+  _touch() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (this.state === "online") this.ws.send(encode({ type: "users", cursor: "~" }));
+    }, this.keepAlive);
+  }
+
+  _fail(err) {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  _setState(state, detail = {}) {
+    if (this.state === "closed" && state !== "closed") return;
+    this.state = state;
+    this._emit("state", { state, ...detail });
+  }
+
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+}
