@@ -917,6 +917,9 @@ func TestHostileFlooding(t *testing.T) {
 	var bye rawMsg
 	for len(acks) < burst || bye == nil {
 		rr := m.next()
+		if errors.Is(rr.err, io.EOF) && !rr.room && bye != nil {
+			continue // the control stream ended after the bye; the room's may still come
+		}
 		require.NoError(t, rr.err, "acks %v, refusals %v, bye %v", acks, refused, bye)
 		switch f := rr.f; f.typ() {
 		case "ack":
