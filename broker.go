@@ -349,7 +349,7 @@ func (s *Server) after(ctx context.Context, room string, from, upto uint64) ([]C
 // confusable letters have one key). A hello asks the other servers, with
 // a Take, whether its name is online there; two hellos of one name on two
 // servers at the same instant may both pass, and a message to that name
-// then reaches both.
+// then reaches both, unless the broker is also a NameHolder.
 type UserBroker interface {
 	Broker
 	// Attach makes the user whose name key is name reachable on this
@@ -382,6 +382,26 @@ type UserMessage struct {
 	// handle says so.
 	Take    bool
 	Session string
+}
+
+// A NameHolder is a UserBroker that holds each name online for one
+// session at a time across the servers of the service, atomically: of two
+// hellos of one name on two servers at the same instant, one holds it and
+// the other is refused as taken. A server whose Broker is a NameHolder
+// holds the name of each user it welcomes (after the Take, which ends the
+// connection a moved client left behind), and releases it when the
+// connection ends.
+type NameHolder interface {
+	UserBroker
+	// Hold holds the name key name for the session whose digest is
+	// session, until release is called; a server that stops without
+	// releasing it (a crash) loses it after the broker's own bound. A
+	// name already held for session, or for resumed (not empty: the
+	// digest of the session the client resumes, from another server),
+	// passes to this hold; held for another session, Hold returns
+	// ErrNameTaken. release is idempotent, and releases nothing that
+	// another hold has taken since.
+	Hold(ctx context.Context, name, session, resumed string) (release func(), err error)
 }
 
 // userBroker returns the server's broker if it reaches other servers'
@@ -424,10 +444,14 @@ const codeNameTaken ErrorCode = "name_taken"
 // "". A broker that fails to answer leaves the name to this server. Two
 // clients taking one name on two servers at the same instant may both get
 // it.
+//
+// With a NameHolder, the name is then held for c's session: of two hellos
+// of one name at the same instant, the one that does not hold it is
+// refused.
 func (s *Server) claim(c *conn, old *conn, session string) string {
 	ub := s.userBroker()
-	if ub == nil || old != nil {
-		return "" // a session resumed here is this server's already
+	if ub == nil {
+		return ""
 	}
 	ctx, cancel := context.WithTimeout(c.qc.Context(), 5*time.Second)
 	defer cancel()
@@ -435,15 +459,36 @@ func (s *Server) claim(c *conn, old *conn, session string) string {
 	if session != "" {
 		digest = sessionDigest(session)
 	}
-	err := ub.SendUser(ctx, c.key, UserMessage{Take: true, Session: digest})
-	e, ok := errors.AsType[*Error](err)
-	switch {
-	case err == nil, errors.Is(err, ErrNoSuchUser):
-		return ""
-	case ok && e.Code == codeNameTaken:
-		return fmt.Sprintf("the name %q is taken", c.user.Name)
+	if old == nil { // a session resumed here is this server's already
+		err := ub.SendUser(ctx, c.key, UserMessage{Take: true, Session: digest})
+		e, ok := errors.AsType[*Error](err)
+		switch {
+		case err == nil, errors.Is(err, ErrNoSuchUser):
+		case ok && e.Code == codeNameTaken:
+			return fmt.Sprintf("the name %q is taken", c.user.Name)
+		default:
+			s.log.Error("garou: broker name check failed", "user", c.user.Name, "err", err)
+		}
 	}
-	s.log.Error("garou: broker name check failed", "user", c.user.Name, "err", err)
+	nh, ok := ub.(NameHolder)
+	if !ok {
+		return ""
+	}
+	release, err := nh.Hold(ctx, c.key, sessionDigest(c.session), digest)
+	switch {
+	case errors.Is(err, ErrNameTaken):
+		return fmt.Sprintf("the name %q is taken", c.user.Name)
+	case err != nil:
+		// As a failed Take: the name is left to this server.
+		s.log.Error("garou: broker name hold failed", "user", c.user.Name, "err", err)
+		return ""
+	}
+	s.attachMu.Lock()
+	if s.held == nil {
+		s.held = make(map[*conn]func())
+	}
+	s.held[c] = release
+	s.attachMu.Unlock()
 	return ""
 }
 
@@ -458,9 +503,14 @@ func (s *Server) detach(c *conn) {
 	s.attachMu.Lock()
 	detach := s.attached[c]
 	delete(s.attached, c)
+	release := s.held[c]
+	delete(s.held, c)
 	s.attachMu.Unlock()
 	if detach != nil {
 		detach()
+	}
+	if release != nil {
+		release()
 	}
 }
 

@@ -52,6 +52,9 @@ var (
 	// ErrNoSuchRoom is returned by Server.Publish for a room with no
 	// members.
 	ErrNoSuchRoom = errors.New("garou: no such room")
+	// ErrNameTaken is returned by NameHolder.Hold for a name another
+	// session holds.
+	ErrNameTaken = errors.New("garou: name taken")
 )
 
 // ErrorCode is the machine-readable code of an "error" frame: the server

@@ -72,6 +72,7 @@ type Server struct {
 
 	attachMu sync.Mutex
 	attached map[*conn]func() // users reachable through a UserBroker
+	held     map[*conn]func() // names held through a NameHolder
 
 	mu         sync.Mutex
 	served     bool

@@ -77,6 +77,7 @@ type config struct {
 	duplicates time.Duration
 	timeout    time.Duration
 	check      time.Duration
+	nameTTL    time.Duration
 }
 
 func defaultConfig() config {
@@ -89,6 +90,7 @@ func defaultConfig() config {
 		duplicates: DefaultDuplicates,
 		timeout:    DefaultRequestTimeout,
 		check:      DefaultCheckInterval,
+		nameTTL:    DefaultNameTTL,
 	}
 }
 
@@ -108,6 +110,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("natsbroker: the request timeout must be positive, got %v", c.timeout)
 	case c.check <= 0:
 		return fmt.Errorf("natsbroker: the check interval must be positive, got %v", c.check)
+	case c.nameTTL < 100*time.Millisecond:
+		return fmt.Errorf("natsbroker: the name TTL must be at least 100ms, got %v", c.nameTTL)
 	}
 	return nil
 }
@@ -166,6 +170,10 @@ type Broker struct {
 	listeners map[*listener]struct{}
 	opens     map[string]int // listeners per room
 	users     map[string]*attached
+	holds     map[string]*hold // names held, by name key
+
+	names jetstream.KeyValue // the names held (names.go)
+	wg    sync.WaitGroup     // renewLoop
 
 	stop chan struct{}
 	once sync.Once
@@ -202,8 +210,11 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
-		opens: make(map[string]int), users: make(map[string]*attached)}
+		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold)}
 	if err := b.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.ensureNames(ctx); err != nil {
 		return nil, err
 	}
 	// A stream made anew (deleted, or lost from memory) has another
@@ -211,6 +222,8 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.str().CachedInfo().Created.UnixNano(), 36)
 	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	go b.checkLoop()
+	b.wg.Add(1)
+	go b.renewLoop()
 	return b, nil
 }
 
@@ -251,11 +264,15 @@ func streamGone(err error) bool {
 		errors.Is(err, nats.ErrNoResponders)
 }
 
-// Close stops the broker's checks and waits for them to end. It is
-// idempotent. The rooms still open stop hearing their texts.
+// Close stops the broker's checks and the renewal of the names it holds,
+// and waits for them to end. It is idempotent. The rooms still open stop
+// hearing their texts; the names still held are freed by the bucket's TTL
+// (the server releases its users' names as their connections end, before
+// its Close returns).
 func (b *Broker) Close() error {
 	b.once.Do(func() { close(b.stop) })
 	<-b.done
+	b.wg.Wait()
 	return nil
 }
 

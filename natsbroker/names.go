@@ -1,0 +1,169 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultNameTTL is how long a name stays held for a server that stops
+// renewing it (a crash).
+const DefaultNameTTL = 15 * time.Second
+
+// WithNameTTL sets how long a name stays held for a server that stops
+// renewing it (it crashed, or lost NATS): the names of the users of a
+// crashed server are free again that long after, except to the same
+// sessions, which take theirs along at once. The broker renews each name
+// it holds every third of it. Default DefaultNameTTL.
+func WithNameTTL(d time.Duration) Option { return func(c *config) { c.nameTTL = d } }
+
+var _ garou.NameHolder = (*Broker)(nil)
+
+// hold is a name this server holds: its key in the bucket, the session it
+// is held for, and the revision of the hold's last write.
+type hold struct {
+	key     string
+	session string
+	rev     uint64 // guarded by Broker.mu
+}
+
+// namesBucket is the KV bucket of the names held: the stream's name with
+// "_NAMES".
+func (b *Broker) namesBucket() string { return b.cfg.stream + "_NAMES" }
+
+// ensureNames creates the names' bucket, or updates its configuration.
+func (b *Broker) ensureNames(ctx context.Context) error {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:   b.namesBucket(),
+		History:  1,
+		TTL:      b.cfg.nameTTL,
+		Storage:  b.cfg.storage,
+		Replicas: b.cfg.replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbroker: bucket %s: %w", b.namesBucket(), err)
+	}
+	b.names = kv
+	return nil
+}
+
+// conflict reports whether err is a compare-and-set on the bucket that
+// lost: the key exists, or is at another revision.
+func conflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// Hold holds name in the bucket "<stream>_NAMES" for session, by a
+// create (a compare-and-set: of two servers creating one key at once, one
+// wins): the key's value is the session's digest. A key held for session
+// or resumed is taken over by an update at its revision. The broker
+// renews each hold every third of WithNameTTL, and the bucket forgets a
+// hold not renewed for that long.
+func (b *Broker) Hold(ctx context.Context, name, session, resumed string) (func(), error) {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	h := &hold{key: token(name), session: session}
+	val := []byte(session)
+	for {
+		rev, err := b.names.Create(ctx, h.key, val)
+		if err == nil {
+			return b.held(name, h, rev), nil
+		}
+		if !conflict(err) {
+			return nil, fmt.Errorf("natsbroker: hold %q: %w", name, err)
+		}
+		e, err := b.names.Get(ctx, h.key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("natsbroker: hold %q: %w", name, err)
+		}
+		if v := string(e.Value()); v != session && (resumed == "" || v != resumed) {
+			return nil, garou.ErrNameTaken
+		}
+		rev, err = b.names.Update(ctx, h.key, val, e.Revision())
+		if err == nil {
+			return b.held(name, h, rev), nil
+		}
+		if !conflict(err) {
+			return nil, fmt.Errorf("natsbroker: hold %q: %w", name, err)
+		}
+	}
+}
+
+// held records h, written at rev, as this server's hold of name, in
+// place of any earlier one, and returns its release.
+func (b *Broker) held(name string, h *hold, rev uint64) func() {
+	b.mu.Lock()
+	h.rev = rev
+	b.holds[name] = h
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			if b.holds[name] != h {
+				b.mu.Unlock()
+				return // taken over by a later hold
+			}
+			delete(b.holds, name)
+			rev := h.rev
+			b.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+			defer cancel()
+			// At its revision only: a hold taken over since is not ours.
+			_ = b.names.Delete(ctx, h.key, jetstream.LastRevision(rev))
+		})
+	}
+}
+
+// renewLoop writes each hold again every third of the names' TTL, until
+// Close. A hold another server took over (its revision moved) is dropped;
+// one whose renewal failed otherwise is tried again at the next turn.
+func (b *Broker) renewLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.nameTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		holds := make(map[string]*hold, len(b.holds))
+		for name, h := range b.holds {
+			holds[name] = h
+		}
+		b.mu.Unlock()
+		for name, h := range holds {
+			b.renew(name, h)
+		}
+	}
+}
+
+// renew writes h again, at its revision.
+func (b *Broker) renew(name string, h *hold) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+	defer cancel()
+	b.mu.Lock()
+	rev := h.rev
+	b.mu.Unlock()
+	rev, err := b.names.Update(ctx, h.key, []byte(h.session), rev)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err == nil:
+		h.rev = rev
+	case conflict(err) && b.holds[name] == h:
+		delete(b.holds, name) // another session holds it now
+	}
+}
