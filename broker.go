@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -23,9 +25,10 @@ import (
 // delivery to the members on every server, and resume on any server;
 // Publish from any server. A Broker that is also a UserBroker carries
 // direct messages and Kick to users on other servers, and keeps names
-// unique across them. Presence (Users, Members, joins and leaves) is not
-// shared yet: a room's member list and its presence frames are its members
-// on this server.
+// unique across them (atomically if it is a NameHolder). One that is a
+// PresenceBroker shares rooms' members, joins and leaves; otherwise a
+// room's member list and its presence frames are its members on this
+// server. Server.Users lists this server's users in either case.
 //
 // The server calls a Broker with no lock held and never while a room's
 // texts are being delivered. All methods may be called concurrently, for
@@ -113,17 +116,27 @@ func (s *Server) openRoom(ctx context.Context, name string) (*room, error) {
 	if heard > last {
 		r.fillGap(heard)
 	}
+	if pb := s.presenceBroker(); pb != nil {
+		if err := r.watchRoom(ctx, pb); err != nil {
+			r.closeRoom()
+			s.log.Error("garou: broker presence watch failed", "room", name, "err", err)
+			return nil, errHistory
+		}
+	}
 	return r, nil
 }
 
 // closeRoom stops r's live delivery from the broker, if open.
 func (r *room) closeRoom() {
 	r.mu.Lock()
-	stop := r.stopLive
-	r.stopLive, r.open = nil, false
+	stop, unwatch := r.stopLive, r.stopWatch
+	r.stopLive, r.stopWatch, r.open = nil, nil, false
 	r.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+	if unwatch != nil {
+		unwatch()
 	}
 }
 
@@ -593,4 +606,120 @@ func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMess
 		return ChatMessage{}, errHistory
 	}
 	return kept, nil
+}
+
+// A PresenceBroker is a Broker that also shares presence: the members of a
+// room on every server are its members on each (in Members, in the count
+// and first page of "joined", in "members" pages and in the counts of
+// presence frames), and their joins and leaves are told to the members on
+// every server. Each server numbers (presence_seq) the changes it tells
+// its members, its own and those it hears of, in one order with its
+// snapshots, so that a client skips exactly what its "joined" counted.
+//
+// A server whose Broker is a PresenceBroker enters each user that joins a
+// room here, and makes it leave with the leave's reason; and it watches
+// each room it has open.
+type PresenceBroker interface {
+	Broker
+	// Enter makes u a member of room on this server for the other
+	// servers, until leave is called, which tells them reason. A server
+	// that stops without leaving (a crash) has its members leave, with
+	// reason "lost", after the broker's own bound.
+	Enter(ctx context.Context, room string, u User) (leave func(reason string), err error)
+	// Watch calls change with the members of room on other servers (as
+	// joins) before it returns, then with each of their joins and leaves,
+	// one call at a time, until stop is called. A join of a user already
+	// told, or a leave of one not told, is ignored by the server.
+	Watch(ctx context.Context, room string, change func(PresenceChange)) (stop func(), err error)
+}
+
+// A PresenceChange is a join or leave of a room on another server.
+type PresenceChange struct {
+	Leave  bool
+	User   User
+	Reason string // a leave's
+}
+
+// presenceBroker returns the server's broker if it shares presence.
+func (s *Server) presenceBroker() PresenceBroker {
+	pb, _ := s.cfg.broker.(PresenceBroker)
+	return pb
+}
+
+// An entry is a member's presence entered on the broker.
+type entry struct {
+	done  chan struct{} // closed once entered, or failed to
+	leave func(string)
+}
+
+// enter enters u into room on the broker, once no lock is held.
+func (s *Server) enter(pb PresenceBroker, e *entry, room string, u User) {
+	defer close(e.done)
+	ctx, cancel := context.WithTimeout(s.runCtx, 5*time.Second)
+	defer cancel()
+	leave, err := pb.Enter(ctx, room, u)
+	if err != nil {
+		s.log.Error("garou: broker presence enter failed", "room", room, "user", u.Name, "err", err)
+		return
+	}
+	e.leave = leave
+}
+
+// exit makes e's member leave on the broker, once entered.
+func (e *entry) exit(reason string) {
+	<-e.done
+	if e.leave != nil {
+		e.leave(reason)
+	}
+}
+
+// watchRoom starts hearing r's presence on other servers.
+func (r *room) watchRoom(ctx context.Context, pb PresenceBroker) error {
+	stop, err := pb.Watch(ctx, r.name, r.remoteChange)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.stopWatch = stop
+	r.mu.Unlock()
+	return nil
+}
+
+// remoteChange tells the members a join or leave on another server.
+func (r *room) remoteChange(ch PresenceChange) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := ch.User.ID
+	if _, local := r.byUser[id]; local {
+		return // its session moved here, or has yet to leave there
+	}
+	_, known := r.remote[id]
+	switch {
+	case ch.Leave && !known, !ch.Leave && known:
+		return
+	case ch.Leave:
+		delete(r.remote, id)
+	default:
+		if r.remote == nil {
+			r.remote = make(map[string]User)
+		}
+		r.remote[id] = ch.User
+	}
+	r.notePresenceLocked(presenceChange{leave: ch.Leave, user: ch.User, reason: ch.Reason}, nil)
+}
+
+// allLocked returns the members on every server, sorted by ID. r.mu is
+// held.
+func (r *room) allLocked() []User {
+	users := make([]User, 0, len(r.members)+len(r.remote))
+	for _, m := range r.members {
+		users = append(users, m.user)
+	}
+	for id, u := range r.remote {
+		if _, local := r.byUser[id]; !local {
+			users = append(users, u)
+		}
+	}
+	slices.SortFunc(users, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
+	return users
 }

@@ -51,6 +51,12 @@ type room struct {
 	open     bool   // opened on the broker, and not yet stopped
 	heard    uint64 // the highest Seq the broker told of
 	filling  bool   // a goroutine reads what the room misses
+
+	// With a PresenceBroker: the members on other servers, by user ID,
+	// the stop of their watch, and the entries of the members here.
+	remote    map[string]User
+	stopWatch func()
+	entered   map[string]*entry
 }
 
 // presenceChange is a join or a leave not yet told.
@@ -256,6 +262,15 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 		r = newRoom(s, spec.Room, max(s.seqFloor, kept))
 		s.rooms[spec.Room] = r
 	}
+	// A new member's presence is entered on a PresenceBroker once the
+	// room's lock is released (deferred before its release, so run after).
+	var e *entry
+	pb := s.presenceBroker()
+	defer func() {
+		if e != nil {
+			s.enter(pb, e, r.name, c.user)
+		}
+	}()
 	r.mu.Lock()
 	s.roomsMu.Unlock()
 	defer r.mu.Unlock()
@@ -277,10 +292,19 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	}
 	l := c.addRoom(r)
 	r.addLocked(c, l)
-	if old == nil {
+	_, moved := r.remote[c.user.ID] // its session left another server
+	delete(r.remote, c.user.ID)
+	if old == nil && !moved {
 		// Numbered before the joined reply, whose snapshot includes it:
 		// c is never told of its own join.
 		r.notePresenceLocked(presenceChange{user: c.user}, c)
+	}
+	if old == nil && pb != nil { // a resumed session's entry stays
+		e = &entry{done: make(chan struct{})}
+		if r.entered == nil {
+			r.entered = make(map[string]*entry)
+		}
+		r.entered[c.user.ID] = e
 	}
 	l.enqueue(r.joinedLocked(c, ref))
 	return r.replayLocked(c, spec, ref), nil
@@ -294,17 +318,22 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 func (r *room) joinedLocked(c *conn, ref uint64) []byte {
 	var page []User
 	var next string
-	if len(r.members) <= r.s.cfg.presenceLimit {
+	if r.countLocked() <= r.s.cfg.presenceLimit {
 		page, next = r.pageLocked("")
 	}
-	return c.encodePage(joinedFrame(ref, r.name, page, next, len(r.members), r.seq, r.pseq))
+	return c.encodePage(joinedFrame(ref, r.name, page, next, r.countLocked(), r.seq, r.pseq))
 }
 
 func (r *room) users() []User {
 	r.mu.Lock()
-	users := make([]User, len(r.members))
-	for i, m := range r.members {
-		users[i] = m.user
+	var users []User
+	if len(r.remote) != 0 {
+		users = r.allLocked()
+	} else {
+		users = make([]User, len(r.members))
+		for i, m := range r.members {
+			users[i] = m.user
+		}
 	}
 	r.mu.Unlock()
 	sortUsers(users)
@@ -318,10 +347,27 @@ func (r *room) page(cursor string) (page []User, next string, total int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	page, next = r.pageLocked(cursor)
-	return page, next, len(r.members)
+	return page, next, r.countLocked()
+}
+
+// countLocked is the number of the room's members, on every server.
+func (r *room) countLocked() int {
+	if len(r.remote) == 0 {
+		return len(r.members)
+	}
+	n := len(r.members)
+	for id := range r.remote {
+		if _, local := r.byUser[id]; !local {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *room) pageLocked(cursor string) ([]User, string) {
+	if len(r.remote) != 0 {
+		return pageOf(r.allLocked(), cursor)
+	}
 	i := 0
 	if cursor != "" {
 		i, _ = slices.BinarySearchFunc(r.members, cursor, byID)
@@ -342,6 +388,24 @@ func (r *room) pageLocked(cursor string) ([]User, string) {
 }
 
 func byID(m *conn, id string) int { return strings.Compare(m.user.ID, id) }
+
+// pageOf is pageLocked over users sorted by ID.
+func pageOf(users []User, cursor string) ([]User, string) {
+	i := 0
+	if cursor != "" {
+		i, _ = slices.BinarySearchFunc(users, cursor, func(u User, id string) int { return strings.Compare(u.ID, id) })
+		if i < len(users) && users[i].ID == cursor {
+			i++
+		}
+	}
+	end := min(i+PageSize, len(users))
+	page := slices.Clone(users[i:end])
+	var next string
+	if end < len(users) {
+		next = page[len(page)-1].ID
+	}
+	return page, next
+}
 
 func (r *room) isMemberLocked(c *conn) bool { return r.byUser[c.user.ID] == c }
 
@@ -413,7 +477,7 @@ func (r *room) announceJoinLocked(c *conn) {
 // countOnlyLocked reports whether the next presence frame carries the
 // count alone: the room, or the changes gathered, pass the presence limit.
 func (r *room) countOnlyLocked() bool {
-	return len(r.members) > r.s.cfg.presenceLimit || r.npending > r.s.cfg.presenceLimit
+	return r.countLocked() > r.s.cfg.presenceLimit || r.npending > r.s.cfg.presenceLimit
 }
 
 // A room's presence frames go out at most every interval times its
@@ -432,7 +496,7 @@ const (
 // it costs O(presenceSpread) packets per interval, whatever its size. A
 // crowd's joins then arrive in fewer, larger frames, or as a count.
 func (r *room) presenceDueLocked(now time.Time) bool {
-	times := min(max(len(r.members)/presenceSpread, 1), maxPresenceEvery)
+	times := min(max(r.countLocked()/presenceSpread, 1), maxPresenceEvery)
 	return now.Sub(r.told) >= time.Duration(times)*r.s.cfg.presenceInterval
 }
 
@@ -449,7 +513,7 @@ func (r *room) flushPresenceLocked(skip *conn) {
 	now := r.told.UTC()
 	var counts, full []byte
 	if !r.countOnlyLocked() {
-		full = mustEncode(presenceFrame(r.name, r.pseq, len(r.members), r.pending, now))
+		full = mustEncode(presenceFrame(r.name, r.pseq, r.countLocked(), r.pending, now))
 	}
 	for i, m := range r.members {
 		if m == skip {
@@ -458,7 +522,7 @@ func (r *room) flushPresenceLocked(skip *conn) {
 		f := full
 		if f == nil || len(f)-frameHeaderLen > m.maxSize {
 			if counts == nil {
-				counts = mustEncode(presenceFrame(r.name, r.pseq, len(r.members), nil, now))
+				counts = mustEncode(presenceFrame(r.name, r.pseq, r.countLocked(), nil, now))
 			}
 			f = counts
 		}
@@ -476,11 +540,17 @@ func (r *room) flushPresenceLocked(skip *conn) {
 func (s *Server) leave(c *conn, r *room, reason string) bool {
 	r.mu.Lock()
 	was := r.removeLocked(c)
+	var e *entry
 	if was {
 		r.notePresenceLocked(presenceChange{leave: true, user: c.user, reason: reason}, nil)
+		e = r.entered[c.user.ID]
+		delete(r.entered, c.user.ID)
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()
+	if e != nil {
+		e.exit(reason)
+	}
 	c.dropRoom(r.name)
 	if empty {
 		s.removeIfEmpty(r)

@@ -147,6 +147,7 @@ func (b *Broker) renewLoop() {
 		for name, h := range holds {
 			b.renew(name, h)
 		}
+		b.renewEntries()
 	}
 }
 

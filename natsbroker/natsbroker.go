@@ -172,8 +172,11 @@ type Broker struct {
 	users     map[string]*attached
 	holds     map[string]*hold // names held, by name key
 
-	names jetstream.KeyValue // the names held (names.go)
-	wg    sync.WaitGroup     // renewLoop
+	names    jetstream.KeyValue // the names held (names.go)
+	presence jetstream.KeyValue // the members of rooms (presence.go)
+	id       string             // this broker's, in its presence entries
+	entered  map[*enteredMember]struct{}
+	wg       sync.WaitGroup // renewLoop
 
 	stop chan struct{}
 	once sync.Once
@@ -210,11 +213,15 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
-		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold)}
+		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold),
+		entered: make(map[*enteredMember]struct{})}
 	if err := b.ensureStream(ctx); err != nil {
 		return nil, err
 	}
 	if err := b.ensureNames(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.ensurePresence(ctx); err != nil {
 		return nil, err
 	}
 	// A stream made anew (deleted, or lost from memory) has another

@@ -1,0 +1,216 @@
+package natsbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/garou-chat/garou"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var _ garou.PresenceBroker = (*Broker)(nil)
+
+// wirePresence is a member's entry in the presence bucket; Left is set by
+// the leave, just before the entry is deleted, to carry its reason.
+type wirePresence struct {
+	ID       string          `json:"id"`
+	Name     string          `json:"name"`
+	JoinedAt time.Time       `json:"joined_at"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	Left     bool            `json:"left,omitempty"`
+	Reason   string          `json:"reason,omitempty"`
+}
+
+// An entered member: its key in the bucket and its value, renewed with
+// the holds.
+type enteredMember struct {
+	key string
+	val []byte
+
+	mu   sync.Mutex // held across its writes, so none follows the leave's
+	gone bool
+}
+
+// presenceBucket is the KV bucket of the members of every room on every
+// server: the stream's name with "_PRESENCE".
+func (b *Broker) presenceBucket() string { return b.cfg.stream + "_PRESENCE" }
+
+// ensurePresence creates the presence bucket, or updates its
+// configuration. An entry not renewed for the TTL expires with a delete
+// marker, which the other servers' watches see as a leave.
+func (b *Broker) ensurePresence(ctx context.Context) error {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         b.presenceBucket(),
+		History:        1,
+		TTL:            b.cfg.nameTTL,
+		LimitMarkerTTL: max(b.cfg.nameTTL, time.Second), // NATS's least
+		Storage:        b.cfg.storage,
+		Replicas:       b.cfg.replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbroker: bucket %s: %w", b.presenceBucket(), err)
+	}
+	b.presence = kv
+	var id [12]byte
+	_, _ = rand.Read(id[:])
+	b.id = fmt.Sprintf("%x", id)
+	return nil
+}
+
+// Enter puts u's entry "<room>.<server>.<user ID>" (each encoded as one
+// token) in the presence bucket; the broker renews it with the names it
+// holds.
+func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(string), error) {
+	w := wirePresence{ID: u.ID, Name: u.Name, JoinedAt: u.JoinedAt}
+	if u.Data != nil {
+		data, err := json.Marshal(u.Data)
+		if err == nil {
+			w.Data = data
+		}
+	}
+	val, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
+	}
+	e := &enteredMember{key: token(room) + "." + b.id + "." + token(u.ID), val: val}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	if _, err := b.presence.Put(ctx, e.key, val); err != nil {
+		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
+	}
+	b.mu.Lock()
+	b.entered[e] = struct{}{}
+	b.mu.Unlock()
+	var once sync.Once
+	return func(reason string) {
+		once.Do(func() {
+			b.mu.Lock()
+			delete(b.entered, e)
+			b.mu.Unlock()
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.gone = true
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+			defer cancel()
+			w.Left, w.Reason = true, reason
+			if left, err := json.Marshal(w); err == nil {
+				_, _ = b.presence.Put(ctx, e.key, left)
+			}
+			_ = b.presence.Delete(ctx, e.key)
+		})
+	}, nil
+}
+
+// Watch watches "<room>.>" in the presence bucket: the entries of other
+// servers are members; a put with Left, a delete or an expiry, a leave
+// (the latter two with reason "lost" when no Left was seen).
+func (b *Broker) Watch(ctx context.Context, room string, change func(garou.PresenceChange)) (func(), error) {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	w, err := b.presence.Watch(context.Background(), token(room)+".>")
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: watch %q: %w", room, err)
+	}
+	own := "." + b.id + "."
+	known := make(map[string]garou.User) // by key
+	apply := func(e jetstream.KeyValueEntry) {
+		if strings.Contains(e.Key(), own) {
+			return
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			if u, ok := known[e.Key()]; ok {
+				delete(known, e.Key())
+				change(garou.PresenceChange{Leave: true, User: u, Reason: "lost"})
+			}
+			return
+		}
+		var p wirePresence
+		if json.Unmarshal(e.Value(), &p) != nil {
+			return
+		}
+		u := garou.User{ID: p.ID, Name: p.Name, JoinedAt: p.JoinedAt}
+		if len(p.Data) != 0 {
+			var data any
+			if json.Unmarshal(p.Data, &data) == nil {
+				u.Data = data
+			}
+		}
+		_, ok := known[e.Key()]
+		switch {
+		case p.Left && ok:
+			delete(known, e.Key())
+			change(garou.PresenceChange{Leave: true, User: u, Reason: p.Reason})
+		case !p.Left && !ok:
+			known[e.Key()] = u
+			change(garou.PresenceChange{User: u})
+		}
+	}
+	// The entries there now, before Watch returns: up to the nil that
+	// ends them.
+	for initial := true; initial; {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				initial = false
+				continue
+			}
+			apply(e)
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, fmt.Errorf("natsbroker: watch %q: %w", room, ctx.Err())
+		}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					<-stopped
+					return
+				}
+				if e != nil {
+					apply(e)
+				}
+			case <-stopped:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stopped)
+			_ = w.Stop()
+			<-done
+		})
+	}, nil
+}
+
+// renewEntries writes every entered member's entry again.
+func (b *Broker) renewEntries() {
+	b.mu.Lock()
+	entries := make([]*enteredMember, 0, len(b.entered))
+	for e := range b.entered {
+		entries = append(entries, e)
+	}
+	b.mu.Unlock()
+	for _, e := range entries {
+		e.mu.Lock()
+		if !e.gone {
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+			_, _ = b.presence.Put(ctx, e.key, e.val)
+			cancel()
+		}
+		e.mu.Unlock()
+	}
+}
