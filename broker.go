@@ -118,9 +118,8 @@ func (s *Server) openRoom(ctx context.Context, name string) (*room, error) {
 	}
 	if pb := s.presenceBroker(); pb != nil {
 		if err := r.watchRoom(ctx, pb); err != nil {
-			r.closeRoom()
+			// The room still works, its presence this server's own.
 			s.log.Error("garou: broker presence watch failed", "room", name, "err", err)
-			return nil, errHistory
 		}
 	}
 	return r, nil

@@ -24,6 +24,11 @@ func WithNameTTL(d time.Duration) Option { return func(c *config) { c.nameTTL = 
 
 var _ garou.NameHolder = (*Broker)(nil)
 
+// releaseTimeout bounds the writes that release a name or a member's
+// entry: they are a courtesy (the TTL frees both), and a server closing
+// while NATS goes away must not wait the whole request timeout for each.
+const releaseTimeout = time.Second
+
 // hold is a name this server holds: its key in the bucket, the session it
 // is held for, and the revision of the hold's last write.
 type hold struct {
@@ -50,8 +55,25 @@ func (b *Broker) ensureNames(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natsbroker: bucket %s: %w", b.namesBucket(), err)
 	}
+	b.smu.Lock()
 	b.names = kv
+	b.smu.Unlock()
 	return nil
+}
+
+func (b *Broker) namesKV() jetstream.KeyValue {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.names
+}
+
+// remake makes a bucket anew with ensure, after NATS lost it (a memory
+// bucket after a restart, one deleted); a failure is left to the next
+// renewal.
+func (b *Broker) remake(ensure func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+	defer cancel()
+	_ = ensure(ctx)
 }
 
 // conflict reports whether err is a compare-and-set on the bucket that
@@ -72,14 +94,14 @@ func (b *Broker) Hold(ctx context.Context, name, session, resumed string) (func(
 	h := &hold{key: token(name), session: session}
 	val := []byte(session)
 	for {
-		rev, err := b.names.Create(ctx, h.key, val)
+		rev, err := b.namesKV().Create(ctx, h.key, val)
 		if err == nil {
 			return b.held(name, h, rev), nil
 		}
 		if !conflict(err) {
 			return nil, fmt.Errorf("natsbroker: hold %q: %w", name, err)
 		}
-		e, err := b.names.Get(ctx, h.key)
+		e, err := b.namesKV().Get(ctx, h.key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // released meanwhile
 		}
@@ -89,7 +111,7 @@ func (b *Broker) Hold(ctx context.Context, name, session, resumed string) (func(
 		if v := string(e.Value()); v != session && (resumed == "" || v != resumed) {
 			return nil, garou.ErrNameTaken
 		}
-		rev, err = b.names.Update(ctx, h.key, val, e.Revision())
+		rev, err = b.namesKV().Update(ctx, h.key, val, e.Revision())
 		if err == nil {
 			return b.held(name, h, rev), nil
 		}
@@ -117,17 +139,23 @@ func (b *Broker) held(name string, h *hold, rev uint64) func() {
 			delete(b.holds, name)
 			rev := h.rev
 			b.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+			if !b.nc.IsConnected() {
+				return // not to wait on NATS: the hold expires
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
 			defer cancel()
 			// At its revision only: a hold taken over since is not ours.
-			_ = b.names.Delete(ctx, h.key, jetstream.LastRevision(rev))
+			_ = b.namesKV().Delete(ctx, h.key, jetstream.LastRevision(rev))
 		})
 	}
 }
 
-// renewLoop writes each hold again every third of the names' TTL, until
-// Close. A hold another server took over (its revision moved) is dropped;
-// one whose renewal failed otherwise is tried again at the next turn.
+// renewLoop writes each hold, and each member's entry, again every third
+// of the TTL, until Close. A hold another server took over, or that
+// expired (its revision moved: NATS was out of reach longer than the
+// TTL), is dropped; one lost with its bucket is held again, the bucket
+// made anew; one whose renewal failed otherwise is tried again at the
+// next turn.
 func (b *Broker) renewLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.nameTTL / 3)
@@ -144,6 +172,9 @@ func (b *Broker) renewLoop() {
 			holds[name] = h
 		}
 		b.mu.Unlock()
+		if !b.nc.IsConnected() {
+			continue // the next turn, once connected
+		}
 		for name, h := range holds {
 			b.renew(name, h)
 		}
@@ -158,7 +189,7 @@ func (b *Broker) renew(name string, h *hold) {
 	b.mu.Lock()
 	rev := h.rev
 	b.mu.Unlock()
-	rev, err := b.names.Update(ctx, h.key, []byte(h.session), rev)
+	rev, err := b.namesKV().Update(ctx, h.key, []byte(h.session), rev)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -166,5 +197,10 @@ func (b *Broker) renew(name string, h *hold) {
 		h.rev = rev
 	case conflict(err) && b.holds[name] == h:
 		delete(b.holds, name) // another session holds it now
+	case streamGone(err) && b.holds[name] == h:
+		b.mu.Unlock()
+		b.remake(b.ensureNames)
+		b.mu.Lock()
+		h.rev = 0 // held again at the next renewal, if still free
 	}
 }

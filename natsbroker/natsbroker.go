@@ -25,6 +25,7 @@ package natsbroker
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -172,8 +173,8 @@ type Broker struct {
 	users     map[string]*attached
 	holds     map[string]*hold // names held, by name key
 
-	names    jetstream.KeyValue // the names held (names.go)
-	presence jetstream.KeyValue // the members of rooms (presence.go)
+	names    jetstream.KeyValue // the names held (names.go); guarded by smu
+	presence jetstream.KeyValue // the members of rooms (presence.go); guarded by smu
 	id       string             // this broker's, in its presence entries
 	entered  map[*enteredMember]struct{}
 	wg       sync.WaitGroup // renewLoop
@@ -224,6 +225,9 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err := b.ensurePresence(ctx); err != nil {
 		return nil, err
 	}
+	var id [12]byte
+	_, _ = rand.Read(id[:])
+	b.id = hex.EncodeToString(id[:])
 	// A stream made anew (deleted, or lost from memory) has another
 	// creation time: its numbering is another.
 	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.str().CachedInfo().Created.UnixNano(), 36)

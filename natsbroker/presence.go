@@ -2,7 +2,6 @@ package natsbroker
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -57,11 +56,16 @@ func (b *Broker) ensurePresence(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natsbroker: bucket %s: %w", b.presenceBucket(), err)
 	}
+	b.smu.Lock()
 	b.presence = kv
-	var id [12]byte
-	_, _ = rand.Read(id[:])
-	b.id = fmt.Sprintf("%x", id)
+	b.smu.Unlock()
 	return nil
+}
+
+func (b *Broker) presenceKV() jetstream.KeyValue {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.presence
 }
 
 // Enter puts u's entry "<room>.<server>.<user ID>" (each encoded as one
@@ -82,7 +86,7 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 	e := &enteredMember{key: token(room) + "." + b.id + "." + token(u.ID), val: val}
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
-	if _, err := b.presence.Put(ctx, e.key, val); err != nil {
+	if _, err := b.presenceKV().Put(ctx, e.key, val); err != nil {
 		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
 	}
 	b.mu.Lock()
@@ -97,13 +101,16 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			e.gone = true
-			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+			if !b.nc.IsConnected() {
+				return // not to wait on NATS: the entry expires
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
 			defer cancel()
 			w.Left, w.Reason = true, reason
 			if left, err := json.Marshal(w); err == nil {
-				_, _ = b.presence.Put(ctx, e.key, left)
+				_, _ = b.presenceKV().Put(ctx, e.key, left)
 			}
-			_ = b.presence.Delete(ctx, e.key)
+			_ = b.presenceKV().Delete(ctx, e.key)
 		})
 	}, nil
 }
@@ -111,10 +118,13 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 // Watch watches "<room>.>" in the presence bucket: the entries of other
 // servers are members; a put with Left, a delete or an expiry, a leave
 // (the latter two with reason "lost" when no Left was seen).
+// While NATS is unreachable, stop returns at once and the watch ends in
+// the background (NATS's client asks the server to drop it, up to its
+// own 5 s), not waited for by Close.
 func (b *Broker) Watch(ctx context.Context, room string, change func(garou.PresenceChange)) (func(), error) {
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
-	w, err := b.presence.Watch(context.Background(), token(room)+".>")
+	w, err := b.presenceKV().Watch(context.Background(), token(room)+".>")
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: watch %q: %w", room, err)
 	}
@@ -167,31 +177,47 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 			return nil, fmt.Errorf("natsbroker: watch %q: %w", room, ctx.Err())
 		}
 	}
+	// Once stopped, no change is told (mu and stopped); the updates
+	// are read until the watch has ended (halted), so that NATS's side
+	// of it never waits on a full channel.
+	var mu sync.Mutex
+	stopped := false
+	halted := make(chan struct{})
 	done := make(chan struct{})
-	stopped := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					<-stopped
-					return
-				}
-				if e != nil {
+			case e := <-w.Updates():
+				mu.Lock()
+				if e != nil && !stopped {
 					apply(e)
 				}
-			case <-stopped:
+				mu.Unlock()
+			case <-halted:
 				return
 			}
 		}
 	}()
+	halt := func() {
+		_ = w.Stop()
+		close(halted)
+		<-done
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			close(stopped)
-			_ = w.Stop()
-			<-done
+			mu.Lock()
+			stopped = true
+			mu.Unlock()
+			if b.nc.IsConnected() {
+				halt()
+				return
+			}
+			// Ending the watch asks NATS: not to wait for it, it ends
+			// in the background, within the request timeout or when
+			// the connection reconnects or closes.
+			go halt()
 		})
 	}, nil
 }
@@ -206,10 +232,13 @@ func (b *Broker) renewEntries() {
 	b.mu.Unlock()
 	for _, e := range entries {
 		e.mu.Lock()
-		if !e.gone {
+		if !e.gone && b.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
-			_, _ = b.presence.Put(ctx, e.key, e.val)
+			_, err := b.presenceKV().Put(ctx, e.key, e.val)
 			cancel()
+			if streamGone(err) {
+				b.remake(b.ensurePresence)
+			}
 		}
 		e.mu.Unlock()
 	}
