@@ -41,6 +41,19 @@ type HistoryStore interface {
 	Forget(ctx context.Context, room string) error
 }
 
+// An AppendStarter is a HistoryStore that takes a room's next text before
+// the previous one is on disk, so that the texts of one room share a
+// group commit instead of waiting for one each. StartAppend queues m and
+// returns at once; wait returns nil once m is kept, or the error that
+// kept it from being kept. The texts of a room are kept in the order
+// StartAppend queued them, with Append's rules (a Seq that went back
+// replaces the texts from it on). The server calls StartAppend with the
+// room's order held, and wait without.
+type AppendStarter interface {
+	HistoryStore
+	StartAppend(ctx context.Context, room string, m ChatMessage) (wait func() error)
+}
+
 // NewMemoryHistory returns a HistoryStore (a SeqKeeper) that keeps the last size texts of
 // each room in memory, in a ring per room. A size of 0 keeps nothing.
 func NewMemoryHistory(size int) HistoryStore {

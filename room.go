@@ -32,6 +32,15 @@ type room struct {
 	seq     uint64
 	deleted bool
 
+	// With an AppendStarter, texts are handed to the store in order with
+	// r.order held and delivered in the same order once kept: next is the
+	// Seq of the last handed over (r.mu), tail is closed once it has been
+	// delivered or has failed (r.order), and gen counts the failures
+	// (r.mu): a text handed over before a failure is not delivered.
+	next uint64
+	tail chan struct{}
+	gen  uint64
+
 	// Presence: every join and leave is numbered (pseq) and gathered in
 	// pending until the server's presence loop tells the members in one
 	// frame (see flushPresenceLocked). Only the first presenceLimit+1
@@ -68,7 +77,7 @@ type presenceChange struct {
 
 func newRoom(s *Server, name string, seq uint64) *room {
 	return &room{s: s, name: name, order: make(chan struct{}, 1), byUser: make(map[string]*conn),
-		lanes: make(map[*conn]*lane), seq: seq}
+		lanes: make(map[*conn]*lane), seq: seq, next: seq}
 }
 
 // lockOrder waits for the room's order, or for ctx to end.
@@ -82,6 +91,14 @@ func (r *room) lockOrder(ctx context.Context) error {
 }
 
 func (r *room) unlockOrder() { <-r.order }
+
+// settle waits until the texts handed to the store are delivered or have
+// failed. r.order is held, so no more are handed over meanwhile.
+func (r *room) settle() {
+	if r.tail != nil {
+		<-r.tail
+	}
+}
 
 // broadcastLocked puts one encoded frame on every member's queue except
 // skip, or behind the replay of a member that has one streaming. r.mu is
@@ -121,6 +138,9 @@ func (r *room) deliverLocked(i int, frame []byte) {
 // is called with no room lock held: a slow store delays only the texts of
 // this room.
 func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey, key string) (ChatMessage, error) {
+	if st, ok := r.s.cfg.history.(AppendStarter); ok && r.s.cfg.broker == nil {
+		return r.publishPipelined(ctx, st, c, from, text, senderKey)
+	}
 	if err := r.lockOrder(ctx); err != nil {
 		return ChatMessage{}, err
 	}
@@ -172,6 +192,94 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey
 	}
 	r.mu.Lock()
 	// Kept, so sequenced: delivered even if c was replaced meanwhile.
+	r.seq = seq
+	r.s.stats.texts.Add(1)
+	r.s.stats.deliveries.Add(uint64(len(r.members)))
+	if c != nil {
+		r.announceJoinLocked(c) // its join before its text
+	}
+	r.broadcastLocked(frame, nil)
+	r.mu.Unlock()
+	return msg, nil
+}
+
+// publishPipelined is publish with a store that takes a room's next text
+// before the previous one is kept: the text is sequenced and handed to
+// the store with r.order held, then r.order is released and the text
+// delivered, in sequence order, once kept. A failure fails the texts
+// handed over after it too (they are not delivered, and the store
+// replaces them with the next text numbered after the last delivered), so
+// the numbering delivered has no hole.
+func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, from *User, text, senderKey string) (ChatMessage, error) {
+	if err := r.lockOrder(ctx); err != nil {
+		return ChatMessage{}, err
+	}
+	locked := true
+	defer func() {
+		if locked {
+			r.unlockOrder()
+		}
+	}()
+	r.mu.Lock()
+	if c != nil {
+		if !r.isMemberLocked(c) {
+			r.mu.Unlock()
+			return ChatMessage{}, notInRoom(r.name)
+		}
+	} else if r.deleted {
+		r.mu.Unlock()
+		return ChatMessage{}, ErrNoSuchRoom
+	}
+	seq, gen := r.next+1, r.gen
+	r.mu.Unlock()
+	if r.s.draining.Load() {
+		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
+	}
+	msg := ChatMessage{
+		Type: TypeText,
+		Room: r.name,
+		Seq:  seq,
+		ID:   r.s.newID(),
+		From: from,
+		Text: text,
+		Time: time.Now().UTC(),
+
+		SenderKey: senderKey,
+	}
+	frame, err := encodeTextFrame(&msg)
+	if err != nil {
+		return ChatMessage{}, err
+	}
+	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
+		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	prev, done := r.tail, make(chan struct{})
+	r.tail = done
+	defer close(done)
+	r.mu.Lock()
+	r.next = seq
+	r.mu.Unlock()
+	start := time.Now()
+	// Once handed over, the text is kept or fails whatever becomes of
+	// its sender: a withdrawn text would fail the texts behind it.
+	wait := st.StartAppend(r.s.runCtx, r.name, msg)
+	r.unlockOrder()
+	locked = false
+	err = wait()
+	r.s.stats.history(time.Since(start), err)
+	if prev != nil {
+		<-prev
+	}
+	r.mu.Lock()
+	if err != nil || gen != r.gen {
+		if gen == r.gen {
+			r.gen++
+			r.next = r.seq
+		}
+		r.mu.Unlock()
+		r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
+		return ChatMessage{}, errHistory
+	}
 	r.seq = seq
 	r.s.stats.texts.Add(1)
 	r.s.stats.deliveries.Add(uint64(len(r.members)))
@@ -572,6 +680,7 @@ func (s *Server) removeIfEmpty(r *room) {
 		return // closing: the room goes with the server
 	}
 	defer r.unlockOrder()
+	r.settle()
 	r.mu.Lock()
 	empty := len(r.members) == 0 && !r.deleted
 	r.mu.Unlock()

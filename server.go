@@ -632,6 +632,7 @@ func (s *Server) beginShutdown(ctx context.Context) {
 		if r.lockOrder(ctx) != nil {
 			break // out of time: the connections are closed next anyway
 		}
+		r.settle()
 		r.unlockOrder()
 	}
 	for _, c := range s.connList() {

@@ -393,6 +393,55 @@ func (s *Store) Append(ctx context.Context, room string, m garou.ChatMessage) er
 	return s.submit(ctx, &op{room: room, seq: m.Seq, val: val, done: make(chan error, 1)})
 }
 
+// StartAppend queues m as Append does and returns at once; wait returns
+// Append's outcome. Texts queued one after the other are committed in
+// that order, together when they are waiting at once: a room's next text
+// need not wait for the previous one to be on disk.
+func (s *Store) StartAppend(ctx context.Context, room string, m garou.ChatMessage) (wait func() error) {
+	fail := func(err error) func() error { return func() error { return err } }
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	if room == "" || len(room) > maxRoomLen {
+		return fail(fmt.Errorf("%w: %d bytes", ErrRoomName, len(room)))
+	}
+	if !s.enter() {
+		return fail(ErrClosed)
+	}
+	if s.opts.size == 0 {
+		s.calls.Done()
+		return fail(nil)
+	}
+	if p := s.broken.Load(); p != nil {
+		s.calls.Done()
+		return fail(*p)
+	}
+	val, err := encodeText(&m)
+	if err != nil {
+		s.calls.Done()
+		return fail(err)
+	}
+	o := &op{room: room, seq: m.Seq, val: val, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		s.calls.Done()
+		return fail(ctx.Err())
+	}
+	return func() error {
+		defer s.calls.Done()
+		select {
+		case err := <-o.done:
+			return err
+		case <-ctx.Done():
+			if o.state.CompareAndSwap(opQueued, opCancelled) {
+				return ctx.Err()
+			}
+			return <-o.done
+		}
+	}
+}
+
 // Forget drops every text of room, in the same order as the appends
 // around it.
 func (s *Store) Forget(ctx context.Context, room string) error {
