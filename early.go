@@ -49,7 +49,20 @@ func (c *conn) replayEarly(req request) map[string]uint64 {
 		if _, done := sent[name]; done || old.room(name) == nil {
 			continue // not a room the session is in
 		}
+		// Only what the room has delivered: a store may hold a text not
+		// yet delivered, or one that failed behind another (AppendStarter)
+		// whose number the next text takes.
+		r := c.s.lookupRoom(name)
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		upto := r.seq
+		r.mu.Unlock()
 		msgs, oldest, err := c.s.cfg.history.After(c.qc.Context(), name, *spec.Since)
+		for len(msgs) > 0 && msgs[len(msgs)-1].Seq > upto {
+			msgs = msgs[:len(msgs)-1]
+		}
 		if err != nil || len(msgs) == 0 || oldest > *spec.Since+1 {
 			continue // nothing missed, or a gap: the join tells it
 		}

@@ -18,7 +18,9 @@ type room struct {
 	name string
 
 	// order serialises the texts of the room, and its removal, around the
-	// history store: it is held across HistoryStore.Append and Forget, and
+	// history store: it is held across HistoryStore.Append and Forget (or
+	// AppendStarter.StartAppend, and the wait for the texts handed over
+	// before a Forget or a shutdown), and
 	// taken before mu, never while holding mu or the server's roomsMu. It
 	// is a semaphore of one, so that a wait for it can end with a context.
 	order chan struct{}
@@ -93,10 +95,17 @@ func (r *room) lockOrder(ctx context.Context) error {
 func (r *room) unlockOrder() { <-r.order }
 
 // settle waits until the texts handed to the store are delivered or have
-// failed. r.order is held, so no more are handed over meanwhile.
-func (r *room) settle() {
-	if r.tail != nil {
-		<-r.tail
+// failed, or until ctx ends. r.order is held, so no more are handed over
+// meanwhile.
+func (r *room) settle(ctx context.Context) error {
+	if r.tail == nil {
+		return nil
+	}
+	select {
+	case <-r.tail:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -230,54 +239,78 @@ func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, 
 		r.mu.Unlock()
 		return ChatMessage{}, ErrNoSuchRoom
 	}
-	seq, gen := r.next+1, r.gen
 	r.mu.Unlock()
 	if r.s.draining.Load() {
 		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
-	msg := ChatMessage{
-		Type: TypeText,
-		Room: r.name,
-		Seq:  seq,
-		ID:   r.s.newID(),
-		From: from,
-		Text: text,
-		Time: time.Now().UTC(),
+	var (
+		msg      ChatMessage
+		frame    []byte
+		seq, gen uint64
+	)
+	for {
+		// A failure of a text handed over earlier may set next back while
+		// this one is made: its number is taken only if next is unchanged.
+		r.mu.Lock()
+		seq, gen = r.next+1, r.gen
+		r.mu.Unlock()
+		msg = ChatMessage{
+			Type: TypeText,
+			Room: r.name,
+			Seq:  seq,
+			ID:   r.s.newID(),
+			From: from,
+			Text: text,
+			Time: time.Now().UTC(),
 
-		SenderKey: senderKey,
-	}
-	frame, err := encodeTextFrame(&msg)
-	if err != nil {
-		return ChatMessage{}, err
-	}
-	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
-		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+			SenderKey: senderKey,
+		}
+		var err error
+		if frame, err = encodeTextFrame(&msg); err != nil {
+			return ChatMessage{}, err
+		}
+		if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
+			return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+		}
+		r.mu.Lock()
+		taken := gen == r.gen
+		if taken {
+			r.next = seq
+		}
+		r.mu.Unlock()
+		if taken {
+			break
+		}
 	}
 	prev, done := r.tail, make(chan struct{})
 	r.tail = done
 	defer close(done)
-	r.mu.Lock()
-	r.next = seq
-	r.mu.Unlock()
 	start := time.Now()
-	// Once handed over, the text is kept or fails whatever becomes of
-	// its sender: a withdrawn text would fail the texts behind it.
+	// Once handed over, the text is kept or fails whatever becomes of its
+	// sender (the context is the server's): a text withdrawn would fail
+	// the texts behind it.
 	wait := st.StartAppend(r.s.runCtx, r.name, msg)
 	r.unlockOrder()
 	locked = false
-	err = wait()
+	err := wait()
 	r.s.stats.history(time.Since(start), err)
 	if prev != nil {
 		<-prev
 	}
 	r.mu.Lock()
 	if err != nil || gen != r.gen {
-		if gen == r.gen {
+		first := gen == r.gen
+		if first {
+			// The texts handed over after this one fail too (the store
+			// keeps none of them); the next is numbered after the last
+			// delivered, reusing numbers no member was told.
 			r.gen++
 			r.next = r.seq
 		}
 		r.mu.Unlock()
-		r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
+		if first {
+			r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
+		}
 		return ChatMessage{}, errHistory
 	}
 	r.seq = seq
@@ -680,7 +713,9 @@ func (s *Server) removeIfEmpty(r *room) {
 		return // closing: the room goes with the server
 	}
 	defer r.unlockOrder()
-	r.settle()
+	if r.settle(s.runCtx) != nil {
+		return // closing: the room goes with the server
+	}
 	r.mu.Lock()
 	empty := len(r.members) == 0 && !r.deleted
 	r.mu.Unlock()

@@ -632,8 +632,11 @@ func (s *Server) beginShutdown(ctx context.Context) {
 		if r.lockOrder(ctx) != nil {
 			break // out of time: the connections are closed next anyway
 		}
-		r.settle()
+		err := r.settle(ctx)
 		r.unlockOrder()
+		if err != nil {
+			break
+		}
 	}
 	for _, c := range s.connList() {
 		c.shutdown()
