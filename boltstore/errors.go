@@ -25,4 +25,11 @@ var (
 	// ErrRoomName is returned for an empty room name, or one longer than a
 	// bbolt key may be (32 KiB); the server never uses either.
 	ErrRoomName = errors.New("boltstore: invalid room name")
+	// ErrEarlierNotKept is returned for a text queued after a text of the
+	// same room that was not kept (its commit failed, or its caller
+	// withdrew it), and with a greater Seq: the store never keeps a room's
+	// text without the one before it. It lasts until a text of the room
+	// whose Seq goes back to the one not kept (or before) is queued, or
+	// the room is forgotten.
+	ErrEarlierNotKept = errors.New("boltstore: an earlier text of the room was not kept")
 )

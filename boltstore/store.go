@@ -72,6 +72,9 @@ type Store struct {
 	// The committer's own: how many texts each room it has written to has,
 	// and the last Seq; filled from the file at a room's first append.
 	rooms map[string]roomState
+	// lost is the committer's own too: the Seq of a room's text that was
+	// not kept (see hold).
+	lost map[string]uint64
 }
 
 var _ garou.SeqKeeper = (*Store)(nil)
@@ -137,6 +140,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 		rooms: make(map[string]roomState),
+		lost:  make(map[string]uint64),
 	}
 	if err := s.prepare(); err != nil {
 		db.Close()
@@ -605,9 +609,15 @@ func (s *Store) run() {
 func (s *Store) commit(batch []*op) {
 	taken := batch[:0]
 	for _, o := range batch {
-		if o.state.CompareAndSwap(opQueued, opTaken) {
-			taken = append(taken, o)
+		if !o.state.CompareAndSwap(opQueued, opTaken) {
+			s.lose(o)
+			continue
 		}
+		if s.hold(o) {
+			o.done <- ErrEarlierNotKept
+			continue
+		}
+		taken = append(taken, o)
 	}
 	if len(taken) == 0 {
 		return
@@ -636,8 +646,39 @@ func (s *Store) commit(batch []*op) {
 		err = fmt.Errorf("boltstore: commit: %w", err)
 	}
 	for _, o := range taken {
+		if err != nil {
+			s.lose(o)
+		}
 		o.done <- err
 	}
+}
+
+// lose notes that o, an append, is not kept (it failed, or its caller
+// withdrew it), so that the room's texts queued after it are not kept
+// either: the store never keeps a text without the one before it.
+func (s *Store) lose(o *op) {
+	if o.val == nil {
+		return
+	}
+	if last, ok := s.lost[o.room]; !ok || o.seq < last {
+		s.lost[o.room] = o.seq
+	}
+}
+
+// hold reports whether o is an append queued after a text of its room
+// that was not kept, with a greater Seq: it fails with ErrEarlierNotKept. An
+// append whose Seq goes back to the one lost (or before), or a forget,
+// ends the hold.
+func (s *Store) hold(o *op) bool {
+	last, ok := s.lost[o.room]
+	if !ok {
+		return false
+	}
+	if o.val != nil && o.seq > last {
+		return true
+	}
+	delete(s.lost, o.room)
+	return false
 }
 
 // apply writes o in the transaction of rooms, keeping the state of the

@@ -34,4 +34,11 @@ var (
 	// failed). Close the Store, make room, and open it again: every text
 	// acknowledged before the failure is there.
 	ErrFailed = errors.New("pebblestore: database failed")
+	// ErrEarlierNotKept is returned for a text queued after a text of the
+	// same room that was not kept (its commit failed, or its caller
+	// withdrew it), and with a greater Seq: the store never keeps a room's
+	// text without the one before it. It lasts until a text of the room
+	// whose Seq goes back to the one not kept (or before) is queued, or
+	// the room is forgotten.
+	ErrEarlierNotKept = errors.New("pebblestore: an earlier text of the room was not kept")
 )

@@ -79,6 +79,9 @@ type Store struct {
 	// read at Open), and the highest Seq of a room forgotten.
 	rooms map[string]roomState
 	floor uint64
+	// lost is the committer's own too: the Seq of a room's text that was
+	// not kept (see hold).
+	lost map[string]uint64
 }
 
 var _ garou.SeqKeeper = (*Store)(nil)
@@ -148,6 +151,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		done:   make(chan struct{}),
 		failed: new(failure),
 		rooms:  make(map[string]roomState),
+		lost:   make(map[string]uint64),
 	}
 	err = guard(func() (err error) {
 		s.db, err = pebble.Open(dir, &pebble.Options{
@@ -738,9 +742,15 @@ func (s *Store) run() {
 func (s *Store) commit(batch []*op) {
 	taken := batch[:0]
 	for _, o := range batch {
-		if o.state.CompareAndSwap(opQueued, opTaken) {
-			taken = append(taken, o)
+		if !o.state.CompareAndSwap(opQueued, opTaken) {
+			s.lose(o)
+			continue
 		}
+		if s.hold(o) {
+			o.done <- ErrEarlierNotKept
+			continue
+		}
+		taken = append(taken, o)
 	}
 	if len(taken) == 0 {
 		return
@@ -777,8 +787,39 @@ func (s *Store) commit(batch []*op) {
 		err = fmt.Errorf("pebblestore: commit: %w", err)
 	}
 	for _, o := range taken {
+		if err != nil {
+			s.lose(o)
+		}
 		o.done <- err
 	}
+}
+
+// lose notes that o, an append, is not kept (it failed, or its caller
+// withdrew it), so that the room's texts queued after it are not kept
+// either: the store never keeps a text without the one before it.
+func (s *Store) lose(o *op) {
+	if o.val == nil {
+		return
+	}
+	if last, ok := s.lost[o.room]; !ok || o.seq < last {
+		s.lost[o.room] = o.seq
+	}
+}
+
+// hold reports whether o is an append queued after a text of its room
+// that was not kept, with a greater Seq: it fails with ErrEarlierNotKept. An
+// append whose Seq goes back to the one lost (or before), or a forget,
+// ends the hold.
+func (s *Store) hold(o *op) bool {
+	last, ok := s.lost[o.room]
+	if !ok {
+		return false
+	}
+	if o.val != nil && o.seq > last {
+		return true
+	}
+	delete(s.lost, o.room)
+	return false
 }
 
 // write applies b, synced, with no reader taking a view meanwhile. If
@@ -798,6 +839,9 @@ func (s *Store) write(b *pebble.Batch) error {
 type work struct {
 	rooms map[string]roomState
 	floor uint64
+	// lost is the committer's own too: the Seq of a room's text that was
+	// not kept (see hold).
+	lost map[string]uint64
 }
 
 // state returns what is known of room, counting the batch being made.
