@@ -2,6 +2,7 @@ package pebblestore_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -157,4 +158,69 @@ func TestLastSeqFloor(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(5), last)
 	require.Equal(t, epoch, again.Epoch())
+}
+
+// TestServerPipelined: the store is an AppendStarter, so the texts of one
+// room said at once share commits; every member still gets the room's
+// texts numbered 1, 2, 3, … in order, each acknowledged one is on disk,
+// and texts share commits.
+func TestServerPipelined(t *testing.T) {
+	store, _ := open(t)
+	var _ garou.AppendStarter = store
+	srv, err := garou.NewServer(garou.WithHistoryStore(store), garou.WithRateLimit(0, 0),
+		garou.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), pc) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		require.NoError(t, <-served)
+		pc.Close()
+	})
+	<-srv.Ready()
+	const senders, each = 4, 50
+	clients := make([]*garou.Client, senders)
+	for i := range clients {
+		c, err := garou.Dial(ctxT(t), srv.Addr().String(), fmt.Sprint("u", i), garou.WithFingerprint(srv.Fingerprint()), garou.WithRooms("den"))
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		clients[i] = c
+	}
+	commits0, taken0 := store.Commits(), store.Taken()
+	errc := make(chan error, senders*8)
+	for _, c := range clients {
+		for range 8 { // 8 texts in flight per client
+			go func() {
+				for range each / 8 {
+					if _, err := c.SendTo(ctxT(t), "den", "x"); err != nil {
+						errc <- err
+						return
+					}
+				}
+				errc <- nil
+			}()
+		}
+	}
+	for range senders * 8 {
+		require.NoError(t, <-errc)
+	}
+	total := senders * (each / 8) * 8
+	for _, c := range clients {
+		for want := uint64(1); want <= uint64(total); {
+			m, err := c.Receive(ctxT(t))
+			require.NoError(t, err)
+			if m.Type == garou.TypeText {
+				require.Equal(t, want, m.Seq)
+				want++
+			}
+		}
+	}
+	kept, _, err := store.After(ctxT(t), "den", 0)
+	require.NoError(t, err)
+	require.Len(t, kept, min(total, garou.DefaultHistorySize))
+	require.Equal(t, uint64(total), kept[len(kept)-1].Seq)
+	commits, taken := store.Commits(), store.Taken()
+	require.Less(t, commits-commits0, taken-taken0, "texts of one room shared commits")
 }

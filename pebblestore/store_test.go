@@ -477,3 +477,29 @@ func TestReadsWhileWriting(t *testing.T) {
 		requireKept(t, s, room, perWriter-size+1, seqs(perWriter-size+1, perWriter)...)
 	}
 }
+
+// TestEarlierNotKept: a text queued after one of its room that was not
+// kept (withdrawn here, as a failed commit would leave it) is not kept
+// either, so the file never holds a text without the one before it; the
+// text that takes the lost one's number is kept, and the room goes on.
+func TestEarlierNotKept(t *testing.T) {
+	s, _ := open(t)
+	release := s.HoldWrites()
+	w1 := s.StartAppend(ctxT(t), "r", text("r", 1))
+	for s.Queued() != 0 { // taken by the committer, which waits for the writes
+		runtime.Gosched()
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	w2 := s.StartAppend(ctx, "r", text("r", 2))
+	w3 := s.StartAppend(ctxT(t), "r", text("r", 3))
+	cancel()
+	require.ErrorIs(t, w2(), context.Canceled)
+	release()
+	require.NoError(t, w1())
+	require.ErrorIs(t, w3(), pebblestore.ErrEarlierNotKept)
+	require.NoError(t, s.StartAppend(ctxT(t), "r", text("r", 2))())
+	require.NoError(t, s.StartAppend(ctxT(t), "r", text("r", 3))())
+	msgs, _, err := s.After(ctxT(t), "r", 0)
+	require.NoError(t, err)
+	require.Equal(t, texts("r", 1, 2, 3), msgs)
+}
