@@ -13,7 +13,9 @@ import (
 // The server never calls a store with a room's lock held: a slow store
 // delays the texts said in that room (Append is called once per text, in
 // sequence order, and the text is delivered and acknowledged only once
-// Append has returned nil) and the replays read from it, but nothing else.
+// Append has returned nil; a store that is also an AppendStarter is given
+// a room's next text before the previous one is kept) and the replays
+// read from it, but nothing else.
 // It must not call back into the Server. All methods may be called
 // concurrently, for the same room too (After and Append). The context ends
 // when the request that needs the call is abandoned (its connection ended,
@@ -42,15 +44,37 @@ type HistoryStore interface {
 }
 
 // An AppendStarter is a HistoryStore that takes a room's next text before
-// the previous one is on disk, so that the texts of one room share a
-// group commit instead of waiting for one each. StartAppend queues m and
-// returns at once; wait returns nil once m is kept, or the error that
-// kept it from being kept. The texts of a room are kept in the order
-// StartAppend queued them, with Append's rules (a Seq that went back
-// replaces the texts from it on). The server calls StartAppend with the
-// room's order held, and wait without.
+// the previous one is kept, so that the texts said at once in one room
+// share a group commit instead of waiting for one each. Without a Broker,
+// the server then calls StartAppend instead of Append.
+//
+// Ordering: the server calls StartAppend for a room's texts one at a
+// time, in sequence order (never two of a room at once; the rooms'
+// concurrently), and calls wait from another goroutine, perhaps after
+// the next text's StartAppend. The store keeps a room's texts in the
+// order StartAppend was called, with Append's rules (a Seq no greater
+// than the last queued replaces the texts from it on). The server
+// delivers and acknowledges a text once its wait and those of every
+// earlier text of the room have returned nil; every wait is called
+// exactly once.
+//
+// Failure: wait returns nil once m is kept, or an error when it is not.
+// A text queued after one of its room that is not kept, with a greater
+// Seq, must not be kept either (its wait returns an error) until a text
+// of the room whose Seq goes back to the one not kept, or before it, is
+// queued, or the room is forgotten: the store never keeps a room's text
+// without the one before it. The server fails those texts anyway (their
+// senders get "internal") and numbers the room's next text after the last
+// it delivered, so members see no hole and no number twice.
+//
+// ctx is the server's own, which ends when it closes: a text is not
+// withdrawn when its sender goes, since that would fail the texts behind
+// it. StartAppend must not block for long; it may return a wait that
+// reports an error at once.
 type AppendStarter interface {
 	HistoryStore
+	// StartAppend queues m, the room's next text, and returns at once;
+	// wait returns once m is kept (nil) or is known not to be.
 	StartAppend(ctx context.Context, room string, m ChatMessage) (wait func() error)
 }
 

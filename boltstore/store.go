@@ -77,7 +77,10 @@ type Store struct {
 	lost map[string]uint64
 }
 
-var _ garou.SeqKeeper = (*Store)(nil)
+var (
+	_ garou.SeqKeeper     = (*Store)(nil)
+	_ garou.AppendStarter = (*Store)(nil)
+)
 
 type roomState struct {
 	n    int    // texts kept
@@ -398,9 +401,13 @@ func (s *Store) Append(ctx context.Context, room string, m garou.ChatMessage) er
 }
 
 // StartAppend queues m as Append does and returns at once; wait returns
-// Append's outcome. Texts queued one after the other are committed in
-// that order, together when they are waiting at once: a room's next text
-// need not wait for the previous one to be on disk.
+// Append's outcome, and must be called once. Texts queued one after the
+// other are committed in that order, together when they are waiting at
+// once: a room's next text need not wait for the previous one to be on
+// disk. A text queued after one of its room that was not kept (its commit
+// failed, or its wait gave up with ctx) fails with ErrEarlierNotKept,
+// unless its Seq goes back to the one not kept. It implements
+// garou.AppendStarter.
 func (s *Store) StartAppend(ctx context.Context, room string, m garou.ChatMessage) (wait func() error) {
 	fail := func(err error) func() error { return func() error { return err } }
 	if err := ctx.Err(); err != nil {
