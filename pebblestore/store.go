@@ -847,9 +847,6 @@ func (s *Store) write(b *pebble.Batch) error {
 type work struct {
 	rooms map[string]roomState
 	floor uint64
-	// lost is the committer's own too: the Seq of a room's text that was
-	// not kept (see hold).
-	lost map[string]uint64
 }
 
 // state returns what is known of room, counting the batch being made.
