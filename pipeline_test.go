@@ -20,6 +20,7 @@ import (
 type pipeStore struct {
 	garou.HistoryStore
 	queued chan *pipeOp
+	auto   string // a room whose texts are kept at once
 
 	mu         sync.Mutex
 	pending    int
@@ -48,7 +49,11 @@ func (p *pipeStore) StartAppend(_ context.Context, room string, m garou.ChatMess
 	p.mu.Lock()
 	p.pending++
 	p.mu.Unlock()
-	p.queued <- o
+	if room == p.auto {
+		p.commit(o, nil)
+	} else {
+		p.queued <- o
+	}
 	return func() error { return <-o.done }
 }
 
@@ -226,4 +231,36 @@ func TestPipelinedHistoryForgetWaits(t *testing.T) {
 	msgs, _, err := h.HistoryStore.After(ctxT(t), "solo", 0)
 	require.NoError(t, err)
 	require.Empty(t, msgs)
+}
+
+// TestPipelinedHistoryShutdown: a graceful shutdown that begins while a
+// text is handed over and not yet kept delivers it before it tells the
+// members the server is shutting down.
+func TestPipelinedHistoryShutdown(t *testing.T) {
+	h := newPipeStore()
+	h.auto = "probe"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, served := serveCtx(t, ctx, garou.WithHistoryStore(h), garou.WithRateLimit(0, 0))
+	alice := dial(t, srv, "alice", garou.WithReconnect(0), garou.WithRooms("den", "probe"))
+	sent := make(chan error, 1)
+	go func() {
+		_, err := alice.SendTo(ctxT(t), "den", "held")
+		sent <- err
+	}()
+	o := <-h.queued
+	cancel()
+	for { // until the shutdown refuses texts: it waits for "held" now
+		_, err := srv.Publish(ctxT(t), "probe", "probe")
+		var e *garou.Error
+		if errors.As(err, &e) && e.Code == garou.CodeShutdown {
+			break
+		}
+		require.NoError(t, err)
+	}
+	h.commit(o, nil)
+	require.NoError(t, <-sent)
+	texts := textsUntilShutdown(t, alice)
+	require.Contains(t, texts, "held")
+	require.NoError(t, served())
 }
