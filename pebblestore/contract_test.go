@@ -15,7 +15,7 @@ func TestContract(t *testing.T) {
 	historytest.Run(t, func(t *testing.T, size int) garou.HistoryStore {
 		s, _ := open(t, pebblestore.WithSize(size))
 		return s
-	}, historytest.WithoutSenderKey())
+	})
 }
 
 // seqs is from, from+1, ..., to.

@@ -13,19 +13,31 @@ import (
 // the bytes) and Time (time.Time's binary form, after its length). Its
 // room and Seq are its key (textKey), so neither is repeated. User.Data is the host's own data and is never kept; nor is
 // JoinedAt, zero in the From of a text.
-const recordV1 = 1
+//
+// A text with a SenderKey is kept as a version 2 record: version 1's
+// fields, then SenderKey (a uvarint length and the bytes), so that a
+// restored session's retry is recognised after a restart. Texts without
+// one stay version 1 records.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
 func encodeText(m *garou.ChatMessage) ([]byte, error) {
 	tm, err := m.Time.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("pebblestore: text %d: %w", m.Seq, err)
 	}
-	n := 1 + 6*binary.MaxVarintLen32 + 1 + len(m.Type) + len(m.ID) + len(m.Text) + len(tm)
+	n := 1 + 7*binary.MaxVarintLen32 + 1 + len(m.Type) + len(m.ID) + len(m.Text) + len(tm) + len(m.SenderKey)
 	if m.From != nil {
 		n += len(m.From.ID) + len(m.From.Name)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordV1)
+	v := byte(recordV1)
+	if m.SenderKey != "" {
+		v = recordV2
+	}
+	b = append(b, v)
 	b = appendString(b, string(m.Type))
 	b = appendString(b, m.ID)
 	if m.From != nil {
@@ -37,6 +49,9 @@ func encodeText(m *garou.ChatMessage) ([]byte, error) {
 	}
 	b = appendString(b, m.Text)
 	b = appendString(b, string(tm))
+	if v == recordV2 {
+		b = appendString(b, m.SenderKey)
+	}
 	return b, nil
 }
 
@@ -86,7 +101,8 @@ func decodeText(room string, key, val []byte) (garou.ChatMessage, error) {
 	}
 	m := garou.ChatMessage{Room: room, Seq: binary.BigEndian.Uint64(key)}
 	r := recordReader{b: val}
-	if v := r.byte(); v != recordV1 && r.err == nil {
+	v := r.byte()
+	if v != recordV1 && v != recordV2 && r.err == nil {
 		return garou.ChatMessage{}, fmt.Errorf("%w: room %q, text %d: record version %d", ErrCorrupt, room, m.Seq, v)
 	}
 	m.Type = garou.MessageType(r.string())
@@ -96,6 +112,11 @@ func decodeText(room string, key, val []byte) (garou.ChatMessage, error) {
 	}
 	m.Text = r.string()
 	tm := r.bytes()
+	if v == recordV2 {
+		if m.SenderKey = r.string(); r.err == nil && m.SenderKey == "" {
+			r.err = errRecord // written as version 1
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = errRecord
 	}
