@@ -26,8 +26,8 @@
 //
 // One key per text: the room's name (after its length) and Seq (8 bytes,
 // big-endian), so a room's texts are contiguous and in order; the value
-// is a small binary record of its Type, ID, sender (ID and Name), Text and
-// Time. The host's own data about a user (garou.User.Data) is never
+// is a small binary record of its Type, ID, sender (ID and Name), Text,
+// Time and SenderKey (if any). The host's own data about a user (garou.User.Data) is never
 // written. A few keys say what the database is (its format, size, epoch).
 //
 // # Group commit
