@@ -2,131 +2,25 @@ package pebblestore
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/garou-chat/garou"
+	"github.com/garou-chat/garou/internal/textrecord"
 )
 
-// A text is kept as a record: a version byte, then Type, ID, whether it
-// has a sender, the sender's ID and Name, Text (each a uvarint length and
-// the bytes) and Time (time.Time's binary form, after its length). Its
-// room and Seq are its key (textKey), so neither is repeated. User.Data is the host's own data and is never kept; nor is
-// JoinedAt, zero in the From of a text.
-//
-// A text with a SenderKey is kept as a version 2 record: version 1's
-// fields, then SenderKey (a uvarint length and the bytes), so that a
-// restored session's retry is recognised after a restart. Texts without
-// one stay version 1 records.
-const (
-	recordV1 = 1
-	recordV2 = 2
-)
+// A text is kept as the record internal/textrecord encodes, the format
+// boltstore and pebblestore share, so one codec is fuzzed for both.
 
 func encodeText(m *garou.ChatMessage) ([]byte, error) {
-	tm, err := m.Time.MarshalBinary()
+	b, err := textrecord.Encode(m)
 	if err != nil {
 		return nil, fmt.Errorf("pebblestore: text %d: %w", m.Seq, err)
-	}
-	n := 1 + 7*binary.MaxVarintLen32 + 1 + len(m.Type) + len(m.ID) + len(m.Text) + len(tm) + len(m.SenderKey)
-	if m.From != nil {
-		n += len(m.From.ID) + len(m.From.Name)
-	}
-	b := make([]byte, 0, n)
-	v := byte(recordV1)
-	if m.SenderKey != "" {
-		v = recordV2
-	}
-	b = append(b, v)
-	b = appendString(b, string(m.Type))
-	b = appendString(b, m.ID)
-	if m.From != nil {
-		b = append(b, 1)
-		b = appendString(b, m.From.ID)
-		b = appendString(b, m.From.Name)
-	} else {
-		b = append(b, 0)
-	}
-	b = appendString(b, m.Text)
-	b = appendString(b, string(tm))
-	if v == recordV2 {
-		b = appendString(b, m.SenderKey)
 	}
 	return b, nil
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-var errRecord = errors.New("malformed record")
-
-// recordReader reads the fields of a record in turn; the first error
-// sticks.
-type recordReader struct {
-	b   []byte
-	err error
-}
-
-func (r *recordReader) byte() byte {
-	if r.err != nil || len(r.b) == 0 {
-		r.err = errRecord
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *recordReader) bytes() []byte {
-	if r.err != nil {
-		return nil
-	}
-	n, k := binary.Uvarint(r.b)
-	if k <= 0 || n > uint64(len(r.b)-k) {
-		r.err = errRecord
-		return nil
-	}
-	s := r.b[k : k+int(n)]
-	r.b = r.b[k+int(n):]
-	return s
-}
-
-func (r *recordReader) string() string { return string(r.bytes()) }
-
 func decodeText(room string, key, val []byte) (garou.ChatMessage, error) {
-	if len(key) != 8 {
-		return garou.ChatMessage{}, fmt.Errorf("%w: room %q has a key of %d bytes", ErrCorrupt, room, len(key))
-	}
-	m := garou.ChatMessage{Room: room, Seq: binary.BigEndian.Uint64(key)}
-	r := recordReader{b: val}
-	v := r.byte()
-	if v != recordV1 && v != recordV2 && r.err == nil {
-		return garou.ChatMessage{}, fmt.Errorf("%w: room %q, text %d: record version %d", ErrCorrupt, room, m.Seq, v)
-	}
-	m.Type = garou.MessageType(r.string())
-	m.ID = r.string()
-	if r.byte() == 1 {
-		m.From = &garou.User{ID: r.string(), Name: r.string()}
-	}
-	m.Text = r.string()
-	tm := r.bytes()
-	if v == recordV2 {
-		if m.SenderKey = r.string(); r.err == nil && m.SenderKey == "" {
-			r.err = errRecord // written as version 1
-		}
-	}
-	if r.err == nil && len(r.b) != 0 {
-		r.err = errRecord
-	}
-	if r.err == nil {
-		r.err = m.Time.UnmarshalBinary(tm)
-	}
-	if r.err != nil {
-		return garou.ChatMessage{}, fmt.Errorf("%w: room %q, text %d: %w", ErrCorrupt, room, m.Seq, r.err)
-	}
-	return m, nil
+	return textrecord.Decode(room, key, val, ErrCorrupt)
 }
 
 func seqKey(seq uint64) []byte {
