@@ -380,12 +380,13 @@ func writeLossy(w io.Writer, cfg Config, results []Result) {
 }
 
 // memoryImpl is Garou with its history in memory, which the rows of Garou
-// with a durable store (the implementations named durablePrefix...) are
-// compared with.
-const (
-	memoryImpl    = "garou"
-	durablePrefix = "garou-"
-)
+// with a durable store (durableImpls) are compared with.
+const memoryImpl = "garou"
+
+// durableImpls are the implementations that are Garou with a durable
+// history store. Other variants (garou-ws) differ in more than the store
+// and are compared with the baselines instead.
+var durableImpls = map[string]bool{"garou-bolt": true, "garou-pebble": true}
 
 // writeDurable prints, for burst and acks, each durable Garou's figures
 // divided by in-memory Garou's in the same run: the ratio of the medians,
@@ -400,7 +401,7 @@ func writeDurable(w io.Writer, sc string, results []Result) {
 	}
 	var durable []string
 	for _, name := range order {
-		if strings.HasPrefix(name, durablePrefix) {
+		if durableImpls[name] {
 			durable = append(durable, name)
 		}
 	}
