@@ -558,8 +558,8 @@ func (s *Server) handleUser(key string, m UserMessage) error {
 
 // directRemote sends a direct message from c to the user called to on
 // another server, through the broker.
-func (c *conn) directRemote(ub UserBroker, to, text string) (reply, error) {
-	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: to, Text: text, Time: time.Now().UTC()}
+func (c *conn) directRemote(ub UserBroker, to, text, id string) (reply, error) {
+	msg := ChatMessage{Type: TypeDirect, ID: id, From: c.from, To: to, Text: text, Time: time.Now().UTC()}
 	if len(mustEncode(textFrame(&msg)))-frameHeaderLen > c.s.cfg.maxMessageSize {
 		return reply{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 	}

@@ -92,6 +92,10 @@ type Client struct {
 	pending   map[uint64]chan reply
 	nextRef   uint64
 	err       error // why the client stopped
+	// The IDs of the latest direct messages received, on any connection:
+	// one sent again after a server restart comes with the same ID, and
+	// is dropped (see dispatch).
+	directs recentIDs
 }
 
 // queued is a message waiting for Receive, with the size of its frame.
@@ -968,6 +972,15 @@ func (c *Client) dispatch(cc *clientConn, rd *streamReader, r *reply, size int) 
 			rd.batch = append(rd.batch, queued{m: m, size: size/len(msgs) + msgOverhead})
 		}
 		return true
+	case frameDirect:
+		// A direct message sent again by its sender after a server
+		// restart has the ID of the copy received before.
+		c.mu.Lock()
+		dup := r.ID != "" && c.directs.seen(r.ID, directWindow)
+		c.mu.Unlock()
+		if dup {
+			return true
+		}
 	}
 	rd.batch = append(rd.batch, queued{m: r.message(), size: size + msgOverhead})
 	return true
@@ -1443,7 +1456,9 @@ func (c *Client) SendTo(ctx context.Context, room, text string) (seq uint64, err
 }
 
 // SendDirect sends text to the online user called to, and only to them,
-// exactly once as Send does. An *Error with CodeNoSuchUser says nobody of
+// exactly once as Send does: one sent again after a restart of a server
+// with a data directory, which keeps no direct messages, comes again with
+// the same ID, and a Client receiving it drops the copy. An *Error with CodeNoSuchUser says nobody of
 // that name is online.
 func (c *Client) SendDirect(ctx context.Context, to, text string) error {
 	if err := checkText(text); err != nil {

@@ -594,21 +594,33 @@ func (c *conn) say(req request) (reply, error) {
 		}
 		return ackText(0, r.name, msg.Seq, msg.ID), nil
 	}
-	return c.direct(req.To, text)
+	return c.direct(req.To, text, c.directID(req.Key))
 }
 
-func (c *conn) direct(to, text string) (reply, error) {
+// directID returns the ID of a direct message sent with key: for a keyed
+// message of a session whose token outlives its connections (a data
+// directory), one derived from the session and the key, so that the
+// message sent again after a restart, which the server no longer knows it
+// delivered, has the ID its recipient already saw; otherwise a new one.
+func (c *conn) directID(key string) string {
+	if key != "" && c.sent != nil && c.sent.sid != "" && c.s.tokens != nil {
+		return c.s.tokens.directID(c.sent.sid, key)
+	}
+	return c.s.newID()
+}
+
+func (c *conn) direct(to, text, id string) (reply, error) {
 	if c.s.draining.Load() {
 		return reply{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
 	}
 	target := c.s.lookupName(to)
 	if ub := c.s.userBroker(); target == nil && ub != nil {
-		return c.directRemote(ub, to, text)
+		return c.directRemote(ub, to, text, id)
 	}
 	if target == nil {
 		return reply{}, noSuchUser(to)
 	}
-	msg := ChatMessage{Type: TypeDirect, ID: c.s.newID(), From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
+	msg := ChatMessage{Type: TypeDirect, ID: id, From: c.from, To: target.user.Name, Text: text, Time: time.Now().UTC()}
 	frame := mustEncode(textFrame(&msg))
 	if len(frame)-frameHeaderLen > min(c.s.cfg.maxMessageSize, target.maxSize) {
 		return reply{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the recipient's size limit"}

@@ -126,3 +126,34 @@ func (k *sentKeys) record(key string, ack reply, n int) {
 	}
 	k.acks[key] = sentAck{room: ack.Room, id: ack.ID, to: ack.To, seq: ack.Seq}
 }
+
+// directWindow is how many direct message IDs a Client remembers, to drop
+// a direct message it already received (see Client.dispatch).
+const directWindow = 1024
+
+// recentIDs is a window of the latest n IDs seen; the zero value is empty.
+type recentIDs struct {
+	set  map[string]struct{}
+	ring []string // in the order seen, oldest at next
+	next int
+}
+
+// seen reports whether id is among the latest n seen, and remembers it if
+// not, forgetting the oldest when the window is full.
+func (w *recentIDs) seen(id string, n int) bool {
+	if _, ok := w.set[id]; ok {
+		return true
+	}
+	if w.set == nil {
+		w.set = make(map[string]struct{})
+	}
+	if len(w.ring) < n {
+		w.ring = append(w.ring, id)
+	} else {
+		delete(w.set, w.ring[w.next])
+		w.ring[w.next] = id
+		w.next = (w.next + 1) % n
+	}
+	w.set[id] = struct{}{}
+	return false
+}

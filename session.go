@@ -86,6 +86,23 @@ func (s *sessionSigner) parse(token string) (sessionToken, bool) {
 	return t, true
 }
 
+// directID is the ID of the direct message that the session sid sends
+// with idempotency key: the same each time the message is sent again, in
+// this run or a later one with the same key, so that its recipient can
+// drop a copy it already has; another session's, or another key's, is
+// another. It is 32 lower-case hex digits, so it never equals an ID of
+// newID, which holds a '-'.
+func (s *sessionSigner) directID(sid, key string) string {
+	h := hmac.New(sha256.New, s.key[:])
+	// Token bodies start with their version byte: "direct" can be
+	// mistaken for none of them.
+	h.Write([]byte("direct\x00"))
+	h.Write([]byte(sid))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
 func (s *sessionSigner) mac(b []byte) []byte {
 	h := hmac.New(sha256.New, s.key[:])
 	h.Write(b)

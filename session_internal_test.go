@@ -43,3 +43,32 @@ func FuzzSessionToken(f *testing.F) {
 		require.Equal(t, got.user, back.user)
 	})
 }
+
+// TestDirectID: a direct message's ID depends on the key, the session and
+// the server's session key, on nothing else, and never looks like newID's.
+func TestDirectID(t *testing.T) {
+	s := &sessionSigner{key: [32]byte{1}}
+	id := s.directID("0123456789abcdef", "k1")
+	require.Len(t, id, 32)
+	require.NotContains(t, id, "-")
+	require.Equal(t, id, s.directID("0123456789abcdef", "k1"), "the same every time")
+	require.Equal(t, id, (&sessionSigner{key: [32]byte{1}}).directID("0123456789abcdef", "k1"), "after a restart")
+	require.NotEqual(t, id, s.directID("0123456789abcdef", "k2"), "another key")
+	require.NotEqual(t, id, s.directID("0123456789abcdee", "k1"), "another session")
+	require.NotEqual(t, id, (&sessionSigner{key: [32]byte{2}}).directID("0123456789abcdef", "k1"), "another server")
+}
+
+// TestRecentIDs: the window holds the latest n IDs.
+func TestRecentIDs(t *testing.T) {
+	var w recentIDs
+	for _, id := range []string{"a", "b", "c"} {
+		require.False(t, w.seen(id, 3))
+	}
+	require.True(t, w.seen("a", 3))
+	require.False(t, w.seen("d", 3), "forgets a")
+	require.False(t, w.seen("a", 3), "a forgotten, forgets b")
+	require.True(t, w.seen("c", 3))
+	require.True(t, w.seen("d", 3))
+	require.False(t, w.seen("b", 3))
+	require.Len(t, w.set, 3)
+}

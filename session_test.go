@@ -3,6 +3,7 @@ package garou_test
 import (
 	"context"
 	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,6 +113,85 @@ func TestSendAckLostAcrossRestart(t *testing.T) {
 		require.Equal(t, []string{"before", "lost", "after"}, texts, c.User().Name)
 		require.Equal(t, []uint64{1, 2, 3}, seqs, c.User().Name)
 	}
+}
+
+// deafConn is a client's socket that, while deaf, drops every datagram it
+// receives: the client's requests reach the server, their replies never
+// reach the client.
+type deafConn struct {
+	net.PacketConn
+	deaf atomic.Bool
+}
+
+func (d *deafConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := d.PacketConn.ReadFrom(p)
+		if err != nil || !d.deaf.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+// TestDirectAckLostAcrossRestart: a direct message delivered by a server
+// that then crashes before its acknowledgement reaches the sender is sent
+// again by the sender's client (same idempotency key) to the server
+// restarted with the same data directory, which remembers nothing of it
+// and delivers it again, with the ID it had the first time: the
+// recipient's client drops the copy, and its user receives the message
+// once.
+func TestDirectAckLostAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	opts := []garou.ServerOption{garou.WithDataDir(dir), garou.WithPresenceInterval(0)}
+	r := &restartable{t: t, addr: "127.0.0.1:0"}
+	r.start(opts...)
+	clientOpts := []garou.ClientOption{garou.WithFingerprint(r.srv.Fingerprint()),
+		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond)}
+	var sock atomic.Pointer[deafConn] // alice's latest
+	alice, err := garou.Dial(ctxT(t), r.addr, "alice", append(clientOpts, garou.WithPacketConn(func(context.Context) (net.PacketConn, error) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		d := &deafConn{PacketConn: pc}
+		sock.Store(d)
+		return d, nil
+	}))...)
+	require.NoError(t, err)
+	defer alice.Close()
+	bobStates := make(chan garou.StateChange, 64)
+	// Bob sends nothing: a short keep-alive has him notice the crash soon.
+	bob, err := garou.Dial(ctxT(t), r.addr, "bob", append(clientOpts, garou.WithKeepAlive(100*time.Millisecond),
+		garou.WithStateHandler(func(sc garou.StateChange) { bobStates <- sc }))...)
+	require.NoError(t, err)
+	defer bob.Close()
+	first := sock.Load()
+
+	first.deaf.Store(true)
+	sent := make(chan error, 1)
+	go func() { sent <- alice.SendDirect(ctxT(t), "bob", "psst") }()
+	m := next(t, bob, garou.TypeDirect)
+	require.Equal(t, "psst", m.Text)
+	r.crash() // alice never hears the acknowledgement
+	r.start(opts...)
+	for sc := range bobStates {
+		require.NotEqual(t, garou.StateClosed, sc.State, "%v", sc.Err)
+		if sc.State == garou.StateResumed {
+			break
+		}
+	}
+	first.deaf.Store(false) // alice hears the restarted server's reset
+
+	require.NoError(t, <-sent)
+	require.NotSame(t, first, sock.Load(), "alice reconnected")
+	require.Equal(t, uint64(1), r.srv.Stats().Directs, "delivered again by the restarted server")
+	require.NoError(t, alice.SendDirect(ctxT(t), "bob", "after"))
+	var texts []string
+	for len(texts) == 0 || texts[len(texts)-1] != "after" {
+		d := next(t, bob, garou.TypeDirect)
+		require.Equal(t, "alice", d.From.Name)
+		texts = append(texts, d.Text)
+	}
+	require.Equal(t, []string{"after"}, texts, "the copy dropped")
 }
 
 // TestSessionTokenRestored: with a data directory, the token of a session

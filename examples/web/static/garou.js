@@ -16,9 +16,10 @@
 // room's last sequence number, and after a lost connection (or a close
 // code of the reconnect range, 0x100-0x1ff) it reconnects with backoff and
 // resumes each room after the last text it received: nothing is missed,
-// nothing is received twice. Texts sent with say() carry an idempotency
-// key and are sent again, with the same key, after a reconnect if their
-// ack had not come.
+// nothing is received twice. Texts sent with say() and direct messages
+// carry an idempotency key and are sent again, with the same key, after a
+// reconnect if their ack had not come; a direct message received again
+// (same id) is dropped.
 
 // PROTOCOL is the WebSocket subprotocol: the ALPN "garou/4", with a dot
 // for the slash that subprotocols may not hold.
@@ -91,6 +92,9 @@ export class Client extends EventTarget {
     this.pending = new Map(); // ref -> {frame, resolve, reject}
     this.keyPrefix = Math.random().toString(36).slice(2, 10);
     this.keys = 0;
+    // The IDs of the latest direct messages received (at most 1024): one
+    // sent again after a server restart has the same ID, and is dropped.
+    this.directs = new Set();
     this.attempt = 0;
     this.ws = null;
     this.timer = null;
@@ -241,6 +245,13 @@ export class Client extends EventTarget {
         if (st) st.since = f.to_seq ? Math.max(st.since ?? 0, f.to_seq) : st.floor;
         break;
       }
+      case "direct":
+        if (f.id && !f.ref) {
+          if (this.directs.has(f.id)) return; // seen
+          this.directs.add(f.id);
+          if (this.directs.size > 1024) this.directs.delete(this.directs.values().next().value);
+        }
+        break;
       case "presence": {
         const st = this.rooms.get(f.room);
         if (st && f.changes) {
