@@ -486,6 +486,12 @@ func (s *Server) claim(c *conn, old *conn, session string) string {
 	if !ok {
 		return ""
 	}
+	if old != nil {
+		// Held for the session's connection here, under the token it
+		// was welcomed with, which may be newer than the hello's (a
+		// data directory's tokens are renewed at each welcome).
+		digest = sessionDigest(old.session)
+	}
 	release, err := nh.Hold(ctx, c.key, sessionDigest(c.session), digest)
 	switch {
 	case errors.Is(err, ErrNameTaken):
@@ -535,7 +541,8 @@ func (s *Server) handleUser(key string, m UserMessage) error {
 	switch {
 	case target == nil:
 		return ErrNoSuchUser
-	case m.Take && m.Session != "" && m.Session == sessionDigest(target.session):
+	case m.Take && m.Session != "" && (m.Session == sessionDigest(target.session) ||
+		target.resumedWith != "" && m.Session == sessionDigest(target.resumedWith)):
 		target.finish(CloseReplaced, "the session was resumed on another server", "reconnected")
 		return nil
 	case m.Take:

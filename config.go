@@ -28,6 +28,7 @@ const (
 	DefaultSendKeyWindow     = 1024
 	DefaultPresenceInterval  = 200 * time.Millisecond
 	DefaultPresenceLimit     = 100
+	DefaultSessionMaxAge     = 7 * 24 * time.Hour
 
 	DefaultLocalAddr      = "0.0.0.0:0"
 	DefaultConnectTimeout = 10 * time.Second
@@ -92,6 +93,8 @@ type serverConfig struct {
 	shutdownTimeout   time.Duration
 	sendKeyWindow     int
 	dataDir           string
+	sessionMaxAge     time.Duration
+	clock             func() time.Time // what session tokens are issued and aged by
 	presenceInterval  time.Duration
 	presenceLimit     int
 	tlsConfig         *tls.Config
@@ -119,6 +122,8 @@ func defaultServerConfig() serverConfig {
 		burst:             DefaultBurst,
 		shutdownTimeout:   DefaultShutdownTimeout,
 		sendKeyWindow:     DefaultSendKeyWindow,
+		sessionMaxAge:     DefaultSessionMaxAge,
+		clock:             time.Now,
 		presenceInterval:  DefaultPresenceInterval,
 		presenceLimit:     DefaultPresenceLimit,
 		logger:            slog.Default(),
@@ -153,6 +158,8 @@ func (c *serverConfig) validate() error {
 		return optErr("shutdown timeout must be positive, got %v", c.shutdownTimeout)
 	case c.sendKeyWindow < 0:
 		return optErr("send key window must not be negative, got %d", c.sendKeyWindow)
+	case c.sessionMaxAge <= 0:
+		return optErr("session max age must be positive, got %v", c.sessionMaxAge)
 	case c.presenceInterval < 0:
 		return optErr("presence interval must not be negative, got %v", c.presenceInterval)
 	case c.presenceLimit < 0:
@@ -355,15 +362,34 @@ func WithHistoryStore(h HistoryStore) ServerOption {
 // QUIC stateless-reset key (clients of a run that crashed learn at their
 // next packet that their connection is gone) and the key that
 // authenticates session tokens (session.key): a token then restores its
-// session, same user ID and token, once no connection holds it, after a
-// restart too, and the keys of the session's texts are looked up in the
-// rooms' history (ChatMessage.SenderKey), so a text retried across the
-// restart is not sequenced twice. Numbering continues across a restart
+// session, same user ID, once no connection holds it, after a restart
+// too, for WithSessionMaxAge after it was issued; the keys of the
+// session's texts are looked up in the rooms' history
+// (ChatMessage.SenderKey), so a text retried across the restart is not
+// sequenced twice, and its direct messages sent again keep their IDs, so
+// that their recipients drop the copies. Numbering continues across a restart
 // when the HistoryStore is a SeqKeeper, as a durable one is. A damaged key
 // file is an error, not a new key. Default: none; every run is new to
 // clients.
 func WithDataDir(dir string) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.dataDir = dir })
+}
+
+// WithSessionMaxAge sets how long a session token stays good, from when
+// it was issued, with a data directory (WithDataDir): a token older than d
+// no longer restores its session once no connection holds it, nor resumes
+// one held by a connection it was not issued to (or resumed with); its
+// hello starts a new session, as with a token the server does not
+// recognise. Every welcome issues the session a new token, so a user who
+// connects at least once in d never loses the session; d bounds how long
+// a token copied from a client (a stolen device, a leaked log) can be
+// used. The default, 7 days, outlasts a weekend away and any deploy
+// cycle, so users do not notice it; a service whose users must not stay
+// signed in so long sets less. Without a data directory tokens die with
+// their sessions, and d does nothing. Default 7 days; it must be
+// positive.
+func WithSessionMaxAge(d time.Duration) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.sessionMaxAge = d })
 }
 
 // WithPresenceInterval sets how long the server gathers the joins and

@@ -35,6 +35,13 @@ type conn struct {
 	maxSize  int
 	welcomed bool // guarded by s.mu
 
+	// sessionID keys s.sessions: the session's ID with signed tokens,
+	// which are renewed at each welcome (session is the latest), else the
+	// token itself. resumedWith is the token the hello resumed the
+	// session with, which resumes it again however old (see
+	// Server.holdsLocked).
+	sessionID, resumedWith string
+
 	mu          sync.Mutex // a leaf lock: never held while taking another
 	rooms       map[string]*room
 	lanes       map[string]*lane // the room lanes, by room

@@ -30,9 +30,12 @@ func (c *conn) replayEarly(req request) map[string]uint64 {
 		return nil
 	}
 	c.s.mu.Lock()
-	old := c.s.sessions[req.Session]
+	old, t, ok := c.s.sessionLocked(req.Session)
+	if ok && old != nil && !c.s.holdsLocked(old, req.Session, t) {
+		old = nil // a token too old to resume it (see register)
+	}
 	c.s.mu.Unlock()
-	if old == nil || old.ending() {
+	if !ok || old == nil || old.ending() {
 		return nil
 	}
 	maxSize := DefaultMaxMessageSize

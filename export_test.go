@@ -3,7 +3,14 @@ package garou
 import (
 	"bytes"
 	"runtime"
+	"time"
 )
+
+// WithClock makes the server issue and age session tokens by now instead
+// of the time of day.
+func WithClock(now func() time.Time) ServerOption {
+	return serverOptionFunc(func(c *serverConfig) { c.clock = now })
+}
 
 // ConnGoroutines counts the goroutines of the servers' connections in this
 // process, from their stacks: readers (a connection's serve, parked in

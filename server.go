@@ -712,11 +712,12 @@ func newSessionToken() string {
 
 // register admits a connection that said a valid hello as id. A hello
 // carrying the session token of a connection still registered resumes that
-// session: same user, same token, and register returns the connection it
-// replaces. With a data directory, a token of a session no connection holds
-// (the server dropped it, or restarted) restores that session (restored):
-// same user ID, name and token. Otherwise register returns the close code
-// of a refusal.
+// session: same user, and register returns the connection it replaces.
+// With a data directory, a token of a session no connection holds (the
+// server dropped it, or restarted) restores that session (restored): same
+// user ID and name. A token too old for either (WithSessionMaxAge) is as
+// one the server does not know: the hello is a new session's. Otherwise
+// register returns the close code of a refusal.
 func (s *Server) register(c *conn, id Identity, session string) (old *conn, restored bool, code CloseCode, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -725,14 +726,20 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, rest
 	}
 	key := nameKey(id.Name)
 	if session != "" {
-		if o := s.sessions[session]; o != nil && o != c && !o.ending() && (id.ID == "" || id.ID == o.user.ID) {
+		o, t, ok := s.sessionLocked(session)
+		switch {
+		case !ok:
+		case o != nil && o != c && !o.ending() && (id.ID == "" || id.ID == o.user.ID) && s.holdsLocked(o, session, t):
 			old = o
 			c.user = o.user
 			key = o.key
 			c.sent = o.sent // the keys of its texts survive the resume
-		} else if o == nil && s.restoreLocked(c, id, session) {
+			c.sessionID = o.sessionID
+			c.resumedWith = session
+		case o == nil && t.id != "" && s.freshLocked(t) && s.restoreLocked(c, id, t):
 			restored = true
 			key = nameKey(c.user.Name)
+			c.sessionID = t.id
 		}
 	}
 	if old == nil && !restored {
@@ -743,43 +750,77 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, rest
 			return nil, false, CloseNameTaken, "you are already online"
 		}
 		c.user = User{ID: orDefault(id.ID, s.newID()), Name: id.Name, JoinedAt: time.Now().UTC(), Data: id.Data}
-		var sid string
+		c.sessionID = ""
+	}
+	switch {
+	case s.tokens != nil:
+		// Every welcome has a token issued now, so that a session in
+		// use never grows too old (WithSessionMaxAge).
+		session, c.sessionID = s.tokens.issue(c.user, c.sessionID, s.cfg.clock())
+	case old == nil:
+		session = newSessionToken()
+		c.sessionID = session
+	}
+	// Without a data directory a resumed session keeps its token: a
+	// client whose connection is cut again before it reads the welcome
+	// still holds the token that works.
+	if c.sent == nil {
+		sid := ""
 		if s.tokens != nil {
-			session, sid = s.tokens.issue(c.user)
-		} else {
-			session = newSessionToken()
+			sid = c.sessionID
 		}
 		c.sent = newSentKeys(s.cfg.sendKeyWindow, sid, false)
 	}
-	// A resumed session keeps its token: a client whose connection is cut
-	// again before it reads the welcome still holds the token that works.
 	c.key = key
 	c.session = session
 	c.from = &User{ID: c.user.ID, Name: c.user.Name, Data: c.user.Data}
 	s.names[key] = c
 	s.byID[c.user.ID] = c
-	s.sessions[session] = c
+	s.sessions[c.sessionID] = c
 	s.handshakes--
 	c.welcomed = true
 	return old, restored, CloseNormal, ""
 }
 
-// restoreLocked restores the session of token for c, if this server signed
-// the token (with its data directory's key), the hello's identity agrees
-// with it (the authenticator's ID if it gives one, else, when there is an
-// authenticator, its name), and the session's user ID and name are free.
-// The session keeps its user (the authenticator's Data is this
-// connection's) and its token; the keys of its texts said before are
+// sessionLocked returns the connection holding the session a hello's
+// token names, if any, and, for a token this server signed (with its data
+// directory's key), what it says. ok is false when the token names no
+// session: signed tokens are expected, and this one is not authentic.
+// Called with s.mu held.
+func (s *Server) sessionLocked(token string) (o *conn, t sessionToken, ok bool) {
+	if s.tokens == nil {
+		return s.sessions[token], t, true
+	}
+	if t, ok = s.tokens.parse(token); !ok {
+		return nil, t, false
+	}
+	return s.sessions[t.id], t, true
+}
+
+// freshLocked reports whether a signed token is younger than the maximum
+// age (WithSessionMaxAge). Called with s.mu held.
+func (s *Server) freshLocked(t sessionToken) bool {
+	return s.cfg.clock().Sub(t.issued) < s.cfg.sessionMaxAge
+}
+
+// holdsLocked reports whether token, which names o's session, may resume
+// it: a fresh token, or, however old, the one o was welcomed with or
+// resumed with, so that a client connected for longer than the maximum
+// age, which holds no newer token, keeps its session when it reconnects.
+// Called with s.mu held.
+func (s *Server) holdsLocked(o *conn, token string, t sessionToken) bool {
+	return s.tokens == nil || token == o.session || token == o.resumedWith || s.freshLocked(t)
+}
+
+// restoreLocked restores the session of token t for c, if the hello's
+// identity agrees with it (the authenticator's ID if it gives one, else,
+// when there is an authenticator, its name), and the session's user ID
+// and name are free. The session keeps its user (the authenticator's Data
+// is this connection's) and its ID; the keys of its texts said before are
 // recalled from the history as it says texts again (sentKeys.recall).
 // Called with s.mu held.
-func (s *Server) restoreLocked(c *conn, id Identity, token string) bool {
-	if s.tokens == nil {
-		return false
-	}
-	t, ok := s.tokens.parse(token)
+func (s *Server) restoreLocked(c *conn, id Identity, t sessionToken) bool {
 	switch {
-	case !ok:
-		return false
 	case id.ID != "" && id.ID != t.user.ID:
 		return false
 	case id.ID == "" && s.cfg.auth != nil && nameKey(id.Name) != nameKey(t.user.Name):
@@ -820,8 +861,8 @@ func (s *Server) unregister(c *conn) {
 	if s.byID[c.user.ID] == c {
 		delete(s.byID, c.user.ID)
 	}
-	if s.sessions[c.session] == c {
-		delete(s.sessions, c.session)
+	if s.sessions[c.sessionID] == c {
+		delete(s.sessions, c.sessionID)
 	}
 }
 

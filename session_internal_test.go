@@ -1,6 +1,9 @@
 package garou
 
 import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -13,18 +16,19 @@ import (
 func FuzzSessionToken(f *testing.F) {
 	s := &sessionSigner{key: [32]byte{1, 2, 3}}
 	u := User{ID: "3bf8daca-1", Name: "alice", JoinedAt: time.Date(2026, 11, 28, 10, 0, 0, 123, time.UTC)}
-	tok, sid := s.issue(u)
+	issued := u.JoinedAt.Add(time.Hour)
+	tok, sid := s.issue(u, "", issued)
 	f.Add(tok)
 	f.Add(tok[:len(tok)-1])
 	f.Add("a10510043cc7e8c3a8c7f5c0792a7614") // a token without a data directory
 	f.Add("")
 	other := &sessionSigner{key: [32]byte{4}}
-	long, _ := other.issue(User{ID: string(make([]byte, maxIdentityID)), Name: "ＡＬＩＣＥ"})
+	long, _ := other.issue(User{ID: string(make([]byte, maxIdentityID)), Name: "ＡＬＩＣＥ"}, "", issued)
 	f.Add(long)
 
 	got, ok := s.parse(tok)
 	require.True(f, ok)
-	require.Equal(f, sessionToken{id: sid, user: u}, got)
+	require.Equal(f, sessionToken{id: sid, user: u, issued: issued}, got)
 	_, ok = other.parse(tok)
 	require.False(f, ok, "another key")
 	_, ok = s.parse(long)
@@ -36,11 +40,12 @@ func FuzzSessionToken(f *testing.F) {
 			return
 		}
 		// Only what the key made: the same session, ID and name.
-		again, sid := s.issue(got.user)
+		again, sid := s.issue(got.user, "", got.issued)
 		require.NotEqual(t, got.id, sid)
 		back, ok := s.parse(again)
 		require.True(t, ok)
 		require.Equal(t, got.user, back.user)
+		require.True(t, got.issued.Equal(back.issued))
 	})
 }
 
@@ -71,4 +76,37 @@ func TestRecentIDs(t *testing.T) {
 	require.True(t, w.seen("d", 3))
 	require.False(t, w.seen("b", 3))
 	require.Len(t, w.set, 3)
+}
+
+// TestSessionTokenRenewed: a token issued again for a session keeps its
+// ID and user, with the new issue time.
+func TestSessionTokenRenewed(t *testing.T) {
+	s := &sessionSigner{key: [32]byte{1}}
+	u := User{ID: "u1", Name: "alice", JoinedAt: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
+	first, sid := s.issue(u, "", u.JoinedAt)
+	later := u.JoinedAt.Add(48 * time.Hour)
+	second, sid2 := s.issue(u, sid, later)
+	require.Equal(t, sid, sid2)
+	require.NotEqual(t, first, second)
+	got, ok := s.parse(second)
+	require.True(t, ok)
+	require.Equal(t, sessionToken{id: sid, user: u, issued: later}, got)
+}
+
+// TestSessionTokenV1: a token of version 1 (no issue time) is read as
+// issued when its session began.
+func TestSessionTokenV1(t *testing.T) {
+	s := &sessionSigner{key: [32]byte{1}}
+	u := User{ID: "u1", Name: "alice", JoinedAt: time.Date(2026, 11, 28, 10, 0, 0, 5, time.UTC)}
+	sid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	b := append([]byte{tokenV1}, sid...)
+	b = binary.BigEndian.AppendUint64(b, uint64(u.JoinedAt.UnixNano()))
+	b = binary.AppendUvarint(b, uint64(len(u.ID)))
+	b = append(b, u.ID...)
+	b = binary.AppendUvarint(b, uint64(len(u.Name)))
+	b = append(b, u.Name...)
+	b = append(b, s.mac(b)...)
+	got, ok := s.parse(base64.RawURLEncoding.EncodeToString(b))
+	require.True(t, ok)
+	require.Equal(t, sessionToken{id: hex.EncodeToString(sid), user: u, issued: u.JoinedAt}, got)
 }

@@ -194,88 +194,162 @@ func TestDirectAckLostAcrossRestart(t *testing.T) {
 	require.Equal(t, []string{"after"}, texts, "the copy dropped")
 }
 
+// amyRig has raw clients say hello as amy, one connection at a time, to
+// a server where bea, a Go client in the same room, tells when amy's
+// connection is gone (the server then no longer holds her session).
+type amyRig struct {
+	t    *testing.T
+	srv  *garou.Server
+	bea  *garou.Client
+	said []string // what bea heard amy say
+}
+
+func newAmyRig(t *testing.T, opts ...garou.ServerOption) *amyRig {
+	srv := startServer(t, append([]garou.ServerOption{garou.WithPresenceInterval(0)}, opts...)...)
+	return &amyRig{t: t, srv: srv, bea: dial(t, srv, "bea", garou.WithReconnect(0), garou.WithToken("bea"))}
+}
+
+// hello connects with hello's fields (name amy unless given) and returns
+// the welcome, once amy's room is joined.
+func (r *amyRig) hello(hello map[string]any) (*rawClient, rawMsg) {
+	r.t.Helper()
+	c := rawDial(r.t, r.srv)
+	hello["type"] = "hello"
+	if hello["name"] == nil {
+		hello["name"] = "amy"
+	}
+	c.sendJSON(hello)
+	w := c.expect("welcome", "bye")
+	require.Equal(r.t, "welcome", w.typ(), "%v", w)
+	c.expect("joined")
+	return c, w
+}
+
+// quit says bye on c and waits until bea sees amy leave.
+func (r *amyRig) quit(c *rawClient) {
+	r.t.Helper()
+	c.sendJSON(map[string]any{"type": "bye"})
+	c.closed()
+	for {
+		m := next(r.t, r.bea, garou.TypeText, garou.TypeLeave)
+		if m.Type == garou.TypeLeave && m.User.Name == "amy" {
+			return
+		}
+		if m.Type == garou.TypeText {
+			r.said = append(r.said, m.Text)
+		}
+	}
+}
+
+func welcomeUser(w rawMsg) (id, joinedAt string) {
+	u := w["user"].(map[string]any)
+	return u["id"].(string), u["joined_at"].(string)
+}
+
 // TestSessionTokenRestored: with a data directory, the token of a session
-// whose connection the server already dropped restores it: same user ID,
-// same token, and a text sent again with a key the session had sequenced
-// gets its original acknowledgement. A token altered by one character,
-// or presented under an authenticator that names another user, starts a
-// new session instead.
+// whose connection the server already dropped restores it: same user ID
+// and joined_at, a renewed token, and a text sent again with a key the
+// session had sequenced gets its original acknowledgement. A token
+// altered by one character, or presented under an authenticator that
+// names another user, starts a new session instead.
 func TestSessionTokenRestored(t *testing.T) {
-	srv := startServer(t, garou.WithDataDir(t.TempDir()), garou.WithPresenceInterval(0),
+	r := newAmyRig(t, garou.WithDataDir(t.TempDir()),
 		garou.WithAuthenticator(func(_ context.Context, h garou.Hello) (garou.Identity, error) {
 			return garou.Identity{Name: h.Name, ID: h.Token}, nil
 		}))
-	bea := dial(t, srv, "bea", garou.WithReconnect(0), garou.WithToken("bea")) // keeps the room
-	first := func(c *rawClient, hello map[string]any) rawMsg {
-		t.Helper()
-		hello["type"] = "hello"
-		c.sendJSON(hello)
-		w := c.expect("welcome", "bye")
-		require.Equal(t, "welcome", w.typ(), "%v", w)
-		c.expect("joined")
-		return w
-	}
-	userID := func(w rawMsg) string { return w["user"].(map[string]any)["id"].(string) }
-	var said []string // what bea hears amy say
-	left := func() {
-		t.Helper()
-		for {
-			m := next(t, bea, garou.TypeText, garou.TypeLeave)
-			if m.Type == garou.TypeLeave && m.User.Name == "amy" {
-				return
-			}
-			if m.Type == garou.TypeText {
-				said = append(said, m.Text)
-			}
-		}
-	}
 
-	a := rawDial(t, srv)
-	w := first(a, map[string]any{"name": "amy", "token": "u-amy"})
+	a, w := r.hello(map[string]any{"token": "u-amy"})
 	token := w.str("session")
-	require.Equal(t, "u-amy", userID(w))
+	id, since := welcomeUser(w)
+	require.Equal(t, "u-amy", id)
 	a.sendJSON(map[string]any{"type": "text", "ref": 1, "text": "once", "key": "k1"})
 	ack := a.expect("ack")
-	a.sendJSON(map[string]any{"type": "bye"})
-	a.closed()
-	left()
+	r.quit(a)
 
-	b := rawDial(t, srv)
-	w = first(b, map[string]any{"name": "amy", "token": "u-amy", "session": token})
-	require.Equal(t, "u-amy", userID(w))
-	require.Equal(t, token, w.str("session"), "the same session")
+	b, w := r.hello(map[string]any{"token": "u-amy", "session": token})
+	require.Equal(t, "u-amy", w["user"].(map[string]any)["id"])
+	_, joinedAt := welcomeUser(w)
+	require.Equal(t, since, joinedAt, "the same session")
+	require.NotEqual(t, token, w.str("session"), "its token renewed")
 	b.sendJSON(map[string]any{"type": "text", "ref": 2, "text": "once", "key": "k1"})
 	again := b.expect("ack")
 	require.Equal(t, ack.num("seq"), again.num("seq"), "acknowledged as it was")
 	require.Equal(t, ack.str("id"), again.str("id"))
 	b.sendJSON(map[string]any{"type": "text", "ref": 3, "text": "new", "key": "k2"})
 	require.Equal(t, ack.num("seq")+1, b.expect("ack").num("seq"))
-	b.sendJSON(map[string]any{"type": "bye"})
-	b.closed()
-	left()
+	r.quit(b)
 
 	// Altered: one character of the token.
 	forged := []byte(token)
 	forged[len(forged)/2] ^= 1
-	c := rawDial(t, srv)
-	w = first(c, map[string]any{"name": "amy", "token": "u-amy", "session": string(forged)})
+	c, w := r.hello(map[string]any{"token": "u-amy", "session": string(forged)})
 	require.NotEqual(t, token, w.str("session"), "a new session")
 	c.sendJSON(map[string]any{"type": "text", "ref": 1, "text": "new again", "key": "k2"})
 	require.Equal(t, ack.num("seq")+2, c.expect("ack").num("seq"), "its keys are its own")
-	c.sendJSON(map[string]any{"type": "bye"})
-	c.closed()
-	left()
+	r.quit(c)
 
 	// Another user by the authenticator's word.
-	d := rawDial(t, srv)
-	w = first(d, map[string]any{"name": "amy", "token": "u-other", "session": token})
-	require.Equal(t, "u-other", userID(w))
+	d, w := r.hello(map[string]any{"token": "u-other", "session": token})
+	id, _ = welcomeUser(w)
+	require.Equal(t, "u-other", id)
 	require.NotEqual(t, token, w.str("session"), "a new session")
+	r.quit(d)
+	require.Equal(t, []string{"once", "new", "new again"}, r.said, "each text once")
+}
 
-	d.sendJSON(map[string]any{"type": "bye"})
-	d.closed()
-	left()
-	require.Equal(t, []string{"once", "new", "new again"}, said, "each text once")
+// TestSessionTokenExpires, on a clock the test moves: a token restores
+// its session for WithSessionMaxAge after it was issued, and not from
+// then on, when its hello starts a new session as one with a token the
+// server does not know; each welcome renews the token, so a session used
+// within every max age lives on. A token too old still resumes the
+// session from the connection it was given to (a client connected for
+// longer than the max age), and no other connection of the session.
+func TestSessionTokenExpires(t *testing.T) {
+	_, err := garou.NewServer(garou.WithSessionMaxAge(0))
+	require.ErrorIs(t, err, garou.ErrInvalidOption, "a max age must be positive")
+	const maxAge = 24 * time.Hour
+	base := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var elapsed atomic.Int64
+	advance := func(d time.Duration) { elapsed.Add(int64(d)) }
+	r := newAmyRig(t, garou.WithDataDir(t.TempDir()), garou.WithSessionMaxAge(maxAge),
+		garou.WithClock(func() time.Time { return base.Add(time.Duration(elapsed.Load())) }))
+
+	a, w := r.hello(map[string]any{})
+	first := w.str("session")
+	amy, since := welcomeUser(w)
+	r.quit(a)
+
+	advance(maxAge - time.Nanosecond) // the last instant first is good
+	b, w := r.hello(map[string]any{"session": first})
+	id, joinedAt := welcomeUser(w)
+	require.Equal(t, amy, id, "restored")
+	require.Equal(t, since, joinedAt, "restored")
+	second := w.str("session")
+	require.NotEqual(t, first, second, "renewed")
+	r.quit(b)
+
+	advance(time.Nanosecond) // first is maxAge old, second a day less a nanosecond
+	c, w := r.hello(map[string]any{"session": first})
+	id, _ = welcomeUser(w)
+	require.NotEqual(t, amy, id, "a new session")
+	require.NotEqual(t, second, w.str("session"))
+	r.quit(c)
+	d, w := r.hello(map[string]any{"session": second})
+	id, _ = welcomeUser(w)
+	require.Equal(t, amy, id, "restored by the renewed token")
+	third := w.str("session")
+
+	// d holds the session for longer than the max age: its own token
+	// still resumes it, an older one of the session does not.
+	advance(2 * maxAge)
+	_, w = r.hello(map[string]any{"session": third})
+	id, _ = welcomeUser(w)
+	require.Equal(t, amy, id, "resumed from d")
+	require.Equal(t, "replaced", d.expect("bye").str("code"))
+	e := rawDial(t, r.srv)
+	e.sendJSON(map[string]any{"type": "hello", "name": "amy", "session": second})
+	bye := e.expect("bye")
+	require.Equal(t, "name_taken", bye.str("code"), "%v", bye)
 }
 
 // TestStatelessResetAfterCrash: a server that dies without closing its
