@@ -33,8 +33,8 @@ import (
 // by a lost connection is retried on the next one and sequenced exactly
 // once (across a restart of a server with a data directory too). A
 // request waiting for its reply from a server silent for 250 ms, and a
-// client that heard nothing for its keep-alive period, send a harmless
-// request, so that a server that crashed and restarted answers with a
+// client that heard nothing for its probe interval (WithProbeInterval,
+// 10 s), send a harmless request, so that a server that crashed and restarted answers with a
 // stateless reset and the client reconnects at once. Messages are
 // delivered to Receive in the order the server sent them. Connection
 // state changes are reported to WithStateHandler.
@@ -1324,15 +1324,16 @@ func (c *Client) probe(ctx context.Context, cc *clientConn) {
 	_, _ = cc.write(ctx, mustEncode(req))
 }
 
-// watch probes cc whenever the server has been silent for the keep-alive
-// period, so that a client that sends nothing also learns at once, from a
-// stateless reset, that a server that crashed and restarted no longer
-// knows its connection (QUIC's keep-alive PINGs are too small to be
-// answered so). It holds no goroutine while it waits. The function it
-// returns stops it, once any probe under way has ended; cc is closed by
-// then, so that a probe cannot block.
+// watch probes cc whenever the server has been silent for the probe
+// interval (WithProbeInterval; the keep-alive period if shorter), so that
+// a client that sends nothing also learns soon, from a stateless reset,
+// that a server that crashed and restarted no longer knows its connection
+// (QUIC's keep-alive PINGs are too small to be answered so). It holds no
+// goroutine while it waits. The function it returns stops it, once any
+// probe under way has ended; cc is closed by then, so that a probe cannot
+// block.
 func (c *Client) watch(cc *clientConn) (stop func()) {
-	period := c.cfg.keepAlive
+	period := min(c.cfg.keepAlive, c.cfg.probe)
 	if period <= 0 {
 		return func() {}
 	}

@@ -33,6 +33,7 @@ const (
 	DefaultLocalAddr      = "0.0.0.0:0"
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
+	DefaultProbeInterval  = 10 * time.Second
 	DefaultReceiveBuffer  = 1024
 	DefaultReadAhead      = 1 << 20
 	DefaultReconnects     = 10
@@ -180,6 +181,7 @@ type clientConfig struct {
 	localAddr      string
 	connectTimeout time.Duration
 	keepAlive      time.Duration
+	probe          time.Duration
 	idleTimeout    time.Duration
 	maxMessageSize int
 	tlsConfig      *tls.Config
@@ -203,6 +205,7 @@ func defaultClientConfig() clientConfig {
 		localAddr:      DefaultLocalAddr,
 		connectTimeout: DefaultConnectTimeout,
 		keepAlive:      DefaultKeepAlive,
+		probe:          DefaultProbeInterval,
 		idleTimeout:    0, // derived from the keep-alive in validate
 		maxMessageSize: DefaultMaxMessageSize,
 		logger:         slog.New(slog.DiscardHandler),
@@ -226,6 +229,8 @@ func (c *clientConfig) validate() error {
 		return optErr("connect timeout must be positive, got %v", c.connectTimeout)
 	case c.keepAlive < 0:
 		return optErr("keep-alive must not be negative, got %v", c.keepAlive)
+	case c.probe < 0:
+		return optErr("probe interval must not be negative, got %v", c.probe)
 	case c.idleTimeout <= 0:
 		return optErr("idle timeout must be positive, got %v", c.idleTimeout)
 	case c.keepAlive > 0 && c.keepAlive >= c.idleTimeout:
@@ -521,14 +526,27 @@ func WithConnectTimeout(d time.Duration) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.connectTimeout = d })
 }
 
-// WithKeepAlive sets the QUIC keep-alive period; 0 disables keep-alives.
-// After a whole period without a frame from the server the client also
-// sends a request that changes nothing, whose packet, unlike a QUIC PING,
-// is large enough for a server that crashed and restarted with the same
-// data directory to answer with a stateless reset: it bounds how long a
-// client that sends nothing takes to learn of such a crash. Default 30 s.
+// WithKeepAlive sets the QUIC keep-alive period; 0 disables keep-alives,
+// and with them the probe of a silent server (WithProbeInterval), so that
+// the client sends nothing by itself. Default 30 s.
 func WithKeepAlive(d time.Duration) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) { c.keepAlive = d })
+}
+
+// WithProbeInterval sets how long a client that expects nothing lets the
+// server stay silent before it sends a request that changes nothing (a
+// members page past the last one), whose packet, unlike a keep-alive PING,
+// is large enough for a server that crashed and restarted with the same
+// data directory to answer with a stateless reset: it bounds how long a
+// client that only listens takes to learn of such a crash, and to get
+// what is said after it. The client probes after the shorter of d and the
+// keep-alive period, and not at all with keep-alives off
+// (WithKeepAlive(0)) or d = 0. The cost is one small request and its
+// reply per d on a connection that hears nothing else; its reply also
+// stands in for QUIC's keep-alive PING, which is sent only after a
+// keep-alive period without a packet from the server. Default 10 s.
+func WithProbeInterval(d time.Duration) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) { c.probe = d })
 }
 
 // WithInsecureSkipVerify makes the client accept any server certificate.

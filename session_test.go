@@ -359,7 +359,8 @@ func TestSessionTokenExpires(t *testing.T) {
 // with a stateless reset: the client, which probes a server silent while
 // a reply is due, learns that its connection is gone far sooner than its
 // idle timeout, resumes, and has its text acknowledged once; a client
-// that sends nothing learns it after its keep-alive period of silence.
+// that sends nothing learns it after its probe interval of silence, its
+// keep-alive period being longer.
 func TestStatelessResetAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	store := &ackLoser{SeqKeeper: garou.NewMemoryHistory(100).(garou.SeqKeeper), kept: make(chan struct{})}
@@ -381,11 +382,11 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 			break
 		}
 	}
-	// A client that sends nothing learns it as soon as its keep-alive
-	// period of silence has passed.
+	// A client that sends nothing learns it as soon as its probe interval
+	// of silence has passed.
 	lurkerStates := make(chan change, 64)
 	lurker, err := garou.Dial(ctxT(t), r.addr, "lurker", garou.WithFingerprint(r.srv.Fingerprint()),
-		garou.WithKeepAlive(200*time.Millisecond), garou.WithIdleTimeout(idle),
+		garou.WithProbeInterval(200*time.Millisecond), garou.WithIdleTimeout(idle),
 		garou.WithReconnectBackoff(time.Millisecond, 50*time.Millisecond),
 		garou.WithStateHandler(func(sc garou.StateChange) { lurkerStates <- change{sc, time.Now()} }))
 	require.NoError(t, err)
@@ -417,7 +418,7 @@ func TestStatelessResetAfterCrash(t *testing.T) {
 	require.Equal(t, garou.StateReconnecting, sc.State, "%v", sc.Err)
 	require.True(t, errors.As(sc.Err, &reset), "lost by a stateless reset: %v", sc.Err)
 	require.Less(t, sc.at.Sub(restarted), idle/10)
-	t.Logf("the client that sends nothing noticed it %v after the restart (keep-alive 200ms)", sc.at.Sub(restarted).Round(time.Millisecond))
+	t.Logf("the client that sends nothing noticed it %v after the restart (probe interval 200ms)", sc.at.Sub(restarted).Round(time.Millisecond))
 	require.NoError(t, <-sent)
 	kept, _, err := store.After(ctxT(t), garou.DefaultRoom, 0)
 	require.NoError(t, err)
