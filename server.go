@@ -740,6 +740,7 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, rest
 			restored = true
 			key = nameKey(c.user.Name)
 			c.sessionID = t.id
+			c.resumedWith = session
 		}
 	}
 	if old == nil && !restored {

@@ -50,7 +50,9 @@ type sessionToken struct {
 // is "".
 func (s *sessionSigner) issue(u User, sid string, now time.Time) (token, id string) {
 	var raw [sessionIDLen]byte
-	if n, err := hex.Decode(raw[:], []byte(sid)); sid == "" || err != nil || n != sessionIDLen {
+	if len(sid) != hex.EncodedLen(sessionIDLen) {
+		_, _ = rand.Read(raw[:])
+	} else if _, err := hex.Decode(raw[:], []byte(sid)); err != nil {
 		_, _ = rand.Read(raw[:])
 	}
 	b := make([]byte, 0, 1+sessionIDLen+16+2*binary.MaxVarintLen16+len(u.ID)+len(u.Name)+tokenMACLen)
