@@ -753,18 +753,19 @@ func (s *Server) register(c *conn, id Identity, session string) (old *conn, rest
 		c.user = User{ID: orDefault(id.ID, s.newID()), Name: id.Name, JoinedAt: time.Now().UTC(), Data: id.Data}
 		c.sessionID = ""
 	}
+	// With a data directory every welcome has a token issued now, so that
+	// a session in use never grows too old (WithSessionMaxAge); the
+	// session's older tokens still find it (by its ID). Without one a
+	// resumed session keeps its token. Either way a client whose
+	// connection is cut again before it reads the welcome still holds a
+	// token that works.
 	switch {
 	case s.tokens != nil:
-		// Every welcome has a token issued now, so that a session in
-		// use never grows too old (WithSessionMaxAge).
 		session, c.sessionID = s.tokens.issue(c.user, c.sessionID, s.cfg.clock())
 	case old == nil:
 		session = newSessionToken()
 		c.sessionID = session
 	}
-	// Without a data directory a resumed session keeps its token: a
-	// client whose connection is cut again before it reads the welcome
-	// still holds the token that works.
 	if c.sent == nil {
 		sid := ""
 		if s.tokens != nil {

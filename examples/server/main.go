@@ -79,6 +79,7 @@ type options struct {
 	logLevel         string
 	metrics          string
 	dataDir          string
+	sessionMaxAge    time.Duration
 	natsURL          string
 }
 
@@ -106,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate `file` (default: a self-signed development certificate)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key `file` of -cert")
 	fs.StringVar(&o.dataDir, "data", "", "`directory` keeping the texts (history.db), the development certificate and the TLS, QUIC and session keys across restarts (default: texts in memory)")
+	fs.DurationVar(&o.sessionMaxAge, "session-max-age", garou.DefaultSessionMaxAge, "with -data: how long a session token lets a client come back as the same session after the welcome that issued it")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS server `URL`s (comma-separated) with JetStream: this server is then one of several sharing its rooms' texts there (github.com/garou-chat/garou/natsbroker), which keeps them instead of -data's history.db")
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics (Prometheus text format) and /debug/pprof/ on this loopback `address`, e.g. 127.0.0.1:9090")
 	fs.StringVar(&o.logLevel, "log", "", "log `level`: debug, info, warn or error (default $GAROU_LOG, else info)")
@@ -154,6 +156,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		garou.WithMaxRoomMembers(o.maxMembers),
 		garou.WithRateLimit(o.rate, o.burst),
 		garou.WithShutdownTimeout(5 * time.Second),
+		garou.WithSessionMaxAge(o.sessionMaxAge),
 	}
 	if o.natsURL != "" {
 		nc, err := nats.Connect(o.natsURL, nats.Name("garou"), nats.MaxReconnects(-1))
