@@ -380,19 +380,21 @@ func WithDataDir(dir string) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.dataDir = dir })
 }
 
-// WithSessionMaxAge sets how long a session token stays good, from when
-// it was issued, with a data directory (WithDataDir): a token older than d
-// no longer restores its session once no connection holds it, nor resumes
-// one held by a connection it was not issued to (or resumed with); its
-// hello starts a new session, as with a token the server does not
-// recognise. Every welcome issues the session a new token, so a user who
-// connects at least once in d never loses the session; d bounds how long
-// a token copied from a client (a stolen device, a leaked log) can be
-// used. The default, 7 days, outlasts a weekend away and any deploy
-// cycle, so users do not notice it; a service whose users must not stay
-// signed in so long sets less. Without a data directory tokens die with
-// their sessions, and d does nothing. Default 7 days; it must be
-// positive.
+// WithSessionMaxAge sets how long a session token stays good after the
+// welcome that issued it, with a data directory (WithDataDir): a token
+// older than d no longer restores its session once no connection holds
+// it, nor resumes one held by a connection it was not issued to (or
+// resumed with); its hello starts a new session, as with a token the
+// server does not recognise. Every welcome issues the session a new
+// token, so a user who connects at least once within every d keeps the
+// session; a single connection held for longer than d keeps it while the
+// server holds that connection, but not across a restart. d bounds how
+// long a token copied from a client (a lost device, a leaked log) can be
+// used. The default, 7 days, outlasts a weekend away and the time between
+// deploys (each of which renews every connected client's token), so users
+// do not notice it; a service whose users must not stay signed in so long
+// sets less. Without a data directory tokens die with their sessions, and
+// d does nothing. Default 7 days; it must be positive.
 func WithSessionMaxAge(d time.Duration) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) { c.sessionMaxAge = d })
 }
