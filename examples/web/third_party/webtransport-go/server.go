@@ -426,8 +426,6 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Session, erro
 		w.Header().Add(wtProtocolHeader, v)
 	}
 
-	str := w.(http3.HTTPStreamer).HTTPStream()
-	sessID := sessionID(str.StreamID())
 	fc := s.config.sessionFlowControl(settings)
 
 	// The session manager should already exist because ServeQUICConn creates it
@@ -439,19 +437,38 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Session, erro
 		return nil, errors.New("webtransport: connection session manager not found")
 	}
 	// Multiple sessions on one HTTP/3 connection require WebTransport flow control.
+	rejected := false
 	if !fc.Enabled {
 		sessMgr.mx.Lock()
 		for _, entry := range sessMgr.sessions {
 			if entry.Session != nil {
-				sessMgr.mx.Unlock()
-				s.connsMx.Unlock()
-				str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
-				str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
-				return nil, errors.New("webtransport: multiple sessions require flow control")
+				rejected = true
+				break
 			}
 		}
 		sessMgr.mx.Unlock()
 	}
+
+	// PATCHED for quic-go v0.65.0 (see PATCHES.md): WriteHeader panics once
+	// HTTPStream has been called, so the response header is set first, and
+	// HTTPStream sends it; a rejected session gets no header, only the
+	// stream reset below. HTTPStream now returns an error when it cannot
+	// send the header.
+	if !rejected {
+		w.WriteHeader(http.StatusOK)
+	}
+	str, err := w.(http3.HTTPStreamer).HTTPStream()
+	if err != nil {
+		s.connsMx.Unlock()
+		return nil, err
+	}
+	if rejected {
+		s.connsMx.Unlock()
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
+		str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestRejected))
+		return nil, errors.New("webtransport: multiple sessions require flow control")
+	}
+	sessID := sessionID(str.StreamID())
 
 	sess := newSession(
 		context.WithoutCancel(r.Context()),
@@ -464,8 +481,6 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Session, erro
 	sessMgr.AddSession(sessID, sess)
 	s.connsMx.Unlock()
 
-	w.WriteHeader(http.StatusOK)
-	w.(http.Flusher).Flush()
 	return sess, nil
 }
 
