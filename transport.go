@@ -42,6 +42,19 @@ type Transport interface {
 	CloseWithError(code CloseCode, text string) error
 }
 
+// DatagramTransport is a Transport that also carries datagrams (a
+// WebTransport session): the server sends it the frames it sends a QUIC
+// client as datagrams (typing, PROTOCOL.md §1), each one JSON frame without
+// its length prefix, instead of on the room's stream. The server calls
+// SendDatagram from several goroutines at once; a datagram it cannot send
+// (too large, or the connection is gone) is lost, and its error ignored.
+// SendDatagram may wait for room in the transport's queue, but not past
+// CloseWithError.
+type DatagramTransport interface {
+	Transport
+	SendDatagram(b []byte) error
+}
+
 // SendStream is a stream the server writes frames to. Each Write is one or
 // more whole frames. Close ends the stream after what was written; a
 // write past the write deadline fails with an error whose Timeout method
@@ -105,7 +118,8 @@ func (q quicConn) datagrams() bool { return q.ConnectionState().SupportsDatagram
 
 func (q quicConn) close(s *Server, code CloseCode, text string) { s.closeQUIC(q.Conn, code, text) }
 
-// otherConn is a connection of a Transport: no 0-RTT, no datagrams.
+// otherConn is a connection of a Transport: no 0-RTT, and datagrams only
+// if it is a DatagramTransport.
 type otherConn struct{ t Transport }
 
 // completed is the handshake of a transport that has no 0-RTT.
@@ -132,8 +146,18 @@ func (o otherConn) openRoom(ctx context.Context) (laneStream, error) {
 
 func (o otherConn) HandshakeComplete() <-chan struct{} { return completed }
 func (o otherConn) used0RTT() bool                     { return false }
-func (o otherConn) datagrams() bool                    { return false }
-func (o otherConn) SendDatagram([]byte) error          { return errNoDatagrams }
+
+func (o otherConn) datagrams() bool {
+	_, ok := o.t.(DatagramTransport)
+	return ok
+}
+
+func (o otherConn) SendDatagram(b []byte) error {
+	if d, ok := o.t.(DatagramTransport); ok {
+		return d.SendDatagram(b)
+	}
+	return errNoDatagrams
+}
 
 func (o otherConn) close(_ *Server, code CloseCode, text string) { _ = o.t.CloseWithError(code, text) }
 
