@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/garou-chat/garou"
@@ -70,8 +72,9 @@ func browser(t *testing.T) context.Context {
 	return bctx
 }
 
-// tab opens a new tab on the page, for name, and waits until it is online.
-func tab(t *testing.T, bctx context.Context, s *serving, query string) context.Context {
+// tab opens a new tab on the page, for name, and waits until it is online;
+// before runs first, in the blank tab.
+func tab(t *testing.T, bctx context.Context, s *serving, query string, before ...chromedp.Action[chromedp.Void]) context.Context {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(bctx, chromedp.WithListener(func(ev any) {
 		// The page's console and uncaught exceptions, in the test's log.
@@ -88,6 +91,7 @@ func tab(t *testing.T, bctx context.Context, s *serving, query string) context.C
 	}))
 	t.Cleanup(cancel)
 	require.NoError(t, chromedp.Do(ctx)) // opens the tab
+	do(t, ctx, before...)
 	do(t, ctx, chromedp.Navigate("http://"+s.HTTP+"/?"+query), waitState("online"))
 	return ctx
 }
@@ -130,6 +134,12 @@ func waitTexts(t *testing.T, ctx context.Context, room string, n int) []string {
 	return texts(t, ctx, room)
 }
 
+// transport is the transport a page's connection runs on.
+func transport(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	return runTab(t, ctx, chromedp.Evaluate[string](`chat.transport`))
+}
+
 // say types text into a page's box and sends it, as a user does.
 func say(t *testing.T, ctx context.Context, text string) {
 	t.Helper()
@@ -158,9 +168,11 @@ func receiveTexts(t *testing.T, ctx context.Context, c *garou.Client, n int) []s
 	return got
 }
 
-// TestBrowser: two pages in headless Chromium and a Go client over QUIC
-// chat in one room and see one order; a page joins another room; the
-// server restarts and the pages resume without losing a text.
+// TestBrowser: two pages in headless Chromium, one over WebTransport and
+// one over WebSocket, and a Go client over QUIC chat in one room and see
+// one order; typing reaches each page (as datagrams over WebTransport); a
+// page joins another room; the server restarts and the pages resume, over
+// the same transports, without losing a text.
 func TestBrowser(t *testing.T) {
 	bctx := browser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -170,9 +182,11 @@ func TestBrowser(t *testing.T) {
 	t.Logf("screenshots in %s", shots)
 
 	data := t.TempDir()
-	s := serve(t, &options{http: "127.0.0.1:0", quic: "127.0.0.1:0", dataDir: data})
+	s := serve(t, &options{http: "127.0.0.1:0", quic: "127.0.0.1:0", webTransport: "127.0.0.1:0", dataDir: data})
 	alice := tab(t, bctx, s, "name=alice")
-	bob := tab(t, bctx, s, "name=bob")
+	bob := tab(t, bctx, s, "name=bob&transport=websocket")
+	require.Equal(t, "webtransport", transport(t, alice))
+	require.Equal(t, "websocket", transport(t, bob))
 	carol, err := garou.Dial(ctx, s.QUIC, "carol", garou.WithFingerprint(s.Fingerprint), garou.WithReconnect(50),
 		garou.WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond))
 	require.NoError(t, err)
@@ -193,6 +207,11 @@ func TestBrowser(t *testing.T) {
 	runTab(t, bob, chromedp.Poll[chromedp.Void](`document.getElementById("typing").textContent === "alice is typing…"`,
 		chromedp.WithPollingTimeout(10*time.Second)))
 	screenshot(t, bob, shots, "1-bob-sees-typing")
+	// Bob types: alice sees it, from a datagram.
+	do(t, bob, chromedp.SendKeys(chromedp.ID("text"), "typing…"))
+	runTab(t, alice, chromedp.Poll[chromedp.Void](`document.getElementById("typing").textContent === "bob is typing…" && chat.datagrams > 0`,
+		chromedp.WithPollingTimeout(10*time.Second)))
+	runTab(t, bob, chromedp.Evaluate[chromedp.Void](`document.getElementById("text").value = ""`))
 
 	// Bob joins a room from the page; carol and he chat there.
 	do(t, bob, chromedp.SendKeys(chromedp.ID("newroom"), "dev"), chromedp.Click(chromedp.ID("join")),
@@ -211,7 +230,7 @@ func TestBrowser(t *testing.T) {
 	s.stop(t)
 	runTab(t, alice, chromedp.Poll[chromedp.Void](`document.body.dataset.state !== "online"`, chromedp.WithPollingTimeout(10*time.Second)))
 	screenshot(t, alice, shots, "2-alice-reconnecting")
-	s = serve(t, &options{http: s.HTTP, quic: s.QUIC, dataDir: data})
+	s = serve(t, &options{http: s.HTTP, quic: s.QUIC, webTransport: s.WebTransport, dataDir: data})
 	defer s.stop(t)
 	for i := range 3 {
 		_, err = carol.SendTo(ctx, "lobby", fmt.Sprintf("after the restart %d", i))
@@ -222,9 +241,37 @@ func TestBrowser(t *testing.T) {
 		do(t, page, waitState("online"))
 		require.Equal(t, want, waitTexts(t, page, "lobby", len(want)))
 	}
+	require.Equal(t, "webtransport", transport(t, alice))
+	require.Equal(t, "websocket", transport(t, bob))
 	do(t, bob, chromedp.Click(chromedp.CSS(`nav button.room[data-room="lobby"]`)))
 	say(t, bob, "bob is back")
 	require.Equal(t, "bob is back", strings.SplitN(waitTexts(t, alice, "lobby", len(want)+1)[len(want)], ": ", 2)[1])
 	screenshot(t, alice, shots, "3-alice-resumed")
 	screenshot(t, bob, shots, "3-bob-resumed")
+}
+
+// TestBrowserFallback: a page whose WebTransport session cannot be set up
+// (here: the certificate is not the one whose hash it pins) connects over
+// WebSocket instead, and keeps to it.
+func TestBrowserFallback(t *testing.T) {
+	bctx := browser(t)
+	s := serve(t, &options{http: "127.0.0.1:0", quic: "127.0.0.1:0", webTransport: "127.0.0.1:0"})
+	defer s.stop(t)
+	wrongHash := func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+			const realFetch = window.fetch;
+			window.fetch = async (url, opts) => {
+				const rsp = await realFetch(url, opts);
+				if (!String(url).endsWith("/webtransport.json")) return rsp;
+				const c = await rsp.json();
+				c.sha256 = "00".repeat(32);
+				return new Response(JSON.stringify(c), { headers: { "Content-Type": "application/json" } });
+			};`})
+		return chromedp.Void{}, err
+	}
+	dave := tab(t, bctx, s, "name=dave", wrongHash)
+	require.Equal(t, "websocket", transport(t, dave))
+	require.True(t, runTab(t, dave, chromedp.Evaluate[bool](`chat.wtFailed`)))
+	say(t, dave, "over WebSocket")
+	waitTexts(t, dave, "lobby", 1)
 }

@@ -13,12 +13,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"github.com/quic-go/webtransport-go"
 	"github.com/stretchr/testify/require"
 )
@@ -37,27 +40,34 @@ func wtConfigOf(t *testing.T, s *serving) wtConfig {
 
 // dialWT opens a WebTransport session as a page of origin would, pinning
 // the certificate by its hash as browsers do (serverCertificateHashes),
-// offering protocols.
+// offering protocols. The session's QUIC connection is closed at the end
+// of the test, not with the session: the session's close reaches the
+// server before the connection's.
 func dialWT(t *testing.T, ctx context.Context, c wtConfig, origin string, protocols ...string) (*http.Response, *webtransport.Session, error) {
 	t.Helper()
-	d := &webtransport.Transport{
-		ApplicationProtocols: protocols,
-		TLSClientConfig: &tls.Config{
-			InsecureSkipVerify: true, // pinned below instead
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				h := sha256.Sum256(raw[0])
-				if hex.EncodeToString(h[:]) != c.SHA256 {
-					return errors.New("not the pinned certificate")
-				}
-				return nil
-			},
+	d := &webtransport.Transport{ApplicationProtocols: protocols}
+	u, err := url.Parse(c.URL)
+	require.NoError(t, err)
+	qc, err := quic.DialAddr(ctx, u.Host, &tls.Config{
+		NextProtos:         []string{http3.NextProtoH3},
+		InsecureSkipVerify: true, // pinned below instead
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			h := sha256.Sum256(raw[0])
+			if hex.EncodeToString(h[:]) != c.SHA256 {
+				return errors.New("not the pinned certificate")
+			}
+			return nil
 		},
-	}
+	}, &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = qc.CloseWithError(0, "") })
+	cc, err := d.NewClientConn(qc)
+	require.NoError(t, err)
 	hdr := http.Header{}
 	if origin != "" {
 		hdr.Set("Origin", origin)
 	}
-	rsp, sess, err := d.Dial(ctx, c.URL, hdr)
+	rsp, sess, err := cc.Dial(ctx, c.URL, hdr)
 	if sess != nil {
 		t.Cleanup(func() { _ = sess.CloseWithError(0, "") })
 	}

@@ -1,6 +1,9 @@
 // The chat page: rooms, members, typing and the connection's state, on
 // garou.js. The page's URL may say ?name=alice&rooms=lobby,dev; otherwise
-// it asks for a name.
+// it asks for a name. It connects over WebTransport where the browser has
+// it (the endpoint and its certificate's hash come from
+// /webtransport.json, fetched before each connection), else over
+// WebSocket; ?transport=websocket makes it use WebSocket only.
 import { Client } from "./garou.js";
 
 const $ = (id) => document.getElementById(id);
@@ -9,7 +12,18 @@ const name = params.get("name") || prompt("Your name?") || "guest";
 const rooms = (params.get("rooms") || "lobby").split(",").filter(Boolean);
 const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/garou";
 
-const chat = new Client(url, { name, rooms });
+// webTransport returns the WebTransport endpoint, with the hash of its
+// self-signed certificate (which the server replaces every ten days or
+// so), or null if the server serves none.
+async function webTransport() {
+  const rsp = await fetch("/webtransport.json", { cache: "no-store" });
+  if (!rsp.ok) return null;
+  const c = await rsp.json();
+  const hash = new Uint8Array(c.sha256.match(/../g).map((h) => parseInt(h, 16)));
+  return { url: c.url, serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] };
+}
+
+const chat = new Client(url, { name, rooms, webTransport: params.get("transport") === "websocket" ? undefined : webTransport });
 window.chat = chat; // for the console, and the browser tests
 let current = rooms[0];
 const members = new Map(); // room -> Map(id -> user)
@@ -59,9 +73,10 @@ function showTyping() {
 setInterval(showTyping, 1000);
 
 chat.addEventListener("state", (e) => {
-  const { state, close, delay } = e.detail;
-  $("state").textContent = state;
+  const { state, close, delay, transport } = e.detail;
+  $("state").textContent = state + (state === "online" && transport ? ` · ${transport}` : "");
   $("state").className = state;
+  if (transport) document.body.dataset.transport = transport;
   $("info").textContent = state === "reconnecting" && delay ? `retrying in ${Math.round(delay)} ms` : "";
   document.body.dataset.state = state;
   if (state === "reconnecting" && close !== undefined) line(current, "note", [span("note", "connection lost; resuming…")]);

@@ -1,25 +1,42 @@
-// garou.js: a Garou chat client for browsers, over WebSocket (PROTOCOL.md,
-// section 1.1). One ES module, no dependencies, no build step.
+// garou.js: a Garou chat client for browsers, over WebTransport (PROTOCOL.md,
+// section 1.2) when the browser has it and WebSocket (section 1.1)
+// otherwise. One ES module, no dependencies, no build step.
 //
 //   import { Client } from "./garou.js";
-//   const c = new Client("wss://chat.example.com/garou", { name: "alice", rooms: ["lobby"] });
+//   const c = new Client("wss://chat.example.com/garou", {
+//     name: "alice", rooms: ["lobby"],
+//     webTransport: { url: "https://chat.example.com:4434/garou" },  // optional
+//   });
 //   c.addEventListener("text", (e) => show(e.detail));   // {room, seq, from, text, time}
 //   c.connect();
 //   await c.say("lobby", "hello");
 //
 // Events (CustomEvent, the frame or a summary in detail): "state"
-// ({state: "connecting" | "online" | "reconnecting" | "closed", ...}),
-// "welcome", "joined", "text", "direct", "presence", "typing", "gap",
-// "error" (unasked errors), "bye".
+// ({state: "connecting" | "online" | "reconnecting" | "closed",
+// transport: "webtransport" | "websocket", ...}), "welcome", "joined",
+// "text", "direct", "presence", "typing", "gap", "error" (unasked errors),
+// "bye".
+//
+// Transports: with the webTransport option, in a browser that has
+// WebTransport, each connection is tried over WebTransport first: the
+// control stream is a bidirectional stream the client opens, each room's
+// frames come on a unidirectional stream the server opens, and typing comes
+// as datagrams, as over QUIC. If WebTransport fails to connect, the same
+// attempt goes on over WebSocket (the URL given first); once WebSocket has
+// worked where WebTransport failed, the client keeps to WebSocket.
 //
 // Resume: the client keeps its session token, the server's run and each
 // room's last sequence number, and after a lost connection (or a close
 // code of the reconnect range, 0x100-0x1ff) it reconnects with backoff and
-// resumes each room after the last text it received: nothing is missed,
-// nothing is received twice. Texts sent with say() and direct messages
-// carry an idempotency key and are sent again, with the same key, after a
-// reconnect if their ack had not come; a direct message received again
-// (same id) is dropped.
+// resumes each room after the last text it received, over either
+// transport: nothing is missed, nothing is received twice. Texts sent with
+// say() and direct messages carry an idempotency key and are sent again,
+// with the same key, after a reconnect if their ack had not come; a direct
+// message received again (same id) is dropped.
+
+// ALPN is the protocol version: QUIC's ALPN, and the WebTransport
+// protocol a client offers (WT-Available-Protocols).
+export const ALPN = "garou/4";
 
 // PROTOCOL is the WebSocket subprotocol: the ALPN "garou/4", with a dot
 // for the slash that subprotocols may not hold.
@@ -72,7 +89,13 @@ export class Client extends EventTarget {
    * @param {object} opts name (required), rooms (default ["lobby"]),
    *   token, history (texts to replay on a first join, default 20),
    *   reconnect (default true), keepAlive (ms of silence before a probe,
-   *   default 25000)
+   *   default 25000), webTransport (default none: WebSocket only): the
+   *   WebTransport endpoint, {url, serverCertificateHashes} (the latter as
+   *   the WebTransport constructor takes it, for a self-signed
+   *   certificate), or a function returning it or a promise of it, called
+   *   before each connection (null: WebSocket this time),
+   *   connectTimeout (ms WebTransport may take to connect before WebSocket
+   *   is tried, default 5000)
    */
   constructor(url, opts) {
     super();
@@ -82,6 +105,11 @@ export class Client extends EventTarget {
     this.history = opts.history ?? 20;
     this.reconnect = opts.reconnect ?? true;
     this.keepAlive = opts.keepAlive ?? 25000;
+    this.webTransport = opts.webTransport;
+    this.connectTimeout = opts.connectTimeout ?? 5000;
+    this.wtFailed = false; // WebTransport failed where WebSocket worked
+    this.transport = undefined; // of the current connection
+    this.datagrams = 0; // received, over WebTransport
     this.rooms = new Map(); // room -> {since: number|undefined}
     for (const r of opts.rooms ?? ["lobby"]) this.rooms.set(r, {});
     this.session = undefined;
@@ -96,7 +124,8 @@ export class Client extends EventTarget {
     // sent again after a server restart has the same ID, and is dropped.
     this.directs = new Set();
     this.attempt = 0;
-    this.ws = null;
+    this.link = null; // the connection: see _dialWebSocket
+    this.dialing = null;
     this.timer = null;
   }
 
@@ -104,29 +133,56 @@ export class Client extends EventTarget {
   connect() {
     if (this.state === "closed") return;
     this._setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    const token = {};
+    this.dialing = token;
+    this._dial(token);
+  }
+
+  async _dial(token) {
+    const live = () => this.dialing === token && this.state !== "closed";
+    let wtTried = false;
+    if (this.webTransport && !this.wtFailed && typeof WebTransport === "function") {
+      let cfg = null;
+      try {
+        cfg = typeof this.webTransport === "function" ? await this.webTransport() : this.webTransport;
+      } catch (err) {
+        cfg = null; // the page's server is away: WebSocket fails too, or says more
+      }
+      if (!live()) return;
+      if (cfg) {
+        wtTried = true;
+        try {
+          await this._dialWebTransport(token, cfg);
+          return;
+        } catch (err) {
+          if (!live()) return;
+          this._emit("fallback", { error: String(err?.message ?? err) });
+        }
+      }
+    }
+    if (live()) this._dialWebSocket(token, wtTried);
+  }
+
+  // A link is one connection over either transport: send(bytes),
+  // close(), open (whether send may be called), and bye (the server's, once
+  // read). Its transport calls _linkOpen once, _linkFrames with the frames
+  // it reads, and _linkClosed once, with the close code (-1: lost).
+  _dialWebSocket(token, wtTried) {
     const ws = new WebSocket(this.url, PROTOCOL);
     ws.binaryType = "arraybuffer";
-    this.ws = ws;
-    const reader = new FrameReader();
-    let bye = null;
-    ws.onopen = () => {
-      const rooms = [];
-      for (const [room, st] of this.rooms) {
-        const spec = { room };
-        const since = st.since ?? st.floor;
-        if (since !== undefined) spec.since = since;
-        else if (this.history > 0) spec.history = this.history;
-        rooms.push(spec);
-      }
-      const hello = { type: "hello", name: this.name, rooms };
-      if (this.token) hello.token = this.token;
-      if (this.session) { hello.session = this.session; hello.server = this.server; }
-      ws.send(encode(hello));
-      this._touch();
+    const link = {
+      transport: "websocket",
+      wtTried,
+      bye: null,
+      get open() { return ws.readyState === WebSocket.OPEN; },
+      send: (bytes) => ws.send(bytes),
+      close: () => ws.close(1000),
     };
+    this.link = link;
+    this.dialing = null;
+    const reader = new FrameReader();
+    ws.onopen = () => this._linkOpen(link);
     ws.onmessage = (ev) => {
-      if (this.ws !== ws) return;
-      this._touch();
       let frames;
       try {
         frames = reader.push(new Uint8Array(ev.data));
@@ -134,38 +190,171 @@ export class Client extends EventTarget {
         ws.close(1002, "bad frame");
         return;
       }
-      for (const f of frames) {
-        if (f.type === "bye") bye = f;
-        this._frame(f);
-      }
-      if (bye) ws.close(1000);
+      this._linkFrames(link, frames);
     };
     ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      clearTimeout(this.timer);
-      const close = bye ? (bye.close ?? 0) : (ev.code >= 4000 && ev.code < 5000 ? ev.code - 4000 : -1);
-      const again = this.reconnect && this.state !== "closed" &&
-        (close === -1 || (close >= 0x100 && close < 0x200));
-      if (!again) {
-        this._fail(new GarouError(bye?.code ?? "closed", bye?.text ?? ev.reason ?? "closed"));
-        this._setState("closed", { close, text: bye?.text ?? ev.reason });
-        return;
-      }
-      this.attempt++;
-      const delay = Math.min(5000, 100 * 2 ** Math.min(this.attempt, 6)) * (0.5 + Math.random() / 2);
-      this._setState("reconnecting", { close, text: bye?.text ?? ev.reason, delay });
-      this.timer = setTimeout(() => this.connect(), delay);
+      const close = ev.code >= 4000 && ev.code < 5000 ? ev.code - 4000 : -1;
+      this._linkClosed(link, close, ev.reason);
     };
+  }
+
+  // _dialWebTransport resolves once the session is up and its control
+  // stream open, and fails if it cannot be (then WebSocket is tried).
+  async _dialWebTransport(token, cfg) {
+    const opts = { protocols: [ALPN] };
+    if (cfg.serverCertificateHashes) opts.serverCertificateHashes = cfg.serverCertificateHashes;
+    const wt = new WebTransport(cfg.url, opts);
+    let open = false;
+    wt.closed.then(
+      (info) => { if (open) this._linkClosed(link, info?.closeCode ?? -1, info?.reason); },
+      (err) => { if (open) this._linkClosed(link, -1, err?.message); });
+    let timer;
+    let ctl;
+    try {
+      await Promise.race([wt.ready, new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("WebTransport: no connection in time")), this.connectTimeout);
+      })]);
+      ctl = await wt.createBidirectionalStream();
+    } catch (err) {
+      try { wt.close(); } catch { /* closed already */ }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.dialing !== token || this.state === "closed") {
+      wt.close();
+      return;
+    }
+    const writer = ctl.writable.getWriter();
+    const link = {
+      transport: "webtransport",
+      bye: null,
+      open: true,
+      send: (bytes) => { writer.write(bytes).catch(() => {}); },
+      close: () => { link.open = false; try { wt.close({ closeCode: 0, reason: "" }); } catch { /* closed */ } },
+    };
+    this.link = link;
+    this.dialing = null;
+    open = true;
+    // Room streams and datagrams wait for the control stream's first
+    // frame (the welcome, or a bye): a client hears of its rooms after
+    // its welcome, as over QUIC.
+    let welcomed;
+    const welcome = new Promise((resolve) => { welcomed = resolve; });
+    const bad = () => link.close();
+    const read = async (readable, first) => {
+      const r = readable.getReader();
+      const frames = new FrameReader();
+      if (!first) await welcome;
+      try {
+        for (;;) {
+          const { value, done } = await r.read();
+          if (done) return;
+          let fs;
+          try {
+            fs = frames.push(value);
+          } catch (err) {
+            bad();
+            return;
+          }
+          this._linkFrames(link, fs);
+          if (first && fs.length) welcomed();
+        }
+      } catch (err) {
+        // the session ended: wt.closed says how
+      }
+    };
+    read(ctl.readable, true);
+    (async () => {
+      const streams = wt.incomingUnidirectionalStreams.getReader();
+      try {
+        for (;;) {
+          const { value, done } = await streams.read();
+          if (done) return;
+          read(value, false);
+        }
+      } catch (err) { /* the session ended */ }
+    })();
+    (async () => {
+      const dgrams = wt.datagrams.readable.getReader();
+      await welcome;
+      try {
+        for (;;) {
+          const { value, done } = await dgrams.read();
+          if (done) return;
+          let f;
+          try {
+            f = JSON.parse(dec.decode(value));
+          } catch (err) {
+            continue; // a signal that may be lost
+          }
+          this.datagrams++;
+          this._linkFrames(link, [f]);
+        }
+      } catch (err) { /* the session ended */ }
+    })();
+    this._linkOpen(link);
+  }
+
+  _linkOpen(link) {
+    if (this.link !== link) return;
+    const rooms = [];
+    for (const [room, st] of this.rooms) {
+      const spec = { room };
+      const since = st.since ?? st.floor;
+      if (since !== undefined) spec.since = since;
+      else if (this.history > 0) spec.history = this.history;
+      rooms.push(spec);
+    }
+    const hello = { type: "hello", name: this.name, rooms };
+    if (this.token) hello.token = this.token;
+    if (this.session) { hello.session = this.session; hello.server = this.server; }
+    link.send(encode(hello));
+    this._touch();
+  }
+
+  _linkFrames(link, frames) {
+    if (this.link !== link) return;
+    this._touch();
+    for (const f of frames) {
+      if (f.type === "bye") link.bye = f;
+      else if (f.type === "welcome") {
+        this.transport = link.transport;
+        if (link.wtTried) this.wtFailed = true;
+      }
+      this._frame(f);
+    }
+    if (link.bye) link.close();
+  }
+
+  _linkClosed(link, code, reason) {
+    if (this.link !== link) return;
+    this.link = null;
+    clearTimeout(this.timer);
+    const bye = link.bye;
+    const close = bye ? (bye.close ?? 0) : code;
+    const text = bye?.text ?? reason;
+    const again = this.reconnect && this.state !== "closed" &&
+      (close === -1 || (close >= 0x100 && close < 0x200));
+    if (!again) {
+      this._fail(new GarouError(bye?.code ?? "closed", text ?? "closed"));
+      this._setState("closed", { close, text });
+      return;
+    }
+    this.attempt++;
+    const delay = Math.min(5000, 100 * 2 ** Math.min(this.attempt, 6)) * (0.5 + Math.random() / 2);
+    this._setState("reconnecting", { close, text, delay });
+    this.timer = setTimeout(() => this.connect(), delay);
   }
 
   /** close says bye and ends the client for good. */
   close() {
-    const ws = this.ws;
+    const link = this.link;
     this._setState("closed");
+    this.dialing = null;
     clearTimeout(this.timer);
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(encode({ type: "bye" }));
-    else if (ws) ws.close(1000);
+    if (link && link.open) link.send(encode({ type: "bye" }));
+    else if (link) link.close();
   }
 
   /** say sends text to room; it resolves with the ack ({room, seq, id}). */
@@ -194,7 +383,7 @@ export class Client extends EventTarget {
 
   /** typing tells room's members this user is typing (send every 2 s or so). */
   typing(room) {
-    if (this.state === "online") this.ws.send(encode({ type: "typing", room }));
+    if (this.state === "online") this.link.send(encode({ type: "typing", room }));
   }
 
   /** members resolves with the first page of room's members. */
@@ -204,7 +393,7 @@ export class Client extends EventTarget {
     return new Promise((resolve, reject) => {
       frame.ref = ++this.ref;
       this.pending.set(frame.ref, { frame, resolve, reject });
-      if (this.state === "online") this.ws.send(encode(frame));
+      if (this.state === "online") this.link.send(encode(frame));
     });
   }
 
@@ -215,11 +404,11 @@ export class Client extends EventTarget {
         this.session = f.session;
         this.server = f.server;
         this.attempt = 0;
-        this._setState("online", { user: f.user });
+        this._setState("online", { user: f.user, transport: this.transport });
         this._emit("welcome", f);
         // Requests unanswered, or made while offline: sent now (texts
         // with their key, so that none is said twice).
-        for (const p of this.pending.values()) this.ws.send(encode(p.frame));
+        for (const p of this.pending.values()) this.link.send(encode(p.frame));
         return;
       case "joined": {
         const st = this.rooms.get(f.room) ?? {};
@@ -280,7 +469,7 @@ export class Client extends EventTarget {
   _touch() {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      if (this.state === "online") this.ws.send(encode({ type: "users", cursor: "~" }));
+      if (this.state === "online") this.link.send(encode({ type: "users", cursor: "~" }));
     }, this.keepAlive);
   }
 
