@@ -257,8 +257,20 @@ func newWebTransport(srv *garou.Server, cert *devCert, pc net.PacketConn, origin
 		QUICConfig: &quic.Config{
 			EnableDatagrams:                  true,
 			EnableStreamResetPartialDelivery: true,
+			HandshakeIdleTimeout:             10 * time.Second,
 			// Browsers do not ping; garou.js asks after 25 s of silence.
 			KeepAlivePeriod: 15 * time.Second,
+			// A session needs the CONNECT stream and the control stream,
+			// and HTTP/3's control and QPACK streams: any more are reset.
+			MaxIncomingStreams:    4,
+			MaxIncomingUniStreams: 8,
+			// As the server's QUIC listener: small windows, growing to
+			// one largest frame (the default 1 MiB, with room for the
+			// stream header and HTTP/3's capsules).
+			InitialStreamReceiveWindow:     32 << 10,
+			MaxStreamReceiveWindow:         1<<20 + 64<<10,
+			InitialConnectionReceiveWindow: 64 << 10,
+			MaxConnectionReceiveWindow:     2 << 20,
 		},
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 			return context.WithValue(ctx, quicConnKey{}, c)

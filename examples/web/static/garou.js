@@ -15,7 +15,8 @@
 // ({state: "connecting" | "online" | "reconnecting" | "closed",
 // transport: "webtransport" | "websocket", ...}), "welcome", "joined",
 // "text", "direct", "presence", "typing", "gap", "error" (unasked errors),
-// "bye".
+// "bye", "fallback" ({error}: WebTransport failed to connect, WebSocket is
+// tried).
 //
 // Transports: with the webTransport option, in a browser that has
 // WebTransport, each connection is tried over WebTransport first: the
