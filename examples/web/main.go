@@ -23,10 +23,17 @@
 // names other hosts whose pages may connect (the page's own host always
 // may). -webtransport "" serves no WebTransport.
 //
-// WebTransport is served by github.com/quic-go/webtransport-go v0.13.0,
-// patched in third_party/webtransport-go for quic-go v0.65.0 (PATCHES.md
-// says how) and used through a replace in this module's go.mod only: the
-// released module does not build with the quic-go Garou uses.
+// WebTransport (PROTOCOL.md §1.2) is served by
+// github.com/quic-go/webtransport-go v0.13.0, patched in
+// third_party/webtransport-go for quic-go v0.65.0 (PATCHES.md says how)
+// and used through a replace in this module's go.mod only: the released
+// module does not build with the quic-go Garou uses. A patched copy rather
+// than a WebTransport server of our own on quic-go's http3: the patch is a
+// few lines in one function, and the library's own tests (and its
+// integration tests) run against it, where a server of our own (extended
+// CONNECT, SETTINGS, stream hijacking, datagrams, session close) would be
+// as much new code, tested only here. Drop the copy and the replace once a
+// release builds with quic-go v0.65.0.
 package main
 
 import (
