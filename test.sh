@@ -21,3 +21,6 @@ go test -race -count=1 ./...
 # The web example's browser test drives chromium-headless-shell (Debian's
 # package; .ci/run installs it) and skips where it is not installed.
 (cd examples/web && go test -race -count=1 ./...)
+# The web example's patched copy of webtransport-go (PATCHES.md): its own
+# tests, on the quic-go Garou uses.
+(cd examples/web/third_party/webtransport-go && go test -race -count=1 ./...)
