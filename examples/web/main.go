@@ -90,6 +90,7 @@ type options struct {
 	webTransport        string // UDP address; "": none
 	origins             []string
 	log                 *slog.Logger
+	serverOpts          []garou.ServerOption // more, after the command's own
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -124,6 +125,7 @@ func run(ctx context.Context, o *options, ready func(addrs)) error {
 		logger = slog.Default()
 	}
 	opts := []garou.ServerOption{garou.WithLogger(logger), garou.WithShutdownTimeout(5 * time.Second)}
+	opts = append(opts, o.serverOpts...)
 	if o.dataDir != "" {
 		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 			return err

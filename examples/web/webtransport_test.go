@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,12 @@ func wtConfigOf(t *testing.T, s *serving) wtConfig {
 // server before the connection's.
 func dialWT(t *testing.T, ctx context.Context, c wtConfig, origin string, protocols ...string) (*http.Response, *webtransport.Session, error) {
 	t.Helper()
+	return dialWTWith(t, ctx, c, &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true}, origin, protocols...)
+}
+
+// dialWTWith is dialWT with the client's QUIC configuration.
+func dialWTWith(t *testing.T, ctx context.Context, c wtConfig, qconf *quic.Config, origin string, protocols ...string) (*http.Response, *webtransport.Session, error) {
+	t.Helper()
 	d := &webtransport.Transport{ApplicationProtocols: protocols}
 	u, err := url.Parse(c.URL)
 	require.NoError(t, err)
@@ -58,7 +65,7 @@ func dialWT(t *testing.T, ctx context.Context, c wtConfig, origin string, protoc
 			}
 			return nil
 		},
-	}, &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true})
+	}, qconf)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = qc.CloseWithError(0, "") })
 	cc, err := d.NewClientConn(qc)
@@ -246,4 +253,98 @@ func TestDevCert(t *testing.T) {
 	require.NoError(t, err)
 	_, err = mem.sha256()
 	require.NoError(t, err)
+}
+
+// helloWT opens a session of name in room and reads its welcome and the
+// room's joined: its control stream and the room's stream.
+func helloWT(t *testing.T, ctx context.Context, sess *webtransport.Session, name, room string) (*webtransport.Stream, *webtransport.ReceiveStream) {
+	t.Helper()
+	ctl, err := sess.OpenStreamSync(ctx)
+	require.NoError(t, err)
+	writeFrame(t, ctl, map[string]any{"type": "hello", "name": name, "rooms": []map[string]any{{"room": room}}})
+	require.Equal(t, "welcome", readFrame(t, ctl).Type)
+	str, err := sess.AcceptUniStream(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "joined", readFrame(t, str).Type)
+	return ctl, str
+}
+
+// TestWebTransportHostile: a frame over the size limit gets its bye and
+// the session's close code; a WebTransport client that stops reading is
+// cut as a slow consumer while a QUIC client in its room receives every
+// text.
+func TestWebTransportHostile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := serve(t, &options{http: "127.0.0.1:0", quic: "127.0.0.1:0", webTransport: "127.0.0.1:0",
+		serverOpts: []garou.ServerOption{garou.WithMaxMessageSize(4096), garou.WithSendQueueBytes(256 << 10), garou.WithRateLimit(0, 0)}})
+	defer s.stop(t)
+	c := wtConfigOf(t, s)
+
+	_, big, err := dialWT(t, ctx, c, "", garou.ALPN)
+	require.NoError(t, err)
+	ctl, _ := helloWT(t, ctx, big, "big", "r")
+	_, err = ctl.Write([]byte{0xff, 0xff, 0xff, 0xff})
+	require.NoError(t, err)
+	bye := readFrame(t, ctl)
+	require.Equal(t, "bye", bye.Type)
+	require.Equal(t, int(garou.CloseTooLarge), bye.Close)
+	require.NoError(t, big.CloseWithError(0, "")) // as a client does, having read the bye
+
+	// A small receive window: the server's writes wait soon.
+	_, slowSess, err := dialWTWith(t, ctx, c, &quic.Config{
+		EnableDatagrams: true, EnableStreamResetPartialDelivery: true,
+		InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10,
+	}, "", garou.ALPN)
+	require.NoError(t, err)
+	helloWT(t, ctx, slowSess, "slow", "r")
+	reader, err := garou.Dial(ctx, s.QUIC, "reader", garou.WithFingerprint(s.Fingerprint), garou.WithRooms("r"))
+	require.NoError(t, err)
+	defer reader.Close()
+
+	// The slow client reads nothing from here on; the reader reads all.
+	text := strings.Repeat("x", 2000)
+	got := make(chan error, 1)
+	progress := make(chan struct{}, 64)
+	left := make(chan string, 1) // why slow left
+	const n, window = 1000, 32
+	go func() {
+		for i := 0; i < n; {
+			m, err := reader.Receive(ctx)
+			if err != nil {
+				got <- err
+				return
+			}
+			switch {
+			case m.Type == garou.TypeText:
+				i++
+				progress <- struct{}{}
+			case m.Type == garou.TypeLeave && m.User.Name == "slow":
+				left <- m.Reason
+			}
+		}
+		got <- nil
+	}()
+	for i := range n {
+		if i >= window {
+			select {
+			case <-progress:
+			case err := <-got:
+				require.NoError(t, err)
+			}
+		}
+		_, err := reader.SendTo(ctx, "r", text)
+		require.NoError(t, err)
+	}
+	require.NoError(t, <-got)
+	select {
+	case reason := <-left:
+		require.Equal(t, "slow", reason)
+	default:
+		t.Fatal("the slow client was not cut")
+	}
+	_, err = slowSess.AcceptStream(ctx)
+	var sessErr *webtransport.SessionError
+	require.ErrorAs(t, err, &sessErr)
+	require.Equal(t, webtransport.SessionErrorCode(garou.CloseSlowConsumer), sessErr.ErrorCode)
 }
