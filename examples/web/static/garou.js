@@ -165,7 +165,8 @@ export class Client extends EventTarget {
   }
 
   // A link is one connection over either transport: send(bytes),
-  // close(), open (whether send may be called), and bye (the server's, once
+  // close(), open (whether send may be called), bye (the server's, once
+  // read) and finish() (optional: close once what came before the bye is
   // read). Its transport calls _linkOpen once, _linkFrames with the frames
   // it reads, and _linkClosed once, with the close code (-1: lost).
   _dialWebSocket(token, wtTried) {
@@ -205,10 +206,21 @@ export class Client extends EventTarget {
     const opts = { protocols: [ALPN] };
     if (cfg.serverCertificateHashes) opts.serverCertificateHashes = cfg.serverCertificateHashes;
     const wt = new WebTransport(cfg.url, opts);
+    // Room streams and datagrams wait for the control stream's first
+    // frame (the welcome, or a bye): a client hears of its rooms after
+    // its welcome, as over QUIC. The session's end ends the wait.
+    let welcomed;
+    const welcome = new Promise((resolve) => { welcomed = resolve; });
     let open = false;
     wt.closed.then(
-      (info) => { if (open) this._linkClosed(link, info?.closeCode ?? -1, info?.reason); },
-      (err) => { if (open) this._linkClosed(link, -1, err?.message); });
+      (info) => {
+        welcomed();
+        if (open) this._linkClosed(link, link.failed ? -1 : (info?.closeCode ?? -1), info?.reason);
+      },
+      (err) => {
+        welcomed();
+        if (open) this._linkClosed(link, -1, err?.message);
+      });
     let timer;
     let ctl;
     try {
@@ -232,17 +244,30 @@ export class Client extends EventTarget {
       bye: null,
       open: true,
       send: (bytes) => { writer.write(bytes).catch(() => {}); },
-      close: () => { link.open = false; try { wt.close({ closeCode: 0, reason: "" }); } catch { /* closed */ } },
+      close: (code = 0) => {
+        link.open = false;
+        try { wt.close({ closeCode: code, reason: "" }); } catch { /* closed already */ }
+      },
     };
     this.link = link;
     this.dialing = null;
     open = true;
-    // Room streams and datagrams wait for the control stream's first
-    // frame (the welcome, or a bye): a client hears of its rooms after
-    // its welcome, as over QUIC.
-    let welcomed;
-    const welcome = new Promise((resolve) => { welcomed = resolve; });
-    const bad = () => link.close();
+    // A frame that cannot be parsed: the session is closed (0x203,
+    // protocol) and counts as lost, as over WebSocket.
+    const bad = () => {
+      link.failed = true;
+      link.close(0x203);
+    };
+    // On a bye, the room streams (which the server ended before it) are
+    // read to their end, for at most 2 s, before the session is closed.
+    const rooms = new Set();
+    link.finish = async () => {
+      let timer;
+      await Promise.race([Promise.allSettled([...rooms]),
+        new Promise((resolve) => { timer = setTimeout(resolve, 2000); })]);
+      clearTimeout(timer);
+      link.close();
+    };
     const read = async (readable, first) => {
       const r = readable.getReader();
       const frames = new FrameReader();
@@ -272,7 +297,9 @@ export class Client extends EventTarget {
         for (;;) {
           const { value, done } = await streams.read();
           if (done) return;
-          read(value, false);
+          const p = read(value, false);
+          rooms.add(p);
+          p.finally(() => rooms.delete(p));
         }
       } catch (err) { /* the session ended */ }
     })();
@@ -325,7 +352,10 @@ export class Client extends EventTarget {
       }
       this._frame(f);
     }
-    if (link.bye) link.close();
+    if (link.bye && !link.closing) {
+      link.closing = true;
+      (link.finish ?? link.close)();
+    }
   }
 
   _linkClosed(link, code, reason) {
