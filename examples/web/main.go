@@ -12,16 +12,22 @@
 // the UDP address -webtransport, its self-signed certificate pinned by the
 // hash the page fetches from /webtransport.json) when the browser has it,
 // and over WebSocket (/garou on -http) otherwise, or if WebTransport fails
-// to connect; ?transport=websocket makes it use WebSocket. QUIC clients of
-// the same server share the rooms:
+// to connect; ?transport=websocket makes it use WebSocket. Browsers offer
+// WebTransport only to secure pages: served over HTTPS, or from localhost
+// or 127.0.0.1 as here. QUIC clients of the same server share the rooms:
 //
 //	go run ./examples/client -name carol -addr 127.0.0.1:4433 -fingerprint FP
 //
 // With -data the server keeps its texts (a bolt file), its keys and the
-// WebTransport certificate in DIR, and a restart loses nothing: the pages and the QUIC clients resume
-// every room where they were. Ctrl-C shuts it down gracefully. -origin
-// names other hosts whose pages may connect (the page's own host always
-// may). -webtransport "" serves no WebTransport.
+// WebTransport certificate in DIR, and a restart loses nothing: the pages
+// and the QUIC clients resume every room where they were. Ctrl-C shuts it
+// down gracefully. -origin names other hosts whose pages may connect (the
+// page's own host always may). -webtransport "" serves no WebTransport.
+//
+// The WebTransport certificate is self-signed ECDSA P-256, valid for 13
+// days, as browsers require of a certificate they pin by its hash
+// (serverCertificateHashes: at most 14 days); the server replaces it when
+// 3 days remain, and the page fetches the hash before each connection.
 //
 // WebTransport (PROTOCOL.md §1.2) is served by
 // github.com/quic-go/webtransport-go v0.13.0, patched in
