@@ -328,8 +328,9 @@ func (w *webTransport) serveConfig(rw http.ResponseWriter, r *http.Request) {
 
 // checkOrigin allows requests without an Origin (not from a page), and
 // pages of the endpoint's own host name (any port: the page comes from
-// the HTTP server) or of an origin host matching one of patterns
-// (path.Match, as wsgarou's OriginPatterns).
+// the HTTP server; localhost and the loopback addresses count as one
+// host) or of an origin host matching one of patterns (path.Match, as
+// wsgarou's OriginPatterns).
 func checkOrigin(patterns []string) func(*http.Request) bool {
 	return func(r *http.Request) bool {
 		origin := r.Header.Get("Origin")
@@ -344,7 +345,7 @@ func checkOrigin(patterns []string) func(*http.Request) bool {
 		if hn, _, err := net.SplitHostPort(r.Host); err == nil {
 			host = hn
 		}
-		if strings.EqualFold(u.Hostname(), host) {
+		if strings.EqualFold(u.Hostname(), host) || loopback(u.Hostname()) && loopback(host) {
 			return true
 		}
 		for _, p := range patterns {
@@ -354,6 +355,14 @@ func checkOrigin(patterns []string) func(*http.Request) bool {
 		}
 		return false
 	}
+}
+
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ServeHTTP upgrades a request to a WebTransport session and serves it as

@@ -200,7 +200,11 @@ func TestWebTransport(t *testing.T) {
 		}
 	}
 
-	// A page of another origin is refused before any session exists.
+	// A page of localhost may connect to 127.0.0.1; a page of another
+	// origin is refused before any session exists.
+	_, sess, err = dialWT(t, ctx, c, "http://localhost:8080", garou.ALPN)
+	require.NoError(t, err)
+	require.NoError(t, sess.CloseWithError(0, ""))
 	rsp, _, err = dialWT(t, ctx, c, "http://evil.example", garou.ALPN)
 	require.Error(t, err)
 	require.Equal(t, http.StatusForbidden, rsp.StatusCode)
