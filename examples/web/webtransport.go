@@ -229,7 +229,6 @@ type webTransport struct {
 	addr    *net.UDPAddr
 	allowed func(*http.Request) bool
 	log     *slog.Logger
-	h3      *http3.Server
 	wt      *webtransport.Server
 }
 
@@ -251,7 +250,7 @@ func newWebTransport(srv *garou.Server, cert *devCert, pc net.PacketConn, origin
 	})
 	mux := http.NewServeMux()
 	mux.Handle(wtPath, w)
-	w.h3 = &http3.Server{
+	h3 := &http3.Server{
 		Handler:   mux,
 		TLSConfig: tlsConf,
 		QUICConfig: &quic.Config{
@@ -277,7 +276,7 @@ func newWebTransport(srv *garou.Server, cert *devCert, pc net.PacketConn, origin
 		},
 	}
 	w.wt = &webtransport.Server{
-		H3:                   w.h3,
+		H3:                   h3,
 		ApplicationProtocols: []string{garou.ALPN},
 		CheckOrigin:          w.allowed,
 	}
