@@ -124,6 +124,7 @@ $("sayform").addEventListener("submit", (ev) => {
   const text = $("text").value.trim();
   if (!text) return;
   $("text").value = "";
+  lastTyping = 0; // the others stop showing the typing with the text: the next key shows it again
   chat.say(current, text).catch((err) => line(current, "note", [span("note", "not sent: " + err.message)]));
 });
 $("joinform").addEventListener("submit", (ev) => {
