@@ -28,7 +28,9 @@ import (
 // unique across them (atomically if it is a NameHolder). One that is a
 // PresenceBroker shares rooms' members, joins and leaves; otherwise a
 // room's member list and its presence frames are its members on this
-// server. Server.Users lists this server's users in either case.
+// server. One that is a UserLister lists the users of every server in
+// Server.Users and the "users" request; otherwise they list this
+// server's.
 //
 // The server calls a Broker with no lock held and never while a room's
 // texts are being delivered. All methods may be called concurrently, for
@@ -423,9 +425,11 @@ func (s *Server) userBroker() UserBroker {
 	return ub
 }
 
-// attach makes c's user reachable from the other servers, until detach.
-// A failure is logged: the user is then reachable from this server only.
+// attach makes c's user reachable from the other servers, and listed
+// there, until detach. A failure is logged: the user is then reachable
+// from this server only.
 func (s *Server) attach(c *conn) {
+	s.attachListed(c)
 	ub := s.userBroker()
 	if ub == nil {
 		return
@@ -441,6 +445,29 @@ func (s *Server) attach(c *conn) {
 		s.attached = make(map[*conn]func())
 	}
 	s.attached[c] = detach
+	s.attachMu.Unlock()
+}
+
+// attachListed lists c's user on the broker, if it is a UserLister, until
+// detach. A failure is logged: the other servers then do not list the
+// user.
+func (s *Server) attachListed(c *conn) {
+	ul := s.userLister()
+	if ul == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.qc.Context(), 5*time.Second)
+	defer cancel()
+	offline, err := ul.Online(ctx, c.user)
+	if err != nil {
+		s.log.Error("garou: broker user listing failed", "user", c.user.Name, "err", err)
+		return
+	}
+	s.attachMu.Lock()
+	if s.listed == nil {
+		s.listed = make(map[*conn]func())
+	}
+	s.listed[c] = offline
 	s.attachMu.Unlock()
 }
 
@@ -523,9 +550,14 @@ func (s *Server) detach(c *conn) {
 	delete(s.attached, c)
 	release := s.held[c]
 	delete(s.held, c)
+	offline := s.listed[c]
+	delete(s.listed, c)
 	s.attachMu.Unlock()
 	if detach != nil {
 		detach()
+	}
+	if offline != nil {
+		offline()
 	}
 	if release != nil {
 		release()
@@ -727,5 +759,59 @@ func (r *room) allLocked() []User {
 		}
 	}
 	slices.SortFunc(users, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
+	return users
+}
+
+// A UserLister is a Broker that lists the users online on every server of
+// the service: Server.Users and the "users" request then list them all,
+// and count them all. A server whose Broker is a UserLister lists each
+// user it welcomes with Online, and unlists it when its connection ends.
+type UserLister interface {
+	Broker
+	// Online lists u, a user welcomed on this server, among the users of
+	// the service until offline is called. A server that stops without
+	// calling it (a crash) has its users unlisted after the broker's own
+	// bound. offline is idempotent.
+	Online(ctx context.Context, u User) (offline func(), err error)
+	// Users returns the users listed by the other servers, as last heard
+	// of: one listed a moment ago on another server may be missing, one
+	// unlisted a moment ago still there. The server calls it for each
+	// Server.Users and "users" request, so it answers from what the
+	// broker already knows, without a round trip each time if it can.
+	Users(ctx context.Context) ([]User, error)
+}
+
+// userLister returns the server's broker if it lists the users of every
+// server.
+func (s *Server) userLister() UserLister {
+	ul, _ := s.cfg.broker.(UserLister)
+	return ul
+}
+
+// withRemoteUsers adds to users, this server's, the users the broker lists
+// on the other servers, each ID once. A broker that fails to answer leaves
+// users as they are.
+func (s *Server) withRemoteUsers(users []User) []User {
+	ul := s.userLister()
+	if ul == nil {
+		return users
+	}
+	ctx, cancel := context.WithTimeout(s.runCtx, 5*time.Second)
+	defer cancel()
+	remote, err := ul.Users(ctx)
+	if err != nil {
+		s.log.Error("garou: broker user list failed", "err", err)
+		return users
+	}
+	seen := make(map[string]struct{}, len(users))
+	for _, u := range users {
+		seen[u.ID] = struct{}{}
+	}
+	for _, u := range remote {
+		if _, dup := seen[u.ID]; !dup {
+			seen[u.ID] = struct{}{}
+			users = append(users, u)
+		}
+	}
 	return users
 }

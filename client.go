@@ -1566,7 +1566,8 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	return err
 }
 
-// Users returns a page of the users online on the server, in the order of
+// Users returns a page of the users online on the server (on every server
+// of the service, when its servers' broker lists them), in the order of
 // their IDs: the first for cursor "", else the one after the page whose
 // Next cursor is given.
 func (c *Client) Users(ctx context.Context, cursor string) (Page, error) {

@@ -73,6 +73,7 @@ type Server struct {
 	attachMu sync.Mutex
 	attached map[*conn]func() // users reachable through a UserBroker
 	held     map[*conn]func() // names held through a NameHolder
+	listed   map[*conn]func() // users listed through a UserLister
 
 	mu         sync.Mutex
 	served     bool
@@ -441,6 +442,12 @@ func (s *Server) presenceLoop() {
 // only the best PageSize candidates as it scans, so a page costs one pass
 // over the users and no copy of them.
 func (s *Server) userPage(cursor string) (page []User, next string, total int) {
+	if s.userLister() != nil {
+		all := s.allUsers()
+		slices.SortFunc(all, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
+		page, next = pageOf(all, cursor)
+		return page, next, len(all)
+	}
 	best := make([]*conn, 0, PageSize+1)
 	after := 0
 	s.mu.Lock()
@@ -477,16 +484,27 @@ func (s *Server) online() int {
 	return len(s.byID)
 }
 
-// Users returns the users online now, in the order they connected.
+// Users returns the users online now, in the order they connected. With
+// a Broker that is a UserLister, they are the users of every server of
+// the service (those of other servers as last heard of); otherwise this
+// server's.
 func (s *Server) Users() []User {
+	users := s.allUsers()
+	sortUsers(users)
+	return users
+}
+
+// allUsers returns the users online on this server, and on the others if
+// the broker lists them (a user of this server listed there too, its
+// session moving, counts once).
+func (s *Server) allUsers() []User {
 	s.mu.Lock()
 	users := make([]User, 0, len(s.names))
 	for _, c := range s.names {
 		users = append(users, c.user)
 	}
 	s.mu.Unlock()
-	sortUsers(users)
-	return users
+	return s.withRemoteUsers(users)
 }
 
 func sortUsers(u []User) {

@@ -177,6 +177,7 @@ type Broker struct {
 	presence jetstream.KeyValue // the members of rooms (presence.go); guarded by smu
 	id       string             // this broker's, in its presence entries
 	entered  map[*enteredMember]struct{}
+	listed   userList       // the other servers' users (users.go); its map guarded by mu
 	wg       sync.WaitGroup // renewLoop
 
 	stop chan struct{}
@@ -275,8 +276,8 @@ func streamGone(err error) bool {
 		errors.Is(err, nats.ErrNoResponders)
 }
 
-// Close stops the broker's checks and the renewal of the names it holds,
-// and waits for them to end. It is idempotent. The rooms still open stop
+// Close stops the broker's checks, the renewal of the names it holds and
+// its watch of the other servers' users, and waits for them to end. It is idempotent. The rooms still open stop
 // hearing their texts; the names still held are freed by the bucket's TTL
 // (the server releases its users' names as their connections end, before
 // its Close returns).
@@ -284,6 +285,7 @@ func (b *Broker) Close() error {
 	b.once.Do(func() { close(b.stop) })
 	<-b.done
 	b.wg.Wait()
+	b.stopUsers()
 	return nil
 }
 

@@ -122,18 +122,8 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 // the background (NATS's client asks the server to drop it, up to its
 // own 5 s), not waited for by Close.
 func (b *Broker) Watch(ctx context.Context, room string, change func(garou.PresenceChange)) (func(), error) {
-	ctx, cancel := b.bound(ctx)
-	defer cancel()
-	w, err := b.presenceKV().Watch(context.Background(), token(room)+".>")
-	if err != nil {
-		return nil, fmt.Errorf("natsbroker: watch %q: %w", room, err)
-	}
-	own := "." + b.id + "."
 	known := make(map[string]garou.User) // by key
-	apply := func(e jetstream.KeyValueEntry) {
-		if strings.Contains(e.Key(), own) {
-			return
-		}
+	stop, err := b.watchOthers(ctx, token(room)+".>", func(e jetstream.KeyValueEntry) {
 		if e.Operation() != jetstream.KeyValuePut {
 			if u, ok := known[e.Key()]; ok {
 				delete(known, e.Key())
@@ -141,18 +131,11 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 			}
 			return
 		}
-		var p wirePresence
-		if json.Unmarshal(e.Value(), &p) != nil {
+		p, u, ok := decodePresence(e.Value())
+		if !ok {
 			return
 		}
-		u := garou.User{ID: p.ID, Name: p.Name, JoinedAt: p.JoinedAt}
-		if len(p.Data) != 0 {
-			var data any
-			if json.Unmarshal(p.Data, &data) == nil {
-				u.Data = data
-			}
-		}
-		_, ok := known[e.Key()]
+		_, ok = known[e.Key()]
 		switch {
 		case p.Left && ok:
 			delete(known, e.Key())
@@ -161,8 +144,50 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 			known[e.Key()] = u
 			change(garou.PresenceChange{User: u})
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: watch %q: %w", room, err)
 	}
-	// The entries there now, before Watch returns: up to the nil that
+	return stop, nil
+}
+
+// decodePresence reads an entry of the presence bucket.
+func decodePresence(val []byte) (wirePresence, garou.User, bool) {
+	var p wirePresence
+	if json.Unmarshal(val, &p) != nil {
+		return p, garou.User{}, false
+	}
+	u := garou.User{ID: p.ID, Name: p.Name, JoinedAt: p.JoinedAt}
+	if len(p.Data) != 0 {
+		var data any
+		if json.Unmarshal(p.Data, &data) == nil {
+			u.Data = data
+		}
+	}
+	return p, u, true
+}
+
+// watchOthers watches the keys of the presence bucket under filter and
+// calls apply with each entry of another server's ("<...>.<server>.<...>"),
+// one call at a time: those there now before it returns, then each
+// change, until stop is called.
+// While NATS is unreachable, stop returns at once and the watch ends in
+// the background (NATS's client asks the server to drop it, up to its
+// own 5 s), not waited for by Close.
+func (b *Broker) watchOthers(ctx context.Context, filter string, apply func(jetstream.KeyValueEntry)) (func(), error) {
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	w, err := b.presenceKV().Watch(context.Background(), filter)
+	if err != nil {
+		return nil, err
+	}
+	own := "." + b.id + "."
+	others := func(e jetstream.KeyValueEntry) {
+		if !strings.Contains(e.Key(), own) {
+			apply(e)
+		}
+	}
+	// The entries there now, before it returns: up to the nil that
 	// ends them.
 	for initial := true; initial; {
 		select {
@@ -171,10 +196,10 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 				initial = false
 				continue
 			}
-			apply(e)
+			others(e)
 		case <-ctx.Done():
 			_ = w.Stop()
-			return nil, fmt.Errorf("natsbroker: watch %q: %w", room, ctx.Err())
+			return nil, ctx.Err()
 		}
 	}
 	// Once stopped, no change is told (mu and stopped); the updates
@@ -191,7 +216,7 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 			case e := <-w.Updates():
 				mu.Lock()
 				if e != nil && !stopped {
-					apply(e)
+					others(e)
 				}
 				mu.Unlock()
 			case <-halted:
