@@ -132,6 +132,9 @@ func (r *room) closeRoom() {
 	r.mu.Lock()
 	stop, unwatch := r.stopLive, r.stopWatch
 	r.stopLive, r.stopWatch, r.open = nil, nil, false
+	for id := range r.untold {
+		r.toldLocked(id)
+	}
 	r.mu.Unlock()
 	if stop != nil {
 		stop()
@@ -275,6 +278,7 @@ func (s *Server) catchUp(ctx context.Context, name string, seq uint64) {
 // r.order is held; msg has no Seq yet.
 func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, key string) (ChatMessage, error) {
 	if c != nil {
+		r.awaitJoinTold(ctx, c)
 		r.mu.Lock()
 		r.announceJoinLocked(c) // its join before its text
 		r.mu.Unlock()
@@ -650,13 +654,18 @@ func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMess
 // room on every server are its members on each (in Members, in the count
 // and first page of "joined", in "members" pages and in the counts of
 // presence frames), and their joins and leaves are told to the members on
-// every server. Each server numbers (presence_seq) the changes it tells
-// its members, its own and those it hears of, in one order with its
-// snapshots, so that a client skips exactly what its "joined" counted.
+// every server. The broker puts a room's changes in one order and numbers
+// them (PresenceChange.Seq): every server tells its members the same
+// changes, this server's own too, in that order and under those numbers
+// (presence_seq), so that members on two servers see one history, and a
+// client skips exactly what its "joined" counted.
 //
 // A server whose Broker is a PresenceBroker enters each user that joins a
 // room here, and makes it leave with the leave's reason; and it watches
-// each room it has open.
+// each room it has open. While a room is watched, its members are told
+// the joins and leaves of this server too only as the watch tells them; a
+// room whose watch could not start tells this server's changes itself,
+// numbered by the server as without a broker.
 type PresenceBroker interface {
 	Broker
 	// Enter makes u a member of room on this server for the other
@@ -664,18 +673,25 @@ type PresenceBroker interface {
 	// that stops without leaving (a crash) has its members leave, with
 	// reason "lost", after the broker's own bound.
 	Enter(ctx context.Context, room string, u User) (leave func(reason string), err error)
-	// Watch calls change with the members of room on other servers (as
-	// joins) before it returns, then with each of their joins and leaves,
-	// one call at a time, until stop is called. A join of a user already
-	// told, or a leave of one not told, is ignored by the server.
+	// Watch calls change with the members of room on every server, this
+	// one's included (as joins), before it returns, then with each of
+	// their joins and leaves, one call at a time, in the room's one order
+	// with increasing Seq, until stop is called. A user with several
+	// entries (a session moving between servers) is told joining with its
+	// first and leaving with its last.
 	Watch(ctx context.Context, room string, change func(PresenceChange)) (stop func(), err error)
 }
 
-// A PresenceChange is a join or leave of a room on another server.
+// A PresenceChange is a join or leave of a room, on any server.
 type PresenceChange struct {
 	Leave  bool
 	User   User
 	Reason string // a leave's
+	// Seq numbers the change in the room's one order of changes, the
+	// same on every server: each change a Watch tells has a higher Seq
+	// than the one before (not necessarily the next). It is the
+	// presence_seq the server tells its members.
+	Seq uint64
 }
 
 // presenceBroker returns the server's broker if it shares presence.
@@ -691,16 +707,47 @@ type entry struct {
 }
 
 // enter enters u into room on the broker, once no lock is held.
-func (s *Server) enter(pb PresenceBroker, e *entry, room string, u User) {
+func (s *Server) enter(pb PresenceBroker, e *entry, r *room, u User) {
 	defer close(e.done)
 	ctx, cancel := context.WithTimeout(s.runCtx, 5*time.Second)
 	defer cancel()
-	leave, err := pb.Enter(ctx, room, u)
+	leave, err := pb.Enter(ctx, r.name, u)
 	if err != nil {
-		s.log.Error("garou: broker presence enter failed", "room", room, "user", u.Name, "err", err)
+		s.log.Error("garou: broker presence enter failed", "room", r.name, "user", u.Name, "err", err)
+		r.mu.Lock()
+		r.toldLocked(u.ID) // never to be told: its texts wait no more
+		r.mu.Unlock()
 		return
 	}
 	e.leave = leave
+}
+
+// toldLocked marks the join of the member here whose user ID is id as
+// told (or never to be). r.mu is held.
+func (r *room) toldLocked(id string) {
+	if ch := r.untold[id]; ch != nil {
+		close(ch)
+		delete(r.untold, id)
+	}
+}
+
+// awaitJoinTold waits, up to a second, until the join of c, a member here
+// of a watched room, has been told as the watch tells it: nobody hears
+// from c before hearing that c joined.
+func (r *room) awaitJoinTold(ctx context.Context, c *conn) {
+	r.mu.Lock()
+	ch := r.untold[c.user.ID]
+	r.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // exit makes e's member leave on the broker, once entered.
@@ -723,27 +770,45 @@ func (r *room) watchRoom(ctx context.Context, pb PresenceBroker) error {
 	return nil
 }
 
-// remoteChange tells the members a join or leave on another server.
+// remoteChange tells the members a join or leave the broker's watch told
+// of, on any server, numbered by the broker: a user's join when its first
+// entry comes, its leave when its last goes, unless it is a member here
+// (its session moved here). A joiner here is not told its own join (see
+// flushPresenceLocked).
 func (r *room) remoteChange(ch PresenceChange) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id := ch.User.ID
-	if _, local := r.byUser[id]; local {
-		return // its session moved here, or has yet to leave there
-	}
-	_, known := r.remote[id]
+	n := r.nentries[id]
 	switch {
-	case ch.Leave && !known, !ch.Leave && known:
-		return
+	case ch.Leave && n == 0:
+		return // a leave of a user not told
 	case ch.Leave:
-		delete(r.remote, id)
+		n--
 	default:
-		if r.remote == nil {
+		n++
+	}
+	if n == 0 {
+		delete(r.nentries, id)
+		delete(r.remote, id)
+	} else {
+		if r.nentries == nil {
+			r.nentries = make(map[string]int)
 			r.remote = make(map[string]User)
 		}
-		r.remote[id] = ch.User
+		r.nentries[id] = n
+		if !ch.Leave {
+			r.remote[id] = ch.User
+		}
 	}
-	r.notePresenceLocked(presenceChange{leave: ch.Leave, user: ch.User, reason: ch.Reason}, nil)
+	_, local := r.byUser[id]
+	if !ch.Leave && local {
+		defer r.toldLocked(id) // once gathered, so its texts follow it
+	}
+	if !(!ch.Leave && n == 1 || ch.Leave && n == 0 && !local) {
+		return // another entry of a user told, or a moved session's old one
+	}
+	r.notePresenceLocked(presenceChange{leave: ch.Leave, user: ch.User, reason: ch.Reason, seq: ch.Seq}, nil)
 }
 
 // allLocked returns the members on every server, sorted by ID. r.mu is

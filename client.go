@@ -1002,8 +1002,9 @@ func (c *Client) presence(r *reply) []ChatMessage {
 	if len(r.Changes) == 0 {
 		return []ChatMessage{{Type: TypePresence, Room: r.Room, Count: r.Count, Time: r.Time}}
 	}
-	// The changes are numbered up to PresenceSeq; count is the room's
-	// count before the first of them.
+	// The changes are numbered up to PresenceSeq, densely unless each
+	// has its own number (servers sharing presence through a broker);
+	// count is the room's count before the first of them.
 	first := r.PresenceSeq - uint64(len(r.Changes)) + 1
 	count := r.Count
 	for _, ch := range r.Changes {
@@ -1012,10 +1013,14 @@ func (c *Client) presence(r *reply) []ChatMessage {
 	msgs := make([]ChatMessage, 0, len(r.Changes))
 	for i, ch := range r.Changes {
 		count += ch.delta()
-		if first+uint64(i) <= known || ch.delta() == 0 {
+		seq := first + uint64(i)
+		if ch.Seq != 0 {
+			seq = ch.Seq
+		}
+		if seq <= known || ch.delta() == 0 {
 			continue
 		}
-		msgs = append(msgs, ChatMessage{Type: MessageType(ch.Op), Room: r.Room, User: ch.User.user(),
+		msgs = append(msgs, ChatMessage{Type: MessageType(ch.Op), Room: r.Room, Seq: seq, User: ch.User.user(),
 			Reason: ch.Reason, Count: count, Time: r.Time})
 	}
 	return msgs

@@ -149,7 +149,10 @@ type ChatMessage struct {
 	// Room is the room a text, join, leave, gap or error belongs to.
 	Room string
 	// Seq is the room's sequence number of a text (1, 2, 3, ... within a
-	// room's lifetime; it never goes back while the server runs).
+	// room's lifetime; it never goes back while the server runs). For a
+	// TypeJoin or TypeLeave it is the change's presence number
+	// (presence_seq: increasing; on servers sharing presence through a
+	// broker, the same on every server, and not dense).
 	Seq uint64
 	// ID is the server-assigned message ID.
 	ID string

@@ -63,11 +63,16 @@ type room struct {
 	heard    uint64 // the highest Seq the broker told of
 	filling  bool   // a goroutine reads what the room misses
 
-	// With a PresenceBroker: the members on other servers, by user ID,
-	// the stop of their watch, and the entries of the members here.
+	// With a PresenceBroker: the members of every server the watch told
+	// of (this one's too), by user ID, with the number of their entries
+	// (a session moving between servers has two for a while); the stop of
+	// the watch, and the entries of the members here. While the watch
+	// runs, every change told comes from it, in the broker's order.
 	remote    map[string]User
+	nentries  map[string]int
 	stopWatch func()
 	entered   map[string]*entry
+	untold    map[string]chan struct{} // members here whose join the watch has yet to tell
 }
 
 // presenceChange is a join or a leave not yet told.
@@ -75,6 +80,7 @@ type presenceChange struct {
 	leave  bool
 	user   User
 	reason string
+	seq    uint64 // its number from a PresenceBroker; 0: the next of the room's own
 }
 
 func newRoom(s *Server, name string, seq uint64) *room {
@@ -409,7 +415,7 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	pb := s.presenceBroker()
 	defer func() {
 		if e != nil {
-			s.enter(pb, e, r.name, c.user)
+			s.enter(pb, e, r, c.user)
 		}
 	}()
 	r.mu.Lock()
@@ -433,12 +439,19 @@ func (s *Server) join(c *conn, spec joinSpec, ref uint64) (*replay, error) {
 	}
 	l := c.addRoom(r)
 	r.addLocked(c, l)
-	_, moved := r.remote[c.user.ID] // its session left another server
-	delete(r.remote, c.user.ID)
-	if old == nil && !moved {
+	switch {
+	case old == nil && r.stopWatch == nil:
 		// Numbered before the joined reply, whose snapshot includes it:
 		// c is never told of its own join.
 		r.notePresenceLocked(presenceChange{user: c.user}, c)
+	case old == nil && pb != nil:
+		// A watched room's changes are told as the broker's watch tells
+		// them, this one too: c's texts wait for it (awaitJoinTold).
+		if r.untold == nil {
+			r.untold = make(map[string]chan struct{})
+		}
+		r.toldLocked(c.user.ID)
+		r.untold[c.user.ID] = make(chan struct{})
 	}
 	if old == nil && pb != nil { // a resumed session's entry stays
 		e = &entry{done: make(chan struct{})}
@@ -581,7 +594,11 @@ func (r *room) removeLocked(c *conn) bool {
 // presence frame, or tells it at once, to every member but skip, when the
 // interval is 0. r.mu is held.
 func (r *room) notePresenceLocked(ch presenceChange, skip *conn) {
-	r.pseq++
+	if ch.seq != 0 {
+		r.pseq = max(r.pseq, ch.seq)
+	} else {
+		r.pseq++
+	}
 	r.npending++
 	if r.npending <= r.s.cfg.presenceLimit {
 		r.pending = append(r.pending, ch)
@@ -653,14 +670,32 @@ func (r *room) flushPresenceLocked(skip *conn) {
 	r.told = time.Now()
 	now := r.told.UTC()
 	var counts, full []byte
+	var own map[*conn]int // joiners here whose join the broker numbered: its index
 	if !r.countOnlyLocked() {
 		full = mustEncode(presenceFrame(r.name, r.pseq, r.countLocked(), r.pending, now))
+		for j, ch := range r.pending {
+			if m := r.byUser[ch.user.ID]; ch.seq != 0 && !ch.leave && m != nil {
+				if own == nil {
+					own = make(map[*conn]int)
+				}
+				own[m] = j
+			}
+		}
 	}
 	for i, m := range r.members {
 		if m == skip {
 			continue
 		}
 		f := full
+		if j, ok := own[m]; ok {
+			// Its own join, numbered after its joined: not told to it,
+			// as without a broker. The changes carry their numbers.
+			rest := slices.Delete(slices.Clone(r.pending), j, j+1)
+			if len(rest) == 0 {
+				continue
+			}
+			f = mustEncode(presenceFrame(r.name, r.pseq, r.countLocked(), rest, now))
+		}
 		if f == nil || len(f)-frameHeaderLen > m.maxSize {
 			if counts == nil {
 				counts = mustEncode(presenceFrame(r.name, r.pseq, r.countLocked(), nil, now))
@@ -683,7 +718,10 @@ func (s *Server) leave(c *conn, r *room, reason string) bool {
 	was := r.removeLocked(c)
 	var e *entry
 	if was {
-		r.notePresenceLocked(presenceChange{leave: true, user: c.user, reason: reason}, nil)
+		if r.stopWatch == nil { // else told as the watch tells it
+			r.notePresenceLocked(presenceChange{leave: true, user: c.user, reason: reason}, nil)
+		}
+		r.toldLocked(c.user.ID)
 		e = r.entered[c.user.ID]
 		delete(r.entered, c.user.ID)
 	}

@@ -58,6 +58,9 @@ type wireChange struct {
 	Op     string   `json:"op"` // "join" or "leave"
 	User   wireUser `json:"user"`
 	Reason string   `json:"reason,omitempty"`
+	// Seq is the change's own number, when the numbers of the room's
+	// changes are not dense (servers sharing presence through a broker).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // delta is what the change does to the member count: 0 for an op this
@@ -136,6 +139,7 @@ func presenceFrame(room string, pseq uint64, count int, changes []presenceChange
 			ch := &changes[i]
 			w := &r.Changes[i]
 			w.User = toWire(&ch.user)
+			w.Seq = ch.seq
 			if ch.leave {
 				w.Op, w.Reason = string(TypeLeave), ch.reason
 			} else {

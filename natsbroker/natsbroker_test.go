@@ -98,14 +98,19 @@ func nodesConns(t testing.TB, ns *server.Server, n int, wrap func(i int, b garou
 
 // serve starts a Garou server on each broker, sharing one data directory.
 func serve(t testing.TB, brokers ...garou.Broker) []*garou.Server {
+	return serveWith(t, nil, brokers...)
+}
+
+// serveWith is serve with the options opts after the tests' own.
+func serveWith(t testing.TB, opts []garou.ServerOption, brokers ...garou.Broker) []*garou.Server {
 	t.Helper()
 	dir := t.TempDir()
 	var srvs []*garou.Server
 	for _, b := range brokers {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		require.NoError(t, err)
-		srv, err := garou.NewServer(garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir), garou.WithPresenceInterval(0),
-			garou.WithRateLimit(0, 0))
+		srv, err := garou.NewServer(append([]garou.ServerOption{garou.WithLogger(quiet), garou.WithBroker(b), garou.WithDataDir(dir),
+			garou.WithPresenceInterval(0), garou.WithRateLimit(0, 0)}, opts...)...)
 		require.NoError(t, err)
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(context.Background(), pc) }()

@@ -15,7 +15,8 @@ import (
 var _ garou.PresenceBroker = (*Broker)(nil)
 
 // wirePresence is a member's entry in the presence bucket; Left is set by
-// the leave, just before the entry is deleted, to carry its reason.
+// the leave, with its reason (the entry then stays until the TTL removes
+// it).
 type wirePresence struct {
 	ID       string          `json:"id"`
 	Name     string          `json:"name"`
@@ -106,28 +107,35 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
 			defer cancel()
+			// Rewritten as left, not deleted: a delete right after
+			// would replace it in the bucket (one value per key) before
+			// a slow watch read it, which would then tell the leave as
+			// "lost", under another number. The bucket's TTL removes
+			// it, which the watches ignore.
 			w.Left, w.Reason = true, reason
 			if left, err := json.Marshal(w); err == nil {
 				_, _ = b.presenceKV().Put(ctx, e.key, left)
 			}
-			_ = b.presenceKV().Delete(ctx, e.key)
 		})
 	}, nil
 }
 
-// Watch watches "<room>.>" in the presence bucket: the entries of other
-// servers are members; a put with Left, a delete or an expiry, a leave
-// (the latter two with reason "lost" when no Left was seen).
+// Watch watches "<room>.>" in the presence bucket: the entries of every
+// server (this one's too) are members; a put with Left, a delete or an
+// expiry, a leave (the latter two with reason "lost" when no Left was
+// seen). Each change is numbered by the revision of its write in the
+// bucket, which every server's watch sees in the same order: one order
+// and one number for each change on every server.
 // While NATS is unreachable, stop returns at once and the watch ends in
 // the background (NATS's client asks the server to drop it, up to its
 // own 5 s), not waited for by Close.
 func (b *Broker) Watch(ctx context.Context, room string, change func(garou.PresenceChange)) (func(), error) {
 	known := make(map[string]garou.User) // by key
-	stop, err := b.watchOthers(ctx, token(room)+".>", func(e jetstream.KeyValueEntry) {
+	stop, err := b.watchEntries(ctx, token(room)+".>", false, func(e jetstream.KeyValueEntry) {
 		if e.Operation() != jetstream.KeyValuePut {
 			if u, ok := known[e.Key()]; ok {
 				delete(known, e.Key())
-				change(garou.PresenceChange{Leave: true, User: u, Reason: "lost"})
+				change(garou.PresenceChange{Leave: true, User: u, Reason: "lost", Seq: e.Revision()})
 			}
 			return
 		}
@@ -139,10 +147,10 @@ func (b *Broker) Watch(ctx context.Context, room string, change func(garou.Prese
 		switch {
 		case p.Left && ok:
 			delete(known, e.Key())
-			change(garou.PresenceChange{Leave: true, User: u, Reason: p.Reason})
+			change(garou.PresenceChange{Leave: true, User: u, Reason: p.Reason, Seq: e.Revision()})
 		case !p.Left && !ok:
 			known[e.Key()] = u
-			change(garou.PresenceChange{User: u})
+			change(garou.PresenceChange{User: u, Seq: e.Revision()})
 		}
 	})
 	if err != nil {
@@ -167,14 +175,15 @@ func decodePresence(val []byte) (wirePresence, garou.User, bool) {
 	return p, u, true
 }
 
-// watchOthers watches the keys of the presence bucket under filter and
-// calls apply with each entry of another server's ("<...>.<server>.<...>"),
-// one call at a time: those there now before it returns, then each
-// change, until stop is called.
+// watchEntries watches the keys of the presence bucket under filter and
+// calls apply with each entry (with others, only another server's:
+// "<...>.<server>.<...>"), one call at a time, in the bucket's order:
+// those there now before it returns, then each change, until stop is
+// called.
 // While NATS is unreachable, stop returns at once and the watch ends in
 // the background (NATS's client asks the server to drop it, up to its
 // own 5 s), not waited for by Close.
-func (b *Broker) watchOthers(ctx context.Context, filter string, apply func(jetstream.KeyValueEntry)) (func(), error) {
+func (b *Broker) watchEntries(ctx context.Context, filter string, others bool, apply func(jetstream.KeyValueEntry)) (func(), error) {
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	w, err := b.presenceKV().Watch(context.Background(), filter)
@@ -182,8 +191,8 @@ func (b *Broker) watchOthers(ctx context.Context, filter string, apply func(jets
 		return nil, err
 	}
 	own := "." + b.id + "."
-	others := func(e jetstream.KeyValueEntry) {
-		if !strings.Contains(e.Key(), own) {
+	filtered := func(e jetstream.KeyValueEntry) {
+		if !others || !strings.Contains(e.Key(), own) {
 			apply(e)
 		}
 	}
@@ -196,7 +205,7 @@ func (b *Broker) watchOthers(ctx context.Context, filter string, apply func(jets
 				initial = false
 				continue
 			}
-			others(e)
+			filtered(e)
 		case <-ctx.Done():
 			_ = w.Stop()
 			return nil, ctx.Err()
@@ -216,7 +225,7 @@ func (b *Broker) watchOthers(ctx context.Context, filter string, apply func(jets
 			case e := <-w.Updates():
 				mu.Lock()
 				if e != nil && !stopped {
-					others(e)
+					filtered(e)
 				}
 				mu.Unlock()
 			case <-halted:

@@ -1,6 +1,8 @@
 package natsbroker_test
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,4 +79,92 @@ func TestPresenceAcrossServers(t *testing.T) {
 	require.Equal(t, "lost", m.Reason)
 	require.Equal(t, 1, m.Count)
 	p.restore()
+}
+
+// Members on two servers see a room's joins and leaves as one history:
+// the same changes, under the same numbers, in the same order, for
+// changes made on both servers at the same instant too; told one by one,
+// or gathered into frames.
+func TestPresenceOneOrderAcrossServers(t *testing.T) {
+	for _, every := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(fmt.Sprint(every), func(t *testing.T) { presenceOneOrder(t, every) })
+	}
+}
+
+func presenceOneOrder(t *testing.T, every time.Duration) {
+	ns := startNATS(t)
+	a, _ := newBroker(t, ns)
+	b, _ := newBroker(t, ns)
+	srvs := serveWith(t, []garou.ServerOption{garou.WithPresenceInterval(every)}, a, b)
+	ana := dial(t, srvs[0], "ana")
+	bo := dial(t, srvs[1], "bo")
+	require.Equal(t, "bo", nextPresence(t, ana).User.Name)
+
+	const n = 6
+	type change struct {
+		op   garou.MessageType
+		name string
+		seq  uint64
+	}
+	seen := func(cli *garou.Client) []change {
+		var out []change
+		for range n {
+			m := nextPresence(t, cli)
+			out = append(out, change{m.Type, m.User.Name, m.Seq})
+		}
+		return out
+	}
+	same := func() {
+		a, b := seen(ana), seen(bo)
+		require.Equal(t, a, b)
+		for i := 1; i < n; i++ {
+			require.Greater(t, a[i].seq, a[i-1].seq, "%v", a)
+		}
+	}
+
+	// n clients, half on each server, dial at the same instant.
+	cls := make([]*garou.Client, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		srv := srvs[i%2]
+		wg.Go(func() {
+			<-start
+			cls[i], errs[i] = garou.Dial(ctxT(t), srv.Addr().String(), fmt.Sprint("c", i), garou.WithFingerprint(srv.Fingerprint()))
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err)
+		t.Cleanup(func() { cls[i].Close() })
+	}
+	same()
+	if every == 0 {
+		// No joiner is told its own join: every change was told on
+		// both servers (same), so before a text said after it.
+		require.NoError(t, ana.Send(ctxT(t), "mark"))
+		for i, c := range cls {
+			for {
+				m, err := c.Receive(ctxT(t))
+				require.NoError(t, err)
+				if m.Type == garou.TypeText {
+					break
+				}
+				if m.Type == garou.TypeJoin {
+					require.NotEqual(t, fmt.Sprint("c", i), m.User.Name)
+				}
+			}
+		}
+	}
+	// And leave at the same instant.
+	for i, c := range cls {
+		wg.Go(func() { errs[i] = c.Close() })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	same()
 }

@@ -97,7 +97,7 @@ func (b *Broker) watchUsers(ctx context.Context) error {
 	default:
 	}
 	l := &b.listed
-	stop, err := b.watchOthers(ctx, onlinePrefix+".>", func(e jetstream.KeyValueEntry) {
+	stop, err := b.watchEntries(ctx, onlinePrefix+".>", true, func(e jetstream.KeyValueEntry) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if l.users == nil {

@@ -475,8 +475,10 @@ export class Client extends EventTarget {
       case "presence": {
         const st = this.rooms.get(f.room);
         if (st && f.changes) {
+          // Numbered densely up to presence_seq, unless each change has
+          // its own seq (servers sharing presence through a broker).
           const first = f.presence_seq - f.changes.length + 1;
-          f.changes = f.changes.filter((_, i) => first + i > (st.presence ?? 0));
+          f.changes = f.changes.filter((c, i) => (c.seq ?? first + i) > (st.presence ?? 0));
         }
         if (st) st.presence = f.presence_seq;
         break;
