@@ -72,8 +72,10 @@ type Broker interface {
 	// derives key from the sender's name and the client's idempotency key.
 	//
 	// A Publish that returns an error may still have kept the text (a
-	// timeout, a lost connection): the client is told "internal" and,
-	// retrying with the same key, gets the text kept once.
+	// timeout, a lost connection): the client is told "internal" (or
+	// "unavailable" when the error wraps ErrUnavailable: the broker's
+	// service was out of reach for longer than it waits) and, retrying
+	// with the same key, gets the text kept once.
 	Publish(ctx context.Context, room string, m ChatMessage, key string) (ChatMessage, error)
 
 	// After returns the kept texts of room with Seq > seq, oldest first,
@@ -293,7 +295,7 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 	r.s.stats.history(time.Since(start), err)
 	if err != nil {
 		r.s.log.Error("garou: broker publish failed", "room", r.name, "err", err)
-		return ChatMessage{}, errHistory
+		return ChatMessage{}, publishError(err)
 	}
 	r.mu.Lock()
 	r.heard = max(r.heard, kept.Seq)
@@ -645,9 +647,21 @@ func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMess
 	kept, err := s.cfg.broker.Publish(ctx, room, msg, "")
 	if err != nil {
 		s.log.Error("garou: broker publish failed", "room", room, "err", err)
-		return ChatMessage{}, errHistory
+		return ChatMessage{}, publishError(err)
 	}
 	return kept, nil
+}
+
+// errUnavailable is what a client is told when the broker gave up on a
+// text because its service was out of reach (ErrUnavailable).
+var errUnavailable = &Error{Code: CodeUnavailable, Text: "the service cannot keep texts for now; try again"}
+
+// publishError is the error a client is told for the failed Publish err.
+func publishError(err error) *Error {
+	if errors.Is(err, ErrUnavailable) {
+		return errUnavailable
+	}
+	return errHistory
 }
 
 // A PresenceBroker is a Broker that also shares presence: the members of a

@@ -1205,10 +1205,12 @@ func (c *Client) followedLocked(room string) *roomState {
 // request sends req and waits for the reply with its ref. If the connection
 // is lost before the reply, the request is sent again on the next
 // connection: every request is idempotent, texts and direct messages by
-// their key. A keyed request that gives up says whether its frame was ever
+// their key. A keyed request refused as "unavailable" (the service's broker
+// is out of reach) is sent again after a pause, until ctx ends. A keyed request that gives up says whether its frame was ever
 // written (ErrOutcomeUnknown) or not (ErrNotSent).
 func (c *Client) request(ctx context.Context, req request) (reply, error) {
 	written := false
+	var pause time.Duration
 	giveUp := func(cause error) error {
 		switch {
 		case req.Key == "":
@@ -1253,6 +1255,14 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			continue
 		}
 		r, ok, err := c.await(ctx, cc, ch)
+		if ok && req.Key != "" && ErrorCode(r.Code) == CodeUnavailable && r.Type == string(TypeError) {
+			// The service cannot keep it for now: the same again,
+			// with its key, once a pause has passed.
+			if err := unavailablePause(ctx, &pause); err != nil {
+				return reply{}, giveUp(err)
+			}
+			continue
+		}
 		if ok {
 			return answer(r)
 		}
@@ -1261,6 +1271,20 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 			return reply{}, giveUp(err)
 		}
 		c.forget(req.Ref) // the connection was lost: try again on the next
+	}
+}
+
+// unavailablePause waits before a request refused as "unavailable" is
+// sent again: 100 ms, doubling up to 2 s, or until ctx ends.
+func unavailablePause(ctx context.Context, pause *time.Duration) error {
+	*pause = min(max(2**pause, 100*time.Millisecond), 2*time.Second)
+	t := time.NewTimer(*pause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -1445,7 +1469,10 @@ func (c *Client) Rooms() []string {
 // idempotency key: the server acknowledges a text it already has without
 // sequencing it again. If ctx ends or the client stops first, the error
 // wraps ErrOutcomeUnknown when the text was written (it may have been
-// sequenced), ErrNotSent when it never was; it also wraps the cause.
+// sequenced), ErrNotSent when it never was; it also wraps the cause. A
+// text the server refuses as CodeUnavailable (servers sharing a broker
+// that is out of reach) is sent again, with its key, every 100 ms to 2 s
+// until accepted or ctx ends: set a deadline on ctx to bound the wait.
 func (c *Client) Send(ctx context.Context, text string) error {
 	_, err := c.SendTo(ctx, DefaultRoom, text)
 	return err

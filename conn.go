@@ -513,10 +513,10 @@ func checkSince(since *uint64) *Error {
 }
 
 // refuse answers a refused or bad frame with e and counts it toward
-// flooding (a failure of the server's own does not count). It reports
-// whether the connection goes on.
+// flooding (a failure of the server's own, or of its broker's, does not
+// count). It reports whether the connection goes on.
 func (c *conn) refuse(ref uint64, e *Error) bool {
-	if e.Code != CodeInternal && c.strike() {
+	if e.Code != CodeInternal && e.Code != CodeUnavailable && c.strike() {
 		return false
 	}
 	c.s.stats.refused(e.Code)

@@ -55,6 +55,12 @@ var (
 	// ErrNameTaken is returned by NameHolder.Hold for a name another
 	// session holds.
 	ErrNameTaken = errors.New("garou: name taken")
+	// ErrUnavailable is wrapped by the error of a Broker's Publish that
+	// gave up because the broker's own service was out of reach for
+	// longer than it waits (a NATS outage): the text may still have been
+	// kept, and a retry with its key gets it kept once. The server tells
+	// the client CodeUnavailable.
+	ErrUnavailable = errors.New("garou: broker unavailable")
 )
 
 // ErrorCode is the machine-readable code of an "error" frame: the server
@@ -80,6 +86,7 @@ const (
 	CodeShutdown     ErrorCode = "shutdown"      // the server is shutting down and accepts nothing new
 	CodeNotDelivered ErrorCode = "not_delivered" // a message was over this client's size limit
 	CodeInternal     ErrorCode = "internal"      // the server failed; the request may be retried
+	CodeUnavailable  ErrorCode = "unavailable"   // the broker is out of reach for now; the text may be retried with its key, as the Go client does
 )
 
 // Error is a request refused by the server: an "error" frame.

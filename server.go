@@ -554,7 +554,9 @@ func (s *Server) lookupRoom(name string) *room {
 // It returns the message as delivered, or ErrNoSuchRoom when the room has
 // no members. With a Broker, a room with no member on this server is
 // published to through the broker, for its members on other servers (and
-// its history), and ErrNoSuchRoom is never returned.
+// its history), and ErrNoSuchRoom is never returned; a broker out of reach
+// makes it return an *Error with CodeUnavailable (the text may still be
+// kept: Publish has no key, so a retry may keep it twice).
 //
 // Publish waits for its turn in the room's order (behind texts being
 // sequenced, and the HistoryStore's Append of each). If ctx ends before

@@ -51,6 +51,9 @@ const (
 	// DefaultRequestTimeout bounds each request to NATS whose context has
 	// no deadline of its own.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultPublishTimeout is how long a publish keeps trying while NATS
+	// is out of reach, when its context has no deadline.
+	DefaultPublishTimeout = 5 * time.Second
 	// DefaultCheckInterval is how often the broker checks whether it may
 	// have lost live texts.
 	DefaultCheckInterval = time.Second
@@ -77,6 +80,7 @@ type config struct {
 	history    int64
 	duplicates time.Duration
 	timeout    time.Duration
+	publish    time.Duration
 	check      time.Duration
 	nameTTL    time.Duration
 }
@@ -90,6 +94,7 @@ func defaultConfig() config {
 		history:    DefaultHistory,
 		duplicates: DefaultDuplicates,
 		timeout:    DefaultRequestTimeout,
+		publish:    DefaultPublishTimeout,
 		check:      DefaultCheckInterval,
 		nameTTL:    DefaultNameTTL,
 	}
@@ -109,6 +114,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("natsbroker: the duplicate window must be positive, got %v", c.duplicates)
 	case c.timeout <= 0:
 		return fmt.Errorf("natsbroker: the request timeout must be positive, got %v", c.timeout)
+	case c.publish <= 0:
+		return fmt.Errorf("natsbroker: the publish timeout must be positive, got %v", c.publish)
 	case c.check <= 0:
 		return fmt.Errorf("natsbroker: the check interval must be positive, got %v", c.check)
 	case c.nameTTL < 100*time.Millisecond:
@@ -145,6 +152,14 @@ func WithDuplicateWindow(d time.Duration) Option { return func(c *config) { c.du
 // WithRequestTimeout bounds each request to NATS whose context has no
 // deadline. Default DefaultRequestTimeout.
 func WithRequestTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithPublishTimeout bounds how long a publish whose context has no
+// deadline keeps trying while NATS is out of reach (reconnecting, electing
+// the stream's leader): past it, Publish returns an error wrapping
+// garou.ErrUnavailable, and the server tells the client "unavailable",
+// which the Go client sends again by itself. The room's texts wait behind
+// it meanwhile. Default DefaultPublishTimeout.
+func WithPublishTimeout(d time.Duration) Option { return func(c *config) { c.publish = d } }
 
 // WithCheckInterval sets how often the broker checks whether it may have
 // lost live texts (its connection to NATS was cut, or NATS dropped texts
@@ -632,7 +647,9 @@ func (b *Broker) getFromLeader(ctx context.Context, subj string, seq uint64) (*j
 }
 
 // Publish stores m as room's next text, retrying while other servers win
-// the race for the number, until ctx ends.
+// the race for the number or NATS is out of reach, until ctx ends (or,
+// without a deadline, WithPublishTimeout passes): an error wrapping
+// garou.ErrUnavailable when NATS was out of reach.
 func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
 	data, err := encodeText(m)
 	if err != nil {
@@ -643,8 +660,11 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 		sum := sha256.Sum256([]byte(room + "\x00" + key))
 		id = hex.EncodeToString(sum[:16])
 	}
-	ctx, cancel := b.bound(ctx)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.publish)
+		defer cancel()
+	}
 	st := b.state(room)
 	subj := b.roomSubject(room)
 	for attempt := 0; ; attempt++ {
@@ -674,7 +694,7 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 				return garou.ChatMessage{}, err
 			} else if err != nil {
 				if err := pause(ctx, attempt, err); err != nil {
-					return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
+					return garou.ChatMessage{}, unavailable(room, err)
 				}
 			}
 			continue
@@ -683,7 +703,7 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 			// the stream: the same text again, which the stream
 			// recognises by its ID if it was stored after all.
 			if err := pause(ctx, attempt, err); err != nil {
-				return garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", room, err)
+				return garou.ChatMessage{}, unavailable(room, err)
 			}
 			if streamGone(err) {
 				actx, acancel := context.WithTimeout(ctx, attemptTimeout)
@@ -702,6 +722,11 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 		m.Seq = lastSeq + 1
 		return m, nil
 	}
+}
+
+// unavailable is the error of a publish that gave up on NATS with err.
+func unavailable(room string, err error) error {
+	return fmt.Errorf("natsbroker: publish to %q: %w: %w", room, garou.ErrUnavailable, err)
 }
 
 // attemptTimeout bounds one attempt to publish: past it, the text is

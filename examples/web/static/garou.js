@@ -32,8 +32,10 @@
 // resumes each room after the last text it received, over either
 // transport: nothing is missed, nothing is received twice. Texts sent with
 // say() and direct messages carry an idempotency key and are sent again,
-// with the same key, after a reconnect if their ack had not come; a direct
-// message received again (same id) is dropped.
+// with the same key, after a reconnect if their ack had not come, and
+// after a pause when the server answers "unavailable" (servers sharing a
+// broker that is out of reach); a direct message received again (same id)
+// is dropped.
 
 // ALPN is the protocol version: QUIC's ALPN, and the WebTransport
 // protocol a client offers (WT-Available-Protocols).
@@ -486,6 +488,15 @@ export class Client extends EventTarget {
     }
     if (f.ref) {
       const p = this.pending.get(f.ref);
+      if (p && f.type === "error" && f.code === "unavailable" && p.frame.key) {
+        // The service cannot keep it for now: the same again, with its
+        // key, after a pause (100 ms doubling up to 2 s).
+        p.pause = Math.min(Math.max(2 * (p.pause ?? 0), 100), 2000);
+        setTimeout(() => {
+          if (this.pending.get(f.ref) === p && this.state === "online") this.link.send(encode(p.frame));
+        }, p.pause);
+        return;
+      }
       if (p) {
         this.pending.delete(f.ref);
         if (f.type === "error") p.reject(new GarouError(f.code, f.text));
