@@ -402,6 +402,14 @@ type UserMessage struct {
 	// handle says so.
 	Take    bool
 	Session string
+	// Taken, when set, says that the user's name, held for the user's
+	// session here (NameHolder), was taken by another session while this
+	// server could not renew its hold (it was out of the broker's reach
+	// for longer than the hold's bound): the other servers already took
+	// the user for gone, and the name is the new holder's. The connection
+	// ends with CloseNameTaken, and the user's rooms are told it left as
+	// "lost". Only the broker of the user's own server sends it.
+	Taken bool
 }
 
 // A NameHolder is a UserBroker that holds each name online for one
@@ -410,7 +418,9 @@ type UserMessage struct {
 // the other is refused as taken. A server whose Broker is a NameHolder
 // holds the name of each user it welcomes (after the Take, which ends the
 // connection a moved client left behind), and releases it when the
-// connection ends.
+// connection ends. A hold the broker finds taken by another session (its
+// server could not renew it for too long) is told to the user's
+// attachment with UserMessage.Taken.
 type NameHolder interface {
 	UserBroker
 	// Hold holds the name key name for the session whose digest is
@@ -579,6 +589,9 @@ func (s *Server) handleUser(key string, m UserMessage) error {
 	switch {
 	case target == nil:
 		return ErrNoSuchUser
+	case m.Taken:
+		target.finish(CloseNameTaken, "the name was taken on another server while this one was out of reach", "lost")
+		return nil
 	case m.Take && m.Session != "" && (m.Session == sessionDigest(target.session) ||
 		target.resumedWith != "" && m.Session == sessionDigest(target.resumedWith)):
 		target.finish(CloseReplaced, "the session was resumed on another server", "reconnected")

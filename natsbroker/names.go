@@ -151,11 +151,12 @@ func (b *Broker) held(name string, h *hold, rev uint64) func() {
 }
 
 // renewLoop writes each hold, and each member's entry, again every third
-// of the TTL, until Close. A hold another server took over, or that
-// expired (its revision moved: NATS was out of reach longer than the
-// TTL), is dropped; one lost with its bucket is held again, the bucket
-// made anew; one whose renewal failed otherwise is tried again at the
-// next turn.
+// of the TTL, until Close. A hold whose revision moved (NATS was out of
+// reach longer than the TTL, and the hold expired) is held again if still
+// free; one another session took meanwhile is lost, and its user told
+// (see reclaim); one lost with its bucket is held again, the bucket made
+// anew; one whose renewal failed otherwise is tried again at the next
+// turn.
 func (b *Broker) renewLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.nameTTL / 3)
@@ -196,11 +197,58 @@ func (b *Broker) renew(name string, h *hold) {
 	case err == nil:
 		h.rev = rev
 	case conflict(err) && b.holds[name] == h:
-		delete(b.holds, name) // another session holds it now
+		b.mu.Unlock()
+		b.reclaim(ctx, name, h)
+		b.mu.Lock()
 	case streamGone(err) && b.holds[name] == h:
 		b.mu.Unlock()
 		b.remake(b.ensureNames)
 		b.mu.Lock()
 		h.rev = 0 // held again at the next renewal, if still free
+	}
+}
+
+// reclaim holds name again for h's session after its renewal found the
+// key at another revision: expired (NATS was out of reach longer than the
+// TTL) and free, it is created again; held for h's session still, it is
+// taken at its revision; held for another session (another server
+// welcomed the name meanwhile, the other servers taking this one's user
+// for gone), the hold is dropped and the user told, through its
+// attachment, that its name was taken (garou.UserMessage.Taken), which
+// ends its connection. A failure to read or write is left to the next
+// turn.
+func (b *Broker) reclaim(ctx context.Context, name string, h *hold) {
+	var rev uint64
+	e, err := b.namesKV().Get(ctx, h.key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err = b.namesKV().Create(ctx, h.key, []byte(h.session))
+	case err == nil && string(e.Value()) == h.session:
+		rev, err = b.namesKV().Update(ctx, h.key, []byte(h.session), e.Revision())
+	case err == nil:
+		err = garou.ErrNameTaken
+	}
+	b.mu.Lock()
+	if b.holds[name] != h {
+		b.mu.Unlock()
+		return // released, or taken over by a later hold, meanwhile
+	}
+	switch {
+	case err == nil:
+		h.rev = rev
+		b.mu.Unlock()
+		return
+	case !errors.Is(err, garou.ErrNameTaken) && !conflict(err):
+		b.mu.Unlock()
+		return // the next turn tries again
+	}
+	delete(b.holds, name)
+	var handle func(garou.UserMessage) error
+	if a := b.users[name]; a != nil && a.n > 0 {
+		handle = a.handle
+	}
+	b.mu.Unlock()
+	if handle != nil {
+		_ = handle(garou.UserMessage{Taken: true})
 	}
 }

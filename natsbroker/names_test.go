@@ -2,6 +2,7 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/garou-chat/garou"
 	"github.com/garou-chat/garou/natsbroker"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -98,4 +100,55 @@ func TestNameHoldOfCrashedServer(t *testing.T) {
 	require.ErrorIs(t, err, garou.ErrNameTaken)
 	_, err = b.Hold(ctx, "eve", "s7", "")
 	require.ErrorIs(t, err, garou.ErrNameTaken)
+}
+
+// A server out of NATS's reach for longer than the TTL holds its users'
+// names again once back; a name another server welcomed meanwhile stays
+// there, and the user who had it here is closed as name_taken.
+func TestNamesHeldAgainAfterLongOutage(t *testing.T) {
+	ns := startNATS(t)
+	const ttl = 300 * time.Millisecond
+	p := startProxy(t, ns.Addr().String())
+	a, nc := newBroker(t, ns, natsbroker.WithNameTTL(ttl))
+	b, ncb := brokerAt(t, "nats://"+p.addr(), natsbroker.WithNameTTL(ttl))
+	srvs := serve(t, a, b)
+	bo := dial(t, srvs[1], "bo", garou.WithRooms())
+	cy := dial(t, srvs[1], "cy", garou.WithRooms(), garou.WithReconnectBackoff(time.Millisecond, 10*time.Millisecond))
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctxT(t), natsbroker.DefaultStream+"_NAMES")
+	require.NoError(t, err)
+	expired := func(key string) func() bool {
+		return func() bool {
+			_, err := kv.Get(ctxT(t), key)
+			return errors.Is(err, jetstream.ErrKeyNotFound)
+		}
+	}
+	reconnected := ncb.StatusChanged(nats.CONNECTED)
+	p.cut()
+	eventually(t, expired("Ym8")) // "bo"
+	eventually(t, expired("Y3k")) // "cy"
+	// Meanwhile, cy connects to the other server: the name is free.
+	cy2 := dial(t, srvs[0], "cy", garou.WithRooms())
+	p.restore()
+	<-reconnected
+
+	// bo's name is held again by its server: refused elsewhere.
+	eventually(t, func() bool { return !expired("Ym8")() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = garou.Dial(ctx, srvs[0].Addr().String(), "bo", garou.WithFingerprint(srvs[0].Fingerprint()))
+	code, ok := garou.CloseCodeOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, garou.CloseNameTaken, code)
+
+	// cy on the server that was out of reach lost its name, for good.
+	_, err = cy.Receive(ctxT(t))
+	code, ok = garou.CloseCodeOf(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, garou.CloseNameTaken, code)
+	// The name's direct messages reach its holder.
+	require.NoError(t, bo.SendDirect(ctxT(t), "cy", "hi"))
+	require.Equal(t, "hi", nextDirect(t, cy2).Text)
 }
