@@ -89,7 +89,12 @@ type Broker interface {
 	// Epoch identifies the numbering the broker keeps: it must change
 	// whenever the texts and their numbers are lost (the broker's
 	// storage made anew), so that a client never resumes by number across
-	// two histories. It is read once, by NewServer.
+	// two histories. The server reads it for each welcome and each hello
+	// that resumes, so it must answer at once, from what the broker
+	// knows, and may change while the servers run: a client that resumes
+	// with an earlier epoch is told a gap of unknown end in each room
+	// (PROTOCOL.md section 9), and then takes the room's numbers as
+	// they are.
 	Epoch() string
 }
 

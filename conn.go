@@ -264,7 +264,7 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 	}
 	for i := range rooms {
 		// Sequence numbers of another run of the server mean nothing here.
-		rooms[i].lostRun = req.Server != "" && req.Server != c.s.run
+		rooms[i].lostRun = req.Server != "" && req.Server != c.s.epoch()
 	}
 	resumeAfterEarly(rooms, early)
 	if len(rooms) > c.s.cfg.maxRoomsPerClient {
@@ -328,7 +328,7 @@ func (c *conn) hello(req request, early map[string]uint64, deadline time.Time) b
 	if used0RTT {
 		c.s.stats.early.Add(1)
 	}
-	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.run, c.s.cfg.maxMessageSize)))
+	c.q.welcome(mustEncode(welcomeFrame(&c.user, c.s.online(), c.session, c.s.epoch(), c.s.cfg.maxMessageSize)))
 	// The hello's rooms' streams open once the welcome is queued: a
 	// client hears of its rooms after its welcome.
 	c.mu.Lock()

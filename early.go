@@ -26,7 +26,7 @@ const earlyBudget = 64 << 10
 // above), and returns the last sequence number sent in each room. It
 // changes nothing outside c.
 func (c *conn) replayEarly(req request) map[string]uint64 {
-	if req.Session == "" || req.Rooms == nil || req.Server != c.s.run {
+	if req.Session == "" || req.Rooms == nil || req.Server != c.s.epoch() {
 		return nil
 	}
 	c.s.mu.Lock()

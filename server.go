@@ -47,7 +47,8 @@ type Server struct {
 	quic  *quic.Config
 	idPfx string // of message IDs: this run's
 	// run identifies the server's numbering to clients (welcome's
-	// "server"): its history store's epoch, or this run's.
+	// "server"): its history store's epoch, or this run's; with a broker,
+	// the broker's Epoch at the start (see epoch).
 	run  string
 	data *dataDir
 	// tokens signs session tokens that outlive their connections (with a
@@ -505,6 +506,15 @@ func (s *Server) allUsers() []User {
 	}
 	s.mu.Unlock()
 	return s.withRemoteUsers(users)
+}
+
+// epoch identifies the server's numbering to clients now: the broker's
+// Epoch, which may change while the server runs, or run.
+func (s *Server) epoch() string {
+	if s.cfg.broker != nil {
+		return s.cfg.broker.Epoch()
+	}
+	return s.run
 }
 
 func sortUsers(u []User) {

@@ -173,13 +173,15 @@ func WithCheckInterval(d time.Duration) Option { return func(c *config) { c.chec
 // it once the server is closed. All its methods are safe for concurrent
 // use. It does not own the NATS connection: close that after the broker.
 type Broker struct {
-	cfg   config
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	epoch string
+	cfg config
+	nc  *nats.Conn
+	js  jetstream.JetStream
 
-	smu    sync.Mutex
-	stream jetstream.Stream // the latest handle: the stream may be made anew
+	smu        sync.Mutex
+	stream     jetstream.Stream // the latest handle: the stream may be made anew
+	epoch      string           // of the stream the broker last saw
+	recheck    chan struct{}    // the stream may have been made anew: read its epoch again
+	advisories *nats.Subscription
 
 	mu        sync.Mutex
 	rooms     map[string]*roomState
@@ -231,22 +233,29 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
 		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold),
-		entered: make(map[*enteredMember]struct{})}
+		entered: make(map[*enteredMember]struct{}), recheck: make(chan struct{}, 1)}
+	// JetStream's advisories tell of the stream made anew by anyone (a
+	// server of the service, an operator): its epoch is read again.
+	adv, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*."+cfg.stream, func(*nats.Msg) { b.mayBeAnew() })
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: %w", err)
+	}
+	b.advisories = adv
 	if err := b.ensureStream(ctx); err != nil {
+		_ = adv.Unsubscribe()
 		return nil, err
 	}
 	if err := b.ensureNames(ctx); err != nil {
+		_ = adv.Unsubscribe()
 		return nil, err
 	}
 	if err := b.ensurePresence(ctx); err != nil {
+		_ = adv.Unsubscribe()
 		return nil, err
 	}
 	var id [12]byte
 	_, _ = rand.Read(id[:])
 	b.id = hex.EncodeToString(id[:])
-	// A stream made anew (deleted, or lost from memory) has another
-	// creation time: its numbering is another.
-	b.epoch = cfg.stream + "-" + strconv.FormatInt(b.str().CachedInfo().Created.UnixNano(), 36)
 	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	go b.checkLoop()
 	b.wg.Add(1)
@@ -274,8 +283,42 @@ func (b *Broker) ensureStream(ctx context.Context) error {
 	}
 	b.smu.Lock()
 	b.stream = st
+	b.epoch = epochOf(b.cfg.stream, st.CachedInfo())
 	b.smu.Unlock()
 	return nil
+}
+
+// epochOf is the epoch of the stream whose info is info: a stream made
+// anew (deleted, or lost from memory) has another creation time, and its
+// numbering is another.
+func epochOf(name string, info *jetstream.StreamInfo) string {
+	return name + "-" + strconv.FormatInt(info.Created.UnixNano(), 36)
+}
+
+// mayBeAnew asks the check loop to read the stream's epoch again: the
+// stream may have been made anew. It does not block.
+func (b *Broker) mayBeAnew() {
+	select {
+	case b.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// readEpoch reads the stream's creation time again, and its epoch with
+// it. A stream not there (deleted, not yet made anew) keeps the epoch it
+// had: the next publish makes it anew, with its epoch. A failure is left
+// to the next reason to read it.
+func (b *Broker) readEpoch() {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
+	defer cancel()
+	st, err := b.js.Stream(ctx, b.cfg.stream)
+	if err != nil {
+		return
+	}
+	b.smu.Lock()
+	b.stream = st
+	b.epoch = epochOf(b.cfg.stream, st.CachedInfo())
+	b.smu.Unlock()
 }
 
 func (b *Broker) str() jetstream.Stream {
@@ -297,7 +340,10 @@ func streamGone(err error) bool {
 // (the server releases its users' names as their connections end, before
 // its Close returns).
 func (b *Broker) Close() error {
-	b.once.Do(func() { close(b.stop) })
+	b.once.Do(func() {
+		_ = b.advisories.Unsubscribe()
+		close(b.stop)
+	})
 	<-b.done
 	b.wg.Wait()
 	b.stopUsers()
@@ -313,14 +359,25 @@ func (b *Broker) checkLoop() {
 	defer t.Stop()
 	reconnects := b.nc.Stats().Reconnects
 	for {
+		anew := false
 		select {
 		case <-b.stop:
 			return
 		case <-t.C:
+		case <-b.recheck:
+			anew = true
 		}
 		r := b.nc.Stats().Reconnects
 		cut := r != reconnects
 		reconnects = r
+		if anew || cut {
+			// NATS may have restarted without the stream, or someone
+			// made it anew; advisories sent meanwhile were lost.
+			b.readEpoch()
+		}
+		if anew && !cut {
+			continue
+		}
 		b.mu.Lock()
 		var lost []*listener
 		for l := range b.listeners {
@@ -356,8 +413,15 @@ func (b *Broker) redeliver(l *listener) {
 	l.deliver(m)
 }
 
-// Epoch identifies the stream: its name and creation time.
-func (b *Broker) Epoch() string { return b.epoch }
+// Epoch identifies the stream: its name and creation time. It changes
+// when the broker learns that the stream was made anew: by itself (after
+// NATS lost it), or by anyone, from JetStream's advisories, from the
+// stream found empty where a room had texts, and after each reconnect.
+func (b *Broker) Epoch() string {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.epoch
+}
 
 // bound gives ctx the request timeout if it has no deadline.
 func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -575,6 +639,9 @@ func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint
 		// 0) but is numbered after the last this broker saw.
 		st.mu.Lock()
 		defer st.mu.Unlock()
+		if st.known && st.stream != 0 {
+			b.mayBeAnew() // it had texts: the stream is another
+		}
 		st.known, st.stream, st.hints = true, 0, nil
 		return st.seq, nil
 	}
