@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -76,10 +78,11 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Client is the load side's client.
 type Client struct {
-	ws   *websocket.Conn
-	room string
-	buf  []byte // what Receive has read and not yet parsed
-	ref  atomic.Uint64
+	ws    *websocket.Conn
+	room  string
+	buf   []byte // what Receive has read and not yet parsed
+	store []byte // buf's backing array
+	ref   atomic.Uint64
 }
 
 // Dial connects and returns once the server has joined the client to
@@ -142,11 +145,34 @@ func (c *Client) next(ctx context.Context) ([]byte, error) {
 				return body, nil
 			}
 		}
-		_, b, err := c.ws.Read(ctx)
-		if err != nil {
+		if err := c.fill(ctx); err != nil {
 			return nil, err
 		}
-		c.buf = append(c.buf, b...)
+	}
+}
+
+// fill appends the next message to buf, reading it into the space after
+// buf's unparsed bytes, which it first moves to the start of the buffer: a
+// body next returned is valid until the next call.
+func (c *Client) fill(ctx context.Context) error {
+	_, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return err
+	}
+	c.buf = append(c.store[:0], c.buf...)
+	for {
+		if len(c.buf) == cap(c.buf) {
+			c.buf = slices.Grow(c.buf, max(4096, len(c.buf)))
+		}
+		n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.buf = c.buf[:len(c.buf)+n]
+		if err == io.EOF {
+			c.store = c.buf[:0]
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }
 
@@ -166,12 +192,12 @@ func (c *Client) Receive() (string, string, error) {
 		if err != nil {
 			return "", "", err
 		}
-		var f frame
-		if err := json.Unmarshal(body, &f); err != nil {
+		typ, from, text, err := proto.ParseGarou(body)
+		if err != nil {
 			return "", "", err
 		}
-		if f.Type == "text" {
-			return f.From.Name, f.Text, nil
+		if string(typ) == proto.TypeText {
+			return string(from), string(text), nil
 		}
 	}
 }

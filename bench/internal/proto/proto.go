@@ -180,6 +180,139 @@ func scanServer(b []byte) (typ, from, text []byte, ok bool) {
 	return nil, nil, nil, i == 1 // {}
 }
 
+// ParseGarou returns the type, sender's name and text of a Garou server
+// frame's body (PROTOCOL.md §6), whose sender is an object
+// ({"id":…,"name":…}). As ParseServer does, it reads the frames as Garou
+// writes them (strings, unsigned integers, and "from" as an object of
+// those) in place, and anything else through encoding/json.
+func ParseGarou(body []byte) (typ, name, text []byte, err error) {
+	if typ, name, text, ok := scanGarou(body); ok {
+		return typ, name, text, nil
+	}
+	var m struct {
+		Type string
+		From struct{ Name string }
+		Text string
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, nil, nil, err
+	}
+	return []byte(m.Type), []byte(m.From.Name), []byte(m.Text), nil
+}
+
+// scanGarou reads an object as scanServer does, except that "from" is an
+// object of strings and unsigned integers whose "name" it returns.
+func scanGarou(b []byte) (typ, name, text []byte, ok bool) {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, nil, nil, false
+	}
+	if len(b) == 2 {
+		return nil, nil, nil, true
+	}
+	for i := 1; ; {
+		key, j, ok := scanString(b, i)
+		if !ok || j >= len(b) || b[j] != ':' {
+			return nil, nil, nil, false
+		}
+		j++
+		switch string(key) {
+		case "from":
+			if j >= len(b) || b[j] != '{' {
+				return nil, nil, nil, false
+			}
+			end := bytes.IndexByte(b[j:], '}')
+			if end < 0 {
+				return nil, nil, nil, false
+			}
+			end += j
+			// The object holds no '}' of a string: a string with one is
+			// cut short, and its scan fails.
+			fields, _, _, ok := scanFields(b[j:end+1], "name")
+			if !ok {
+				return nil, nil, nil, false
+			}
+			name = fields
+			j = end + 1
+		case "type", "text":
+			var val []byte
+			if val, j, ok = scanValue(b, j); !ok || val == nil {
+				return nil, nil, nil, false // (a number: encoding/json refuses it)
+			}
+			if key[1] == 'y' {
+				typ = val
+			} else {
+				text = val
+			}
+		default:
+			if bytes.EqualFold(key, []byte("type")) || bytes.EqualFold(key, []byte("from")) || bytes.EqualFold(key, []byte("text")) {
+				return nil, nil, nil, false // encoding/json matches keys without case
+			}
+			if _, j, ok = scanValue(b, j); !ok {
+				return nil, nil, nil, false
+			}
+		}
+		switch {
+		case j == len(b)-1:
+			return typ, name, text, true
+		case j < len(b) && b[j] == ',':
+			i = j + 1
+		default:
+			return nil, nil, nil, false
+		}
+	}
+}
+
+// scanFields reads an object b of string and unsigned integer values and
+// returns the value of want's key.
+func scanFields(b []byte, want string) (val []byte, _, _ []byte, ok bool) {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, nil, nil, false
+	}
+	if len(b) == 2 {
+		return nil, nil, nil, true
+	}
+	for i := 1; ; {
+		key, j, ok := scanString(b, i)
+		if !ok || j >= len(b) || b[j] != ':' {
+			return nil, nil, nil, false
+		}
+		var v []byte
+		if v, j, ok = scanValue(b, j+1); !ok {
+			return nil, nil, nil, false
+		}
+		switch {
+		case string(key) == want:
+			if v == nil {
+				return nil, nil, nil, false
+			}
+			val = v
+		case bytes.EqualFold(key, []byte(want)):
+			return nil, nil, nil, false
+		}
+		switch {
+		case j == len(b)-1:
+			return val, nil, nil, true
+		case j < len(b) && b[j] == ',':
+			i = j + 1
+		default:
+			return nil, nil, nil, false
+		}
+	}
+}
+
+// scanValue reads a string (returned) or an unsigned integer (nil) at b[j]
+// and returns the index after it.
+func scanValue(b []byte, j int) (val []byte, next int, ok bool) {
+	if j < len(b) && b[j] == '"' {
+		return scanString(b, j)
+	}
+	k := j
+	for k < len(b) && '0' <= b[k] && b[k] <= '9' {
+		k++
+	}
+	return nil, k, k > j
+}
+
 // scanString reads the string starting at b[i] and returns its contents and
 // the index after it; it reports false for an escape, a control character
 // or invalid UTF-8, which encoding/json would decode, reject or replace.

@@ -60,6 +60,67 @@ func FuzzParseServer(f *testing.F) {
 	})
 }
 
+var garouSeeds = []string{
+	`{}`,
+	`{"type":"welcome","session":"abc","rooms":[{"room":"lobby"}]}`,
+	`{"type":"text","room":"lobby","seq":1,"id":"20eef434-3","from":{"id":"20eef434-1","name":"alice"},"text":"hi bob","time":"2026-11-25T22:44:40.258749944Z"}`,
+	`{"type":"text","room":"dev","seq":2,"id":"6930c21c-3","text":"announcement","time":"2026-11-25T22:57:19.01381534Z"}`,
+	`{"type":"text","from":{"name":"a}b"},"text":"x"}`,
+	`{"type":"text","from":{"x":"}","name":"bob"},"text":"x"}`,
+	`{"type":"text","from":{"NAME":"bob"}}`,
+	`{"type":"text","from":{"name":1}}`,
+	`{"type":"text","from":"alice"}`,
+	`{"type":"ack","ref":3}`,
+	`{"type":7}`,
+	`{"type":"text","from":{}}`,
+	`{"type":"text","from":{"name":"a"},}`,
+}
+
+// FuzzParseGarou checks ParseGarou against encoding/json, as
+// FuzzParseServer checks ParseServer.
+func FuzzParseGarou(f *testing.F) {
+	for _, s := range append(garouSeeds, parseSeeds...) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want struct {
+			Type string
+			From struct{ Name string }
+			Text string
+		}
+		werr := json.Unmarshal(body, &want)
+		typ, name, text, err := ParseGarou(body)
+		if werr != nil {
+			if err == nil {
+				if _, _, _, ok := scanGarou(body); !ok {
+					t.Fatalf("%q: encoding/json fails (%v), ParseGarou does not", body, werr)
+				}
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		if string(typ) != want.Type || string(name) != want.From.Name || string(text) != want.Text {
+			t.Fatalf("%q: got %q %q %q, want %q %q %q", body, typ, name, text, want.Type, want.From.Name, want.Text)
+		}
+	})
+}
+
+func TestParseGarouText(t *testing.T) {
+	body := []byte(garouSeeds[2])
+	if _, _, _, ok := scanGarou(body); !ok {
+		t.Fatalf("the direct path does not read %s", body)
+	}
+	typ, name, text, err := ParseGarou(body)
+	if err != nil || string(typ) != TypeText || string(name) != "alice" || string(text) != "hi bob" {
+		t.Fatalf("ParseGarou = %q %q %q %v", typ, name, text, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _, _, _ = ParseGarou(body) }); n != 0 {
+		t.Errorf("ParseGarou allocates %v times per text", n)
+	}
+}
+
 func TestParseServerText(t *testing.T) {
 	body := serverFrame(t, Server{Type: TypeText, From: "c12", ID: 99, Text: "1234 5 6 xxxx", Time: time.Now().UTC()})
 	if _, _, _, ok := scanServer(body); !ok {
