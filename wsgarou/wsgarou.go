@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -117,6 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.CloseWithError(garou.CloseNormal, "bye")
 	<-t.readDone
 	<-pinged
+	t.flushers.Wait()
 }
 
 // hijacked keeps the network connection that websocket.Accept hijacks, so
@@ -149,6 +151,11 @@ func remoteAddr(r *http.Request) net.Addr {
 // at a time, so that TCP's flow control holds back a client the server
 // does not read; once the reader has stopped reading (a read deadline
 // passed), it discards what comes, so that the close handshake is read.
+//
+// Its streams' writes (the control stream's and every room's) go into one
+// buffer, which one flusher goroutine, running while the buffer holds
+// something, sends as one message: one WebSocket frame and one TLS write
+// for whatever all of the connection's streams had ready (see flush).
 type conn struct {
 	ws    *websocket.Conn
 	raw   net.Conn
@@ -162,13 +169,20 @@ type conn struct {
 	rdl      deadline
 	pending  []byte // read by Read only
 
-	wmu sync.Mutex
-	wdl time.Time // the write deadline of the control stream
+	wdlMu sync.Mutex
+	wdl   time.Time // the write deadline of the control stream
 	// welcomed is closed by the control stream's first write (the
 	// welcome, or a bye): room frames wait for it, so that the client
 	// reads its welcome first, as a client of QUIC's does.
 	welcomed    chan struct{}
 	welcomeOnce sync.Once
+
+	wmu      sync.Mutex
+	out      []byte        // written by the streams, not yet sent; whole frames
+	flushing bool          // a flusher runs
+	werr     error         // the flusher's failure: every write after fails
+	drained  chan struct{} // made by a write that waits for room in out, closed when out is taken
+	flushers sync.WaitGroup
 
 	closeOnce sync.Once
 }
@@ -328,21 +342,22 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// Write implements garou.SendStream: p, whole frames, is one message.
+// Write implements garou.SendStream: p, whole frames, goes out with what
+// the other streams write.
 func (c *conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
+	c.wdlMu.Lock()
 	dl := c.wdl
-	c.wmu.Unlock()
-	n, err := write(c.ws, dl, p)
+	c.wdlMu.Unlock()
+	n, err := c.write(p, dl)
 	c.welcomeOnce.Do(func() { close(c.welcomed) })
 	return n, err
 }
 
 // SetWriteDeadline implements garou.SendStream.
 func (c *conn) SetWriteDeadline(t time.Time) error {
-	c.wmu.Lock()
+	c.wdlMu.Lock()
 	c.wdl = t
-	c.wmu.Unlock()
+	c.wdlMu.Unlock()
 	return nil
 }
 
@@ -350,17 +365,131 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 // connection, which the client closes on reading the bye.
 func (c *conn) Close() error { return nil }
 
-func write(ws *websocket.Conn, dl time.Time, p []byte) (int, error) {
-	ctx := context.Background()
-	if !dl.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
+// maxPending bounds what the streams of a connection may have written and
+// the flusher not yet taken: past it, a write waits (until its deadline)
+// for the flusher. With the message being sent, a connection holds at most
+// twice this, besides the server's send queues (whose bound, the
+// slow-consumer one, this keeps: a client that does not read holds the
+// streams' writes here, and their queues fill).
+const maxPending = 64 << 10
+
+// write puts p, whole frames, in the connection's buffer, and starts a
+// flusher if none runs. It waits while the buffer is full, at most until
+// dl (if not zero), and fails once the connection has failed.
+func (c *conn) write(p []byte, dl time.Time) (int, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	c.wmu.Lock()
+	for c.werr == nil && len(c.out) > 0 && len(c.out)+len(p) > maxPending {
+		if c.drained == nil {
+			c.drained = make(chan struct{})
+		}
+		drained := c.drained
+		c.wmu.Unlock()
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(time.Until(dl))
+			}
+			expired = timer.C
+		}
+		var err error
+		select {
+		case <-drained:
+		case <-expired:
+			err = errWriteTimeout
+		case <-c.ctx.Done():
+			err = context.Cause(c.ctx)
+		}
+		if err != nil {
+			return 0, err
+		}
+		c.wmu.Lock()
 	}
-	if err := ws.Write(ctx, websocket.MessageBinary, p); err != nil {
+	if err := c.werr; err != nil {
+		c.wmu.Unlock()
 		return 0, err
 	}
+	if c.out == nil {
+		c.out = getBuf()
+	}
+	c.out = append(c.out, p...)
+	start := !c.flushing
+	c.flushing = true
+	c.wmu.Unlock()
+	if start {
+		c.flushers.Add(1)
+		go c.flush()
+	}
 	return len(p), nil
+}
+
+// flush sends what the streams have written, as one binary message at a
+// time, until nothing is left. Before it takes the buffer it yields the
+// processor once: the goroutines already runnable (the other deliveries of
+// the text that woke it, the readers of the next texts) run first and add
+// their frames, so that a busy server sends many frames with one write
+// and one system call, while an idle one sends at once. (Writing each
+// stream's batch as it came cost a TLS record and a system call for
+// about one frame, under load most of the server's CPU.)
+func (c *conn) flush() {
+	defer c.flushers.Done()
+	var spare []byte // the buffer last sent, for the streams to fill next
+	for {
+		runtime.Gosched()
+		c.wmu.Lock()
+		if len(c.out) == 0 || c.werr != nil {
+			// Nothing more, or nothing more can go: the buffers go back to
+			// the pool, so that an idle connection holds none.
+			c.flushing = false
+			out := c.out
+			c.out = nil
+			c.wmu.Unlock()
+			putBuf(out)
+			putBuf(spare)
+			return
+		}
+		buf := c.out
+		c.out, spare = spare, nil
+		c.wakeLocked()
+		c.wmu.Unlock()
+		if err := c.ws.Write(context.Background(), websocket.MessageBinary, buf); err != nil {
+			c.wmu.Lock()
+			c.werr = err
+			c.wakeLocked()
+			c.wmu.Unlock()
+			// The connection is broken: its read loop learns it too.
+			_ = c.ws.CloseNow()
+		}
+		spare = buf[:0]
+	}
+}
+
+// wakeLocked wakes the writes waiting for room in the buffer.
+func (c *conn) wakeLocked() {
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}
+
+// bufs holds the buffers of the connections' writes while no flusher
+// runs. A buffer is as large as the largest message it held, and kept
+// only up to twice maxPending.
+var bufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func getBuf() []byte { return (*bufs.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > 2*maxPending {
+		return
+	}
+	b = b[:0]
+	bufs.Put(&b)
 }
 
 // roomStream writes one room's frames on the connection.
@@ -379,7 +508,7 @@ func (r *roomStream) Write(p []byte) (int, error) {
 	case <-r.c.ctx.Done():
 		return 0, context.Cause(r.c.ctx)
 	}
-	return write(r.c.ws, dl, p)
+	return r.c.write(p, dl)
 }
 
 func (r *roomStream) SetWriteDeadline(t time.Time) error {
@@ -393,12 +522,15 @@ func (r *roomStream) SetWriteDeadline(t time.Time) error {
 // before the bye) says so.
 func (r *roomStream) Close() error { return nil }
 
-// errTimeout is a read past the read deadline.
-var errTimeout error = timeoutError{}
+// errTimeout is a read past the read deadline, errWriteTimeout a write.
+var (
+	errTimeout      error = timeoutError("wsgarou: read deadline passed")
+	errWriteTimeout error = timeoutError("wsgarou: write deadline passed")
+)
 
-type timeoutError struct{}
+type timeoutError string
 
-func (timeoutError) Error() string   { return "wsgarou: read deadline passed" }
+func (e timeoutError) Error() string { return string(e) }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 

@@ -200,6 +200,68 @@ func TestOneOrder(t *testing.T) {
 	require.Equal(t, quic, web)
 }
 
+// TestRooms: a WebSocket client in several busy rooms at once, whose
+// frames of every room and of the control stream share its connection,
+// gets every text of each room once and in the room's order, and the acks
+// of its own texts.
+func TestRooms(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := newWorld(t, garou.WithRateLimit(0, 0))
+	rooms := []string{"a", "b", "c"}
+	var specs []map[string]any
+	for _, r := range rooms {
+		specs = append(specs, map[string]any{"room": r})
+	}
+	b := w.hello(t, ctx, map[string]any{"name": "webby", "rooms": specs})
+	for range rooms {
+		b.expect("joined")
+	}
+	const n = 200
+	errc := make(chan error, len(rooms))
+	for _, r := range rooms {
+		q := w.quic(t, ctx, "q"+r, garou.WithRooms(r))
+		go func() {
+			for i := range n {
+				if _, err := q.SendTo(ctx, r, fmt.Sprintf("%s%d", r, i)); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for i := range n {
+		b.send(map[string]any{"type": "text", "room": "a", "text": fmt.Sprintf("w%d", i), "ref": i + 1})
+	}
+	next := map[string]float64{} // the next seq of each room
+	quic := map[string]int{}     // the QUIC client's texts seen, per room
+	acks := 0
+	for acks < n || len(quic) < len(rooms) || quic["a"] < n || quic["b"] < n || quic["c"] < n {
+		f, err := b.next()
+		require.NoError(t, err, "acks %d, texts of the QUIC clients %v", acks, quic)
+		switch f["type"] {
+		case "text":
+			r := f["room"].(string)
+			if next[r] == 0 {
+				next[r] = f["seq"].(float64)
+			}
+			require.Equal(t, next[r], f["seq"], "room %s", r)
+			next[r]++
+			if text := f["text"].(string); text[0] != 'w' {
+				require.Equal(t, fmt.Sprintf("%s%d", r, quic[r]), text)
+				quic[r]++
+			}
+		case "ack":
+			acks++
+			require.Equal(t, float64(acks), f["ref"])
+		}
+	}
+	for range rooms {
+		require.NoError(t, <-errc)
+	}
+}
+
 // TestHostile: bad input over WebSocket gets the errors PROTOCOL.md
 // documents, and the server goes on serving others.
 func TestHostile(t *testing.T) {
