@@ -19,7 +19,8 @@ go test -race -count=1 ./...
 (cd natsbroker && go test -race -count=1 ./...)
 (cd examples/cluster && go test -race -count=1 ./...)
 # The web example's browser test drives chromium-headless-shell (Debian's
-# package; .ci/run installs it) and skips where it is not installed.
+# package; .ci/run installs it) and skips where it is not installed; its
+# tests of garou.js under Node.js (node 20.10 or later) skip without node.
 (cd examples/web && go test -race -count=1 ./...)
 # The web example's patched copy of webtransport-go (PATCHES.md): its own
 # tests, on the quic-go Garou uses.

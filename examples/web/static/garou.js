@@ -57,9 +57,15 @@ export function encode(obj) {
   return f;
 }
 
-/** A FrameReader splits the bytes of binary messages into frames. */
+/**
+ * A FrameReader splits the bytes of binary messages into frames. A frame
+ * it cannot take throws from push, and the connection is to be closed: a
+ * length of 0 or over max (the client's limit, 1 MiB unless its hello says
+ * another max_size: the server sends nothing larger), a body that is not
+ * UTF-8, or not one JSON object with a string "type".
+ */
 export class FrameReader {
-  constructor() { this.buf = new Uint8Array(0); }
+  constructor(max = 1 << 20) { this.buf = new Uint8Array(0); this.max = max; }
   /** push adds bytes and returns the frames now complete, parsed. */
   push(bytes) {
     const b = new Uint8Array(this.buf.length + bytes.length);
@@ -69,8 +75,13 @@ export class FrameReader {
     let off = 0;
     while (b.length - off >= 4) {
       const n = new DataView(b.buffer, b.byteOffset + off).getUint32(0);
+      if (n === 0 || n > this.max) throw new Error(`bad frame: length ${n}`);
       if (b.length - off - 4 < n) break;
-      out.push(JSON.parse(dec.decode(b.subarray(off + 4, off + 4 + n))));
+      const f = JSON.parse(dec.decode(b.subarray(off + 4, off + 4 + n)));
+      if (typeof f !== "object" || f === null || Array.isArray(f) || typeof f.type !== "string") {
+        throw new Error("bad frame: not an object with a type");
+      }
+      out.push(f);
       off += 4 + n;
     }
     this.buf = b.slice(off);
