@@ -25,7 +25,7 @@ func pair(t *testing.T) (*conn, *websocket.Conn) {
 		if err != nil {
 			return
 		}
-		c := newConn(ws, hw.conn, remoteAddr(r))
+		c := newConn(ws, hw, remoteAddr(r))
 		go c.readLoop()
 		accepted <- c
 		<-c.readDone
@@ -55,6 +55,7 @@ func frame(body string) []byte {
 // as one message, in the order written.
 func TestCoalesce(t *testing.T) {
 	c, ws := pair(t)
+	require.NotNil(t, c.held, "the message goes out in one write of the connection")
 	// As if a flusher were busy sending: the writes wait in the buffer.
 	c.wmu.Lock()
 	c.flushing = true

@@ -107,7 +107,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Frames are read as a byte stream across messages: a message may hold
 	// several frames, and the server's frame size limit is the bound.
 	ws.SetReadLimit(-1)
-	t := newConn(ws, hw.conn, remoteAddr(r))
+	t := newConn(ws, hw, remoteAddr(r))
 	go t.readLoop()
 	pinged := make(chan struct{})
 	go func() {
@@ -122,10 +122,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // hijacked keeps the network connection that websocket.Accept hijacks, so
-// that deadlines bound the close handshake.
+// that deadlines bound the close handshake, and puts a holdConn under the
+// WebSocket's buffered writer.
 type hijacked struct {
 	http.ResponseWriter
 	conn net.Conn
+	held *holdConn // nil if the writer came with something buffered
 }
 
 func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -135,7 +137,67 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	c, rw, err := hj.Hijack()
 	h.conn = c
+	if err == nil && rw != nil && rw.Writer != nil && rw.Writer.Buffered() == 0 {
+		h.held = &holdConn{Conn: c}
+		rw.Writer.Reset(h.held)
+	}
 	return c, rw, err
+}
+
+// holdConn is the connection under the WebSocket's buffered writer (4 KiB
+// with net/http). While the flusher holds it, what that writer passes on
+// is kept, and goes out in one write when the flusher releases it: a
+// message of frames is one TLS write, where the buffered writer alone
+// makes two or more of it (its first 4 KiB with the frame header, then
+// the rest). Outside, writes (pings, the close frame) pass through.
+type holdConn struct {
+	net.Conn
+	mu   sync.Mutex
+	held bool
+	buf  []byte
+}
+
+func (h *holdConn) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+// hold starts keeping what is written.
+func (h *holdConn) hold() {
+	h.mu.Lock()
+	h.held = true
+	if h.buf == nil {
+		h.buf = getBuf()
+	}
+	h.mu.Unlock()
+}
+
+// release writes what was kept, and stops keeping.
+func (h *holdConn) release() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = false
+	if len(h.buf) == 0 {
+		return nil
+	}
+	_, err := h.Conn.Write(h.buf)
+	h.buf = h.buf[:0]
+	return err
+}
+
+// idle gives the buffer back to the pool: the flusher ends.
+func (h *holdConn) idle() {
+	h.mu.Lock()
+	if !h.held {
+		putBuf(h.buf)
+		h.buf = nil
+	}
+	h.mu.Unlock()
 }
 
 func remoteAddr(r *http.Request) net.Addr {
@@ -159,6 +221,7 @@ func remoteAddr(r *http.Request) net.Addr {
 type conn struct {
 	ws    *websocket.Conn
 	raw   net.Conn
+	held  *holdConn // under ws's writer, or nil
 	addr  net.Addr
 	ctx   context.Context
 	stop  context.CancelCauseFunc
@@ -187,11 +250,12 @@ type conn struct {
 	closeOnce sync.Once
 }
 
-func newConn(ws *websocket.Conn, raw net.Conn, addr net.Addr) *conn {
+func newConn(ws *websocket.Conn, hw *hijacked, addr net.Addr) *conn {
 	ctx, stop := context.WithCancelCause(context.Background())
 	return &conn{
 		ws:       ws,
-		raw:      raw,
+		raw:      hw.conn,
+		held:     hw.held,
 		addr:     addr,
 		ctx:      ctx,
 		stop:     stop,
@@ -451,13 +515,16 @@ func (c *conn) flush() {
 			c.wmu.Unlock()
 			putBuf(out)
 			putBuf(spare)
+			if c.held != nil {
+				c.held.idle()
+			}
 			return
 		}
 		buf := c.out
 		c.out, spare = spare, nil
 		c.wakeLocked()
 		c.wmu.Unlock()
-		if err := c.ws.Write(context.Background(), websocket.MessageBinary, buf); err != nil {
+		if err := c.send(buf); err != nil {
 			c.wmu.Lock()
 			c.werr = err
 			c.wakeLocked()
@@ -467,6 +534,20 @@ func (c *conn) flush() {
 		}
 		spare = buf[:0]
 	}
+}
+
+// send writes buf as one binary message, in one write of the connection
+// when it can (holdConn).
+func (c *conn) send(buf []byte) error {
+	if c.held == nil {
+		return c.ws.Write(context.Background(), websocket.MessageBinary, buf)
+	}
+	c.held.hold()
+	err := c.ws.Write(context.Background(), websocket.MessageBinary, buf)
+	if rerr := c.held.release(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // wakeLocked wakes the writes waiting for room in the buffer.
@@ -494,19 +575,23 @@ func putBuf(b []byte) {
 
 // roomStream writes one room's frames on the connection.
 type roomStream struct {
-	c   *conn
-	mu  sync.Mutex
-	wdl time.Time
+	c        *conn
+	welcomed bool // c.welcomed is closed: written by one writer at a time
+	mu       sync.Mutex
+	wdl      time.Time
 }
 
 func (r *roomStream) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	dl := r.wdl
 	r.mu.Unlock()
-	select {
-	case <-r.c.welcomed:
-	case <-r.c.ctx.Done():
-		return 0, context.Cause(r.c.ctx)
+	if !r.welcomed {
+		select {
+		case <-r.c.welcomed:
+			r.welcomed = true
+		case <-r.c.ctx.Done():
+			return 0, context.Cause(r.c.ctx)
+		}
 	}
 	return r.c.write(p, dl)
 }
