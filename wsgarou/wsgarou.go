@@ -78,6 +78,11 @@ func New(srv *garou.Server, opts *Options) *Handler {
 		accept: websocket.AcceptOptions{
 			Subprotocols:   []string{Subprotocol},
 			OriginPatterns: opts.OriginPatterns,
+			// No permessage-deflate: a message is small frames of JSON
+			// that each client's connection would compress anew, at a
+			// cost per message that the server's CPU pays for every
+			// member of a room (the frame is encoded once for all).
+			CompressionMode: websocket.CompressionDisabled,
 		},
 	}
 }
@@ -276,7 +281,6 @@ func (c *conn) readLoop() {
 }
 
 func (c *conn) readMessages() error {
-	buf := make([]byte, chunkSize)
 	for {
 		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
@@ -288,24 +292,39 @@ func (c *conn) readMessages() error {
 			_, _ = io.Copy(io.Discard, r)
 			continue
 		}
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				select {
-				case c.chunk <- append([]byte(nil), buf[:n]...):
-				case <-c.rdl.wait():
-					// Nobody reads any more: discard.
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
+		if err := c.readMessage(r); err != nil {
+			return err
 		}
 	}
 }
+
+// readMessage hands a message's bytes to Read, a chunk at a time. The
+// buffer it reads into is borrowed for the message only: a connection
+// waiting for its client's next message holds none.
+func (c *conn) readMessage(r io.Reader) error {
+	bp := chunks.Get().(*[]byte)
+	defer chunks.Put(bp)
+	buf := *bp
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			select {
+			case c.chunk <- append([]byte(nil), buf[:n]...):
+			case <-c.rdl.wait():
+				// Nobody reads any more: discard.
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// chunks holds the buffers messages are read into.
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
 // pingLoop pings every interval until the connection ends, and ends the
 // connection when a ping is not answered within the interval.
