@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -180,4 +181,112 @@ func BenchmarkClientReceive(b *testing.B) {
 		<-done
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+}
+
+// groupStore is the memory history as an AppendStarter with group commit,
+// without a disk: a committer keeps every text queued while it worked at
+// once, then returns their waits in order, as boltstore and pebblestore do.
+type groupStore struct {
+	HistoryStore
+	ops  chan groupOp
+	done chan struct{}
+}
+
+type groupOp struct {
+	room string
+	m    ChatMessage
+	done chan error
+}
+
+func newGroupStore() *groupStore {
+	g := &groupStore{HistoryStore: NewMemoryHistory(DefaultHistorySize), ops: make(chan groupOp, 1024), done: make(chan struct{})}
+	go g.run()
+	return g
+}
+
+func (g *groupStore) StartAppend(_ context.Context, room string, m ChatMessage) func() error {
+	o := groupOp{room: room, m: m, done: make(chan error, 1)}
+	g.ops <- o
+	return func() error { return <-o.done }
+}
+
+func (g *groupStore) run() {
+	defer close(g.done)
+	var batch []groupOp
+	for o := range g.ops {
+		batch = append(batch[:0], o)
+	drain:
+		for {
+			select {
+			case o, ok := <-g.ops:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		for _, o := range batch {
+			o.done <- g.Append(context.Background(), o.room, o.m)
+		}
+	}
+}
+
+func (g *groupStore) close() {
+	close(g.ops)
+	<-g.done
+}
+
+// countStream is a room stream that counts the writes made to it.
+type countStream struct{ writes *atomic.Int64 }
+
+func (s countStream) Write(p []byte) (int, error) {
+	s.writes.Add(1)
+	return len(p), nil
+}
+func (countStream) Close() error                     { return nil }
+func (countStream) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkPipelinedDelivery is burst's server side without the network:
+// texts said at once in a room of 50 by many senders, kept by a store with
+// group commit and delivered through each member's lane writer. writes/text
+// is the stream writes per member and text: the texts a commit releases go
+// to a member in one write when they are delivered together.
+func BenchmarkPipelinedDelivery(b *testing.B) {
+	const n = 50
+	st := newGroupStore()
+	defer st.close()
+	s, err := NewServer(WithHistoryStore(st))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newRoom(s, DefaultRoom, 0)
+	var writes atomic.Int64
+	for i := range n {
+		c := &conn{s: s, budget: &budget{limit: 1 << 40}, maxSize: DefaultMaxMessageSize,
+			rooms: map[string]*room{}, lanes: map[string]*lane{}}
+		c.user = User{ID: fmt.Sprint(i), Name: fmt.Sprint("user", i), JoinedAt: time.Now()}
+		l := newLane(c, r.name, newRoomQueue(c.budget, true))
+		l.str = countStream{&writes}
+		c.lanes[r.name] = l
+		r.addLocked(c, l)
+	}
+	from := &User{ID: "0", Name: "user0"}
+	text := strings.Repeat("x", 100)
+	b.SetParallelism(32) // many senders, each waiting for its text
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.publish(context.Background(), nil, from, text, "", ""); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	s.wg.Wait() // the lane writers
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+	b.ReportMetric(float64(writes.Load())/float64(b.N*n), "writes/text")
 }

@@ -67,6 +67,17 @@ func (l *lane) enqueue(frame []byte) bool {
 	return ok
 }
 
+// enqueueAll is enqueue for frames that go out together: they are queued
+// at once, so that the writer takes them in one batch, and sends them in
+// as few packets as they fill.
+func (l *lane) enqueueAll(frames [][]byte) bool {
+	ok, over, queued := l.q.pushAll(frames)
+	if over {
+		l.c.slow(queued)
+	}
+	return ok
+}
+
 // writeLoop drains the lane's queue, packing queued frames into as few
 // stream writes as it can, and streams replays as the queue empties. It is
 // started by the queue when a frame arrives and no writer runs, and it ends

@@ -2,6 +2,7 @@ package garou
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -39,9 +40,15 @@ type room struct {
 	// Seq of the last handed over (r.mu), tail is closed once it has been
 	// delivered or has failed (r.order), and gen counts the failures
 	// (r.mu): a text handed over before a failure is not delivered.
-	next uint64
-	tail chan struct{}
-	gen  uint64
+	// pipe holds the texts handed over and not yet delivered, in sequence
+	// order, delivering is true while one of their senders delivers them,
+	// and out is its batch of frames (r.mu).
+	next       uint64
+	tail       chan struct{}
+	gen        uint64
+	pipe       []*pending
+	delivering bool
+	out        [][]byte
 
 	// Presence: every join and leave is numbered (pseq) and gathered in
 	// pending until the server's presence loop tells the members in one
@@ -132,6 +139,34 @@ func (r *room) broadcastLocked(frame []byte, skip *conn) {
 			f = notice
 		}
 		r.deliverLocked(i, f)
+	}
+}
+
+// broadcastAllLocked puts frames, in order, on every member's queue, in
+// one push for each member that takes them all as they are. r.mu is held.
+func (r *room) broadcastAllLocked(frames [][]byte) {
+	switch len(frames) {
+	case 0:
+		return
+	case 1:
+		r.broadcastLocked(frames[0], nil)
+		return
+	}
+	largest := 0
+	for _, f := range frames {
+		largest = max(largest, len(f)-frameHeaderLen)
+	}
+	for i, m := range r.members {
+		if largest > m.maxSize || len(r.replays) != 0 && r.replays[m] != nil {
+			for _, f := range frames {
+				if len(f)-frameHeaderLen > m.maxSize {
+					f = notDelivered(r.name)
+				}
+				r.deliverLocked(i, f)
+			}
+			continue
+		}
+		r.mlanes[i].enqueueAll(frames)
 	}
 }
 
@@ -288,9 +323,11 @@ func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, 
 			break
 		}
 	}
-	prev, done := r.tail, make(chan struct{})
-	r.tail = done
-	defer close(done)
+	e := &pending{seq: seq, gen: gen, frame: frame, c: c, done: make(chan struct{})}
+	r.mu.Lock()
+	r.pipe = append(r.pipe, e)
+	r.mu.Unlock()
+	r.tail = e.done
 	start := time.Now()
 	// Once handed over, the text is kept or fails whatever becomes of its
 	// sender (the context is the server's): a text withdrawn would fail
@@ -300,34 +337,102 @@ func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, 
 	locked = false
 	err := wait()
 	r.s.stats.history(time.Since(start), err)
-	if prev != nil {
-		<-prev
-	}
 	r.mu.Lock()
-	if err != nil || gen != r.gen {
-		first := gen == r.gen
-		if first {
-			// The texts handed over after this one fail too (the store
-			// keeps none of them); the next is numbered after the last
-			// delivered, reusing numbers no member was told.
-			r.gen++
-			r.next = r.seq
-		}
-		r.mu.Unlock()
-		if first {
-			r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", err)
+	e.settled, e.err = true, err
+	if !r.delivering {
+		r.deliverSettledLocked()
+	}
+	r.mu.Unlock()
+	<-e.done
+	if e.failed {
+		if e.first {
+			r.s.log.Error("garou: history append failed", "room", r.name, "seq", seq, "err", e.err)
 		}
 		return ChatMessage{}, errHistory
 	}
-	r.seq = seq
-	r.s.stats.texts.Add(1)
-	r.s.stats.deliveries.Add(uint64(len(r.members)))
-	if c != nil {
-		r.announceJoinLocked(c) // its join before its text
-	}
-	r.broadcastLocked(frame, nil)
-	r.mu.Unlock()
 	return msg, nil
+}
+
+// pending is a text handed to an AppendStarter and not yet delivered.
+// Its fields but done are guarded by r.mu until done is closed, and read
+// by its sender after.
+type pending struct {
+	seq, gen uint64
+	frame    []byte
+	c        *conn // the sender; nil for the server
+	done     chan struct{}
+	settled  bool  // its wait returned, with err
+	err      error // the store's
+	failed   bool  // not delivered
+	first    bool  // the first failure of its generation: its sender logs it
+}
+
+// deliverSettledLocked delivers the texts at the head of r.pipe whose
+// store call has returned, in sequence order, and closes their done. It
+// makes r.delivering true meanwhile: a sender whose wait returns then
+// leaves the delivery to it. r.mu is held, and released once at most.
+//
+// A commit returns the waits of the texts it kept at once, and their
+// senders run one after another: the first would find the others not yet
+// settled and deliver its text alone, each text leaving in a packet of its
+// own to every member. So while a text behind the head is still out, the
+// deliverer first yields once, for the senders woken by the same commit to
+// note theirs; it then delivers all that are settled in one batch, which
+// a member's queue takes in one push and its writer sends in one write.
+func (r *room) deliverSettledLocked() {
+	if len(r.pipe) == 0 || !r.pipe[0].settled {
+		return
+	}
+	r.delivering = true
+	if slices.ContainsFunc(r.pipe[1:], func(e *pending) bool { return !e.settled }) {
+		r.mu.Unlock()
+		runtime.Gosched()
+		r.mu.Lock()
+	}
+	n := 0
+	for n < len(r.pipe) && r.pipe[n].settled {
+		n++
+	}
+	out := r.out[:0]
+	kept := 0
+	for _, e := range r.pipe[:n] {
+		if e.err != nil || e.gen != r.gen {
+			e.failed = true
+			if e.gen == r.gen {
+				// The texts handed over after this one fail too (the
+				// store keeps none of them); the next is numbered after
+				// the last delivered, reusing numbers no member was told.
+				e.first = true
+				r.gen++
+				r.next = r.seq
+			}
+			continue
+		}
+		// Kept, so sequenced: delivered even if its sender was replaced
+		// meanwhile.
+		r.seq = e.seq
+		kept++
+		if e.c != nil && r.joining != nil {
+			if _, ok := r.joining[e.c.user.ID]; ok { // its join before its text
+				r.broadcastAllLocked(out)
+				out = out[:0]
+				r.announceJoinLocked(e.c)
+			}
+		}
+		out = append(out, e.frame)
+	}
+	r.broadcastAllLocked(out)
+	clear(out)
+	r.out = out[:0]
+	r.s.stats.texts.Add(uint64(kept))
+	r.s.stats.deliveries.Add(uint64(kept * len(r.members)))
+	for _, e := range r.pipe[:n] {
+		close(e.done)
+	}
+	m := copy(r.pipe, r.pipe[n:])
+	clear(r.pipe[m:])
+	r.pipe = r.pipe[:m]
+	r.delivering = false
 }
 
 // typing tells the room's other members that c is typing, at most once

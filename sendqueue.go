@@ -124,19 +124,28 @@ func (q *sendQueue) run(start bool) {
 // the bound: the queue is then closed and emptied, and the caller cuts the
 // client as a slow consumer.
 func (q *sendQueue) push(f []byte) (ok, over bool, queued int) {
+	return q.pushAll([][]byte{f})
+}
+
+// pushAll is push for several frames, queued together or not at all.
+func (q *sendQueue) pushAll(frames [][]byte) (ok, over bool, queued int) {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
 	q.mu.Lock()
 	if q.state >= queueClosing {
 		q.mu.Unlock()
 		return false, false, 0
 	}
-	if q.overLocked(len(f)) {
+	if q.overLocked(n) {
 		queued = q.b.used()
 		q.dropLocked()
 		q.mu.Unlock()
 		return false, true, queued
 	}
-	q.frames = append(q.frames, f)
-	q.addLocked(len(f))
+	q.frames = append(q.frames, frames...)
+	q.addLocked(n)
 	start := q.startLocked()
 	q.mu.Unlock()
 	q.run(start)
