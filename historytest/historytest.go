@@ -233,6 +233,12 @@ var cases = []struct {
 		after("a", 2, 1, 4, 5),
 		after("a", 3, 1, 4, 5),
 	)},
+	{"a seq skipped, then trimmed", 2, script(
+		appendTo("a", 1, 3, 4, 5, 6, 7, 8),
+		after("a", 0, 7, 7, 8),
+		appendTo("a", 9, 10, 11),
+		after("a", 0, 10, 10, 11),
+	)},
 	{"names of any bytes", 2, script(
 		appendTo("é 🦊", 1),
 		appendTo("rooms", 1),

@@ -889,9 +889,17 @@ func (s *Store) apply(b *pebble.Batch, w *work, o *op) error {
 	st.n++
 	st.last = o.seq
 	if st.n > s.opts.size+slack(s.opts.size) {
-		keep, err := s.nth(b, p, st.first, st.n-s.opts.size)
-		if err != nil {
-			return err
+		// A room's texts are numbered without holes as a rule, each after
+		// the last: then the first to keep is counted, not read, which
+		// would cost an iterator over the batch and the database at every
+		// trim.
+		skip := st.n - s.opts.size
+		keep := st.first + uint64(skip)
+		if st.last-st.first+1 != uint64(st.n) {
+			var err error
+			if keep, err = s.nth(b, p, st.first, skip); err != nil {
+				return err
+			}
 		}
 		if err := b.DeleteRange(textKey(p, st.first), textKey(p, keep), nil); err != nil {
 			return err
