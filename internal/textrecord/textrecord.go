@@ -28,11 +28,7 @@ const (
 
 // Encode returns the record of m.
 func Encode(m *garou.ChatMessage) ([]byte, error) {
-	tm, err := m.Time.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	n := 1 + 7*binary.MaxVarintLen32 + 1 + len(m.Type) + len(m.ID) + len(m.Text) + len(tm) + len(m.SenderKey)
+	n := 1 + 7*binary.MaxVarintLen32 + 1 + len(m.Type) + len(m.ID) + len(m.Text) + maxTimeLen + len(m.SenderKey)
 	if m.From != nil {
 		n += len(m.From.ID) + len(m.From.Name)
 	}
@@ -52,12 +48,24 @@ func Encode(m *garou.ChatMessage) ([]byte, error) {
 		b = append(b, 0)
 	}
 	b = appendString(b, m.Text)
-	b = appendString(b, string(tm))
+	// Time's binary form is written in place after its length, one byte
+	// (the form has at most maxTimeLen bytes): the record is the only
+	// allocation.
+	at := len(b)
+	b, err := m.Time.AppendBinary(append(b, 0))
+	if err != nil {
+		return nil, err
+	}
+	b[at] = byte(len(b) - at - 1)
 	if v == recordV2 {
 		b = appendString(b, m.SenderKey)
 	}
 	return b, nil
 }
+
+// maxTimeLen bounds the length of time.Time's binary form (16 bytes in its
+// version 2), so that its length is one byte of uvarint.
+const maxTimeLen = 16
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
