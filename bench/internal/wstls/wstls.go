@@ -2,16 +2,20 @@
 // chat hub over TLS 1.3. A hub goroutine owns the rooms and their members,
 // stamps each text and encodes it once for the sender's room; every client
 // has a bounded send queue and a
-// writer goroutine that writes what is queued, one WebSocket message per
-// chat message, through NextWriter into one buffered TLS write.
+// writer goroutine that writes what is queued as one WebSocket message of
+// newline-separated JSON texts (at most maxWrite bytes each) in one TLS
+// write, as the Garou WebSocket path packs several frames in one message;
+// the client reads each message into one reused buffer.
 package wstls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -205,8 +209,8 @@ func (h *hub) serve(ws *websocket.Conn) {
 	<-done
 }
 
-// writePump writes every queued message as its own WebSocket message and
-// sends them in as few TLS writes as it can.
+// writePump writes what is queued as few WebSocket messages, each a
+// batch of newline-separated texts, in as few TLS writes as it can.
 func (c *client) writePump() {
 	defer c.ws.Close()
 	for {
@@ -215,10 +219,14 @@ func (c *client) writePump() {
 			return
 		}
 		c.bc.Hold()
-		for _, b := range items {
+		for len(items) > 0 {
 			w, err := c.ws.NextWriter(websocket.TextMessage)
-			if err == nil {
-				_, err = w.Write(b)
+			n := 0
+			for size := 0; err == nil && n < len(items) && (n == 0 || size+len(items[n]) < maxWrite); n++ {
+				size += len(items[n]) + 1
+				if _, err = w.Write(items[n]); err == nil {
+					_, err = w.Write(newline)
+				}
 			}
 			if err == nil {
 				err = w.Close()
@@ -229,13 +237,16 @@ func (c *client) writePump() {
 			if err != nil {
 				return
 			}
+			c.q.Done(items[:n])
+			items = items[n:]
 		}
-		c.q.Done(items)
 		if err := c.bc.Release(); err != nil {
 			return
 		}
 	}
 }
+
+var newline = []byte{'\n'}
 
 // batchConn lets the writer hold the writes of several WebSocket messages
 // and pass them to TLS at once; outside Hold it writes through.
@@ -313,8 +324,10 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Client is the load side's client.
 type Client struct {
-	ws  *websocket.Conn
-	wmu sync.Mutex
+	ws      *websocket.Conn
+	wmu     sync.Mutex
+	buf     []byte // the last message read, reused
+	pending []byte // what of buf is still to be parsed
 }
 
 // Dial connects and returns once the server has welcomed the client into
@@ -333,8 +346,12 @@ func Dial(ctx context.Context, addr, fp, name, room string) (impl.Client, error)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = ws.SetReadDeadline(dl)
 	}
+	body, err := c.next()
 	var m proto.Server
-	if err := ws.ReadJSON(&m); err != nil || m.Type != proto.TypeWelcome {
+	if err == nil {
+		err = json.Unmarshal(body, &m)
+	}
+	if err != nil || m.Type != proto.TypeWelcome {
 		ws.Close()
 		return nil, fmt.Errorf("ws-tls: expected a welcome: %v", err)
 	}
@@ -356,7 +373,7 @@ func (c *Client) Send(_ context.Context, text string) error {
 // Receive returns the next text, decoded as quic-min's client does.
 func (c *Client) Receive() (string, string, error) {
 	for {
-		_, body, err := c.ws.ReadMessage()
+		body, err := c.next()
 		if err != nil {
 			return "", "", err
 		}
@@ -368,6 +385,39 @@ func (c *Client) Receive() (string, string, error) {
 			return string(from), string(text), nil
 		}
 	}
+}
+
+// next returns the next JSON text of the server's messages, each message
+// read whole into the client's one buffer.
+func (c *Client) next() ([]byte, error) {
+	for len(c.pending) == 0 {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
+			return nil, err
+		}
+		c.buf = c.buf[:0]
+		for {
+			if len(c.buf) == cap(c.buf) {
+				c.buf = append(c.buf, 0)[:len(c.buf)]
+			}
+			n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
+			c.buf = c.buf[:len(c.buf)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		c.pending = c.buf
+	}
+	body := c.pending
+	if i := bytes.IndexByte(body, '\n'); i >= 0 {
+		body, c.pending = body[:i], body[i+1:]
+	} else {
+		c.pending = nil
+	}
+	return body, nil
 }
 
 // Close closes the connection.
