@@ -34,6 +34,7 @@ type enteredMember struct {
 
 	mu   sync.Mutex // held across its writes, so none follows the leave's
 	gone bool
+	once sync.Once // dropEntry's
 }
 
 // presenceBucket is the KV bucket of the members of every room on every
@@ -73,40 +74,12 @@ func (b *Broker) presenceKV() jetstream.KeyValue {
 // token) in the presence bucket; the broker renews it with the names it
 // holds.
 func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(string), error) {
-	w := wirePresence{ID: u.ID, Name: u.Name, JoinedAt: u.JoinedAt}
-	if u.Data != nil {
-		data, err := json.Marshal(u.Data)
-		if err == nil {
-			w.Data = data
-		}
-	}
-	val, err := json.Marshal(w)
+	e, w, err := b.putEntry(ctx, token(room)+"."+b.id+"."+token(u.ID), u)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
 	}
-	e := &enteredMember{key: token(room) + "." + b.id + "." + token(u.ID), val: val}
-	ctx, cancel := b.bound(ctx)
-	defer cancel()
-	if _, err := b.presenceKV().Put(ctx, e.key, val); err != nil {
-		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
-	}
-	b.mu.Lock()
-	b.entered[e] = struct{}{}
-	b.mu.Unlock()
-	var once sync.Once
 	return func(reason string) {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.entered, e)
-			b.mu.Unlock()
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.gone = true
-			if !b.nc.IsConnected() {
-				return // not to wait on NATS: the entry expires
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
-			defer cancel()
+		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue) {
 			// Rewritten as left, not deleted: a delete right after
 			// would replace it in the bucket (one value per key) before
 			// a slow watch read it, which would then tell the leave as
@@ -114,10 +87,54 @@ func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(str
 			// it, which the watches ignore.
 			w.Left, w.Reason = true, reason
 			if left, err := json.Marshal(w); err == nil {
-				_, _ = b.presenceKV().Put(ctx, e.key, left)
+				_, _ = kv.Put(ctx, e.key, left)
 			}
 		})
 	}, nil
+}
+
+// putEntry puts u's entry under key in the presence bucket and has the
+// broker renew it until dropEntry.
+func (b *Broker) putEntry(ctx context.Context, key string, u garou.User) (*enteredMember, wirePresence, error) {
+	w := wirePresence{ID: u.ID, Name: u.Name, JoinedAt: u.JoinedAt}
+	if u.Data != nil {
+		if data, err := json.Marshal(u.Data); err == nil {
+			w.Data = data
+		}
+	}
+	val, err := json.Marshal(w)
+	if err != nil {
+		return nil, w, err
+	}
+	e := &enteredMember{key: key, val: val}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	if _, err := b.presenceKV().Put(ctx, e.key, val); err != nil {
+		return nil, w, err
+	}
+	b.mu.Lock()
+	b.entered[e] = struct{}{}
+	b.mu.Unlock()
+	return e, w, nil
+}
+
+// dropEntry stops renewing e and, once, if NATS is reachable, has last
+// write its end (not to wait on NATS otherwise: the entry expires).
+func (b *Broker) dropEntry(e *enteredMember, last func(context.Context, jetstream.KeyValue)) {
+	e.once.Do(func() {
+		b.mu.Lock()
+		delete(b.entered, e)
+		b.mu.Unlock()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.gone = true
+		if !b.nc.IsConnected() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
+		defer cancel()
+		last(ctx, b.presenceKV())
+	})
 }
 
 // Watch watches "<room>.>" in the presence bucket: the entries of every

@@ -2,7 +2,6 @@ package natsbroker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -28,40 +27,13 @@ type userList struct {
 // one token) in the presence bucket, renewed with the names and the
 // members; offline deletes it.
 func (b *Broker) Online(ctx context.Context, u garou.User) (func(), error) {
-	w := wirePresence{ID: u.ID, Name: u.Name, JoinedAt: u.JoinedAt}
-	if u.Data != nil {
-		if data, err := json.Marshal(u.Data); err == nil {
-			w.Data = data
-		}
-	}
-	val, err := json.Marshal(w)
+	e, _, err := b.putEntry(ctx, onlinePrefix+"."+b.id+"."+token(u.ID), u)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: list %q: %w", u.Name, err)
 	}
-	e := &enteredMember{key: onlinePrefix + "." + b.id + "." + token(u.ID), val: val}
-	ctx, cancel := b.bound(ctx)
-	defer cancel()
-	if _, err := b.presenceKV().Put(ctx, e.key, val); err != nil {
-		return nil, fmt.Errorf("natsbroker: list %q: %w", u.Name, err)
-	}
-	b.mu.Lock()
-	b.entered[e] = struct{}{}
-	b.mu.Unlock()
-	var once sync.Once
 	return func() {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.entered, e)
-			b.mu.Unlock()
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.gone = true
-			if !b.nc.IsConnected() {
-				return // not to wait on NATS: the entry expires
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
-			defer cancel()
-			_ = b.presenceKV().Delete(ctx, e.key)
+		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue) {
+			_ = kv.Delete(ctx, e.key)
 		})
 	}, nil
 }
