@@ -37,8 +37,9 @@ import (
 // the same room too, except that one server publishes one room's texts
 // one at a time, each once the previous returned (so a sender's texts keep
 // their order, and its acknowledgement follows its text to the room's
-// members on its server). The contexts end when the request that needs the
-// call is abandoned, or with Server.Close.
+// members on its server); a PublishStarter is handed them one at a time
+// instead, each without waiting for the previous. The contexts end when
+// the request that needs the call is abandoned, or with Server.Close.
 type Broker interface {
 	// Open starts delivering room's texts to this server: from its call
 	// until the stop function it returns is called, the broker calls
@@ -96,6 +97,33 @@ type Broker interface {
 	// (PROTOCOL.md section 9), and then takes the room's numbers as
 	// they are.
 	Epoch() string
+}
+
+// A PublishStarter is a Broker that takes a room's next text before the
+// previous one is kept, so that the texts said at once in one room on one
+// server share a round trip to the broker instead of waiting for one
+// each. The server then calls StartPublish instead of Publish for its
+// members' texts (Server.Publish to a room with no member here still calls
+// Publish).
+//
+// Ordering: the server calls StartPublish for a room's texts one at a
+// time (never two of a room at once; the rooms' concurrently), and calls
+// wait from another goroutine, perhaps after the next text's
+// StartPublish. The broker sequences the texts a server started in one
+// room in the order StartPublish was called (other servers' texts may come
+// between them). Every wait is called exactly once, and returns what
+// Publish would: the text as kept, with its Seq, or an error, which fails
+// that text alone. The server delivers a text, and acknowledges it, once
+// its wait and those of every earlier text of the room have returned.
+//
+// ctx is the server's own, which ends when it closes: a text is not
+// withdrawn when its sender goes. StartPublish must not block for long;
+// it may return a wait that reports an error at once.
+type PublishStarter interface {
+	Broker
+	// StartPublish queues m, with Publish's rules, and returns at once;
+	// wait returns once m is kept, or is known not to be.
+	StartPublish(ctx context.Context, room string, m ChatMessage, key string) (wait func() (ChatMessage, error))
 }
 
 // WithBroker makes the server one of several sharing a Broker: the texts
@@ -302,6 +330,13 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 		r.s.log.Error("garou: broker publish failed", "room", r.name, "err", err)
 		return ChatMessage{}, publishError(err)
 	}
+	r.deliverKept(ctx, kept)
+	return kept, nil
+}
+
+// deliverKept delivers every text of the room up to kept, which the broker
+// has just kept.
+func (r *room) deliverKept(ctx context.Context, kept ChatMessage) {
 	r.mu.Lock()
 	r.heard = max(r.heard, kept.Seq)
 	if r.open && r.seq+1 == kept.Seq {
@@ -314,6 +349,70 @@ func (r *room) publishBrokered(ctx context.Context, c *conn, msg ChatMessage, ke
 	if behind {
 		r.fill(ctx, false, 0)
 	}
+}
+
+// publishStarted is publish with a PublishStarter: the text is handed to
+// the broker with r.order held, so that the server's texts of the room are
+// sequenced in the order they were handed over; r.order is then released,
+// and the text delivered once kept and once every text handed over before
+// it is delivered or has failed, so that the sender's acknowledgement
+// follows its text as with Publish.
+func (r *room) publishStarted(ctx context.Context, ps PublishStarter, c *conn, from *User, text, senderKey, key string) (ChatMessage, error) {
+	if err := r.lockOrder(ctx); err != nil {
+		return ChatMessage{}, err
+	}
+	locked := true
+	defer func() {
+		if locked {
+			r.unlockOrder()
+		}
+	}()
+	r.mu.Lock()
+	if c != nil {
+		if !r.isMemberLocked(c) {
+			r.mu.Unlock()
+			return ChatMessage{}, notInRoom(r.name)
+		}
+		r.announceJoinLocked(c) // its join before its text
+	} else if r.deleted {
+		r.mu.Unlock()
+		return ChatMessage{}, ErrNoSuchRoom
+	}
+	next := r.seq + 1 // its number at the least, for the size check
+	r.mu.Unlock()
+	if r.s.draining.Load() {
+		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
+	}
+	msg := ChatMessage{Type: TypeText, Room: r.name, Seq: next, ID: r.s.newID(), From: from, Text: text, Time: time.Now().UTC(),
+		SenderKey: senderKey}
+	frame, err := encodeTextFrame(&msg)
+	if err != nil {
+		return ChatMessage{}, err
+	}
+	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
+		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	msg.Seq = 0 // the broker's to give
+	if key != "" && c != nil {
+		key = c.key + "\x00" + key // as publishBrokered
+	}
+	prev, done := r.tail, make(chan struct{})
+	r.tail = done
+	defer close(done)
+	start := time.Now()
+	wait := ps.StartPublish(r.s.runCtx, r.name, msg, key)
+	r.unlockOrder()
+	locked = false
+	kept, err := wait()
+	r.s.stats.history(time.Since(start), err)
+	if prev != nil {
+		<-prev
+	}
+	if err != nil {
+		r.s.log.Error("garou: broker publish failed", "room", r.name, "err", err)
+		return ChatMessage{}, errHistory
+	}
+	r.deliverKept(ctx, kept)
 	return kept, nil
 }
 

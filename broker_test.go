@@ -233,3 +233,85 @@ func TestBrokerFillRetries(t *testing.T) {
 		require.Equal(t, fmt.Sprint(i), m.Text)
 	}
 }
+
+// startingBroker is a memBroker that is a PublishStarter: it sequences the
+// texts in the order they were started, each once the gate is open and
+// the text started before it is kept. A text "fail" is not kept.
+type startingBroker struct {
+	*memBroker
+	gate    chan struct{}
+	started chan string
+
+	smu  sync.Mutex
+	last chan struct{}
+}
+
+func (b *startingBroker) StartPublish(ctx context.Context, room string, m garou.ChatMessage, key string) func() (garou.ChatMessage, error) {
+	b.smu.Lock()
+	prev, done := b.last, make(chan struct{})
+	b.last = done
+	b.smu.Unlock()
+	b.started <- m.Text
+	return func() (garou.ChatMessage, error) {
+		defer close(done)
+		<-b.gate
+		if prev != nil {
+			<-prev
+		}
+		if m.Text == "fail" {
+			return garou.ChatMessage{}, errors.New("the broker is away")
+		}
+		return b.Publish(ctx, room, m, key)
+	}
+}
+
+// A server hands a PublishStarter a room's texts without waiting for the
+// previous to be kept, delivers them in order once kept, and acknowledges
+// each after its text; a text that is not kept fails alone, and leaves no
+// hole.
+func TestBrokerStartPublish(t *testing.T) {
+	b := &startingBroker{memBroker: newMemBroker(), gate: make(chan struct{}), started: make(chan string, 16)}
+	srv := startServer(t, garou.WithBroker(b), garou.WithDataDir(t.TempDir()), garou.WithPresenceInterval(0))
+	texts := []string{"one", "fail", "two", "three"}
+	cls := make([]*garou.Client, len(texts))
+	for i := range texts {
+		cls[i] = dial(t, srv, fmt.Sprint("c", i), garou.WithRooms(garou.DefaultRoom))
+	}
+	errs := make([]chan error, len(texts))
+	for i, text := range texts {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- cls[i].Send(ctxT(t), text) }()
+	}
+	// All four handed over while none is kept.
+	var handed []string
+	for range texts {
+		select {
+		case text := <-b.started:
+			handed = append(handed, text)
+		case <-ctxT(t).Done():
+			t.Fatalf("only %v were handed over before the first was kept", handed)
+		}
+	}
+	close(b.gate)
+	for i, text := range texts {
+		if text == "fail" {
+			require.Error(t, <-errs[i])
+		} else {
+			require.NoError(t, <-errs[i])
+		}
+	}
+	var want []string
+	for _, text := range handed {
+		if text != "fail" {
+			want = append(want, text)
+		}
+	}
+	for _, c := range cls {
+		for k, text := range want {
+			m := next(t, c, garou.TypeText)
+			require.Equal(t, uint64(k+1), m.Seq)
+			require.Equal(t, text, m.Text)
+		}
+	}
+	require.Len(t, b.kept(garou.DefaultRoom), 3)
+}

@@ -191,6 +191,9 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey
 	if st, ok := r.s.cfg.history.(AppendStarter); ok && r.s.cfg.broker == nil {
 		return r.publishPipelined(ctx, st, c, from, text, senderKey)
 	}
+	if ps, ok := r.s.cfg.broker.(PublishStarter); ok {
+		return r.publishStarted(ctx, ps, c, from, text, senderKey, key)
+	}
 	if err := r.lockOrder(ctx); err != nil {
 		return ChatMessage{}, err
 	}
