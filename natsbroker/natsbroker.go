@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +84,7 @@ type config struct {
 	publish    time.Duration
 	check      time.Duration
 	nameTTL    time.Duration
+	maxBatch   int // 0: by the stream's storage and replicas
 }
 
 func defaultConfig() config {
@@ -120,6 +122,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("natsbroker: the check interval must be positive, got %v", c.check)
 	case c.nameTTL < 100*time.Millisecond:
 		return fmt.Errorf("natsbroker: the name TTL must be at least 100ms, got %v", c.nameTTL)
+	case c.maxBatch < 0:
+		return fmt.Errorf("natsbroker: the batch size must not be negative, got %d", c.maxBatch)
 	}
 	return nil
 }
@@ -197,6 +201,10 @@ type Broker struct {
 	listed   userList       // the other servers' users (users.go); its map guarded by mu
 	wg       sync.WaitGroup // renewLoop
 
+	pmu  sync.Mutex
+	pubs map[string]*pubQueue // texts started, by room (publish.go)
+	pwg  sync.WaitGroup       // publishLoop
+
 	stop chan struct{}
 	once sync.Once
 	done chan struct{}
@@ -227,13 +235,20 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.maxBatch == 0 {
+		cfg.maxBatch = 1
+		if cfg.storage == jetstream.MemoryStorage || cfg.replicas > 1 {
+			cfg.maxBatch = DefaultMaxBatch
+		}
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
 		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold),
-		entered: make(map[*enteredMember]struct{}), recheck: make(chan struct{}, 1)}
+		entered: make(map[*enteredMember]struct{}), recheck: make(chan struct{}, 1),
+		pubs: make(map[string]*pubQueue)}
 	// JetStream's advisories tell of the stream made anew by anyone (a
 	// server of the service, an operator): its epoch is read again.
 	adv, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*."+cfg.stream, func(*nats.Msg) { b.mayBeAnew() })
@@ -276,7 +291,11 @@ func (b *Broker) ensureStream(ctx context.Context) error {
 		MaxMsgsPerSubject: b.cfg.history,
 		Duplicates:        b.cfg.duplicates,
 		AllowDirect:       true,
-		RePublish:         &jetstream.RePublish{Source: b.cfg.prefix + ".room.>", Destination: b.cfg.prefix + ".live.>"},
+		// For StartPublish's batches; allowed whatever this broker's
+		// WithMaxBatch, so that servers of one service do not turn it off
+		// for each other.
+		AllowAtomicPublish: true,
+		RePublish:          &jetstream.RePublish{Source: b.cfg.prefix + ".room.>", Destination: b.cfg.prefix + ".live.>"},
 	})
 	if err != nil {
 		return fmt.Errorf("natsbroker: stream %s: %w", b.cfg.stream, err)
@@ -335,7 +354,9 @@ func streamGone(err error) bool {
 }
 
 // Close stops the broker's checks, the renewal of the names it holds and
-// its watch of the other servers' users, and waits for them to end. It is idempotent. The rooms still open stop
+// its watch of the other servers' users, and waits for them to end, and
+// for the texts handed to StartPublish to be published or to fail. It is
+// idempotent. The rooms still open stop
 // hearing their texts; the names still held are freed by the bucket's TTL
 // (the server releases its users' names as their connections end, before
 // its Close returns).
@@ -347,6 +368,7 @@ func (b *Broker) Close() error {
 	<-b.done
 	b.wg.Wait()
 	b.stopUsers()
+	b.pwg.Wait()
 	return nil
 }
 
@@ -718,64 +740,68 @@ func (b *Broker) getFromLeader(ctx context.Context, subj string, seq uint64) (*j
 // without a deadline, WithPublishTimeout passes): an error wrapping
 // garou.ErrUnavailable when NATS was out of reach.
 func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
-	data, err := encodeText(m)
+	p, err := b.prepare(m, room, key)
 	if err != nil {
-		return garou.ChatMessage{}, fmt.Errorf("natsbroker: %w", err)
-	}
-	id := m.ID
-	if key != "" {
-		sum := sha256.Sum256([]byte(room + "\x00" + key))
-		id = hex.EncodeToString(sum[:16])
+		return garou.ChatMessage{}, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.cfg.publish)
 		defer cancel()
 	}
+	return b.publishOne(ctx, room, p)
+}
+
+// outgoing is a text ready to publish: its stored form and its
+// Nats-Msg-Id.
+type outgoing struct {
+	m    garou.ChatMessage
+	data []byte
+	id   string
+}
+
+// prepare encodes m, a text of room with the idempotency key key.
+func (b *Broker) prepare(m garou.ChatMessage, room, key string) (outgoing, error) {
+	data, err := encodeText(m)
+	if err != nil {
+		return outgoing{}, fmt.Errorf("natsbroker: %w", err)
+	}
+	id := m.ID
+	if key != "" {
+		sum := sha256.Sum256([]byte(room + "\x00" + key))
+		id = hex.EncodeToString(sum[:16])
+	}
+	return outgoing{m: m, data: data, id: id}, nil
+}
+
+// publishOne publishes p alone, retrying while other servers win the race
+// for the number, until ctx ends.
+func (b *Broker) publishOne(ctx context.Context, room string, p outgoing) (garou.ChatMessage, error) {
 	st := b.state(room)
 	subj := b.roomSubject(room)
 	for attempt := 0; ; attempt++ {
-		st.mu.Lock()
-		known, lastStream, lastSeq := st.known, st.stream, st.seq
-		st.mu.Unlock()
+		known, lastStream, lastSeq := st.last()
 		var ack *jetstream.PubAck
 		err := errNotKnown
 		if known {
 			msg := nats.NewMsg(subj)
 			msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
-			msg.Data = data
+			msg.Data = p.data
 			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			ack, err = b.js.PublishMsg(actx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(lastStream),
+			ack, err = b.js.PublishMsg(actx, msg, jetstream.WithMsgID(p.id), jetstream.WithExpectLastSequencePerSubject(lastStream),
 				jetstream.WithRetryAttempts(0))
 			acancel()
 		}
 		switch {
 		case err == nil:
 		case err == errNotKnown || isWrongLastSeq(err):
-			// Another server numbered a text meanwhile (or this is the
-			// room's first here): read the room's latest, go on.
-			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			_, err := b.loadLast(actx, room, st)
-			acancel()
-			if err != nil && !transient(err) {
+			if err := b.reload(ctx, room, st, err, lastStream, attempt); err != nil {
 				return garou.ChatMessage{}, err
-			} else if err != nil {
-				if err := pause(ctx, attempt, err); err != nil {
-					return garou.ChatMessage{}, unavailable(room, err)
-				}
 			}
 			continue
 		case transient(err):
-			// NATS is electing the stream's leader, reconnecting, or lost
-			// the stream: the same text again, which the stream
-			// recognises by its ID if it was stored after all.
-			if err := pause(ctx, attempt, err); err != nil {
-				return garou.ChatMessage{}, unavailable(room, err)
-			}
-			if streamGone(err) {
-				actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-				_, _ = b.loadLast(actx, room, st) // makes the stream anew if lost
-				acancel()
+			if err := b.recover(ctx, room, st, err, attempt); err != nil {
+				return garou.ChatMessage{}, err
 			}
 			continue
 		default:
@@ -786,6 +812,7 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 			return b.kept(ctx, room, ack.Sequence)
 		}
 		st.note(lastSeq+1, ack.Sequence)
+		m := p.m
 		m.Seq = lastSeq + 1
 		return m, nil
 	}
@@ -794,6 +821,56 @@ func (b *Broker) Publish(ctx context.Context, room string, m garou.ChatMessage, 
 // unavailable is the error of a publish that gave up on NATS with err.
 func unavailable(room string, err error) error {
 	return fmt.Errorf("natsbroker: publish to %q: %w: %w", room, garou.ErrUnavailable, err)
+}
+
+// last returns what the broker knows of the room's latest text.
+func (st *roomState) last() (known bool, stream, seq uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.known, st.stream, st.seq
+}
+
+// reload learns room's latest text after a publish expecting the one at
+// stream sequence expected lost the race for the number with err (or the
+// latest was not known): another server numbered a text meanwhile (or
+// this is the room's first here). When err names the stream sequence of
+// the latest and the live copy of that text has arrived already, nothing
+// is read.
+func (b *Broker) reload(ctx context.Context, room string, st *roomState, err error, expected uint64, attempt int) error {
+	if actual, ok := wrongLast(err); ok && actual != expected {
+		if known, stream, _ := st.last(); known && stream == actual {
+			return nil
+		}
+	}
+	actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+	_, err = b.loadLast(actx, room, st)
+	acancel()
+	switch {
+	case err == nil:
+		return nil
+	case !transient(err):
+		return err
+	}
+	if err := pause(ctx, attempt, err); err != nil {
+		return unavailable(room, err)
+	}
+	return nil
+}
+
+// recover waits after a transient failure: NATS is electing the stream's
+// leader, reconnecting, or lost the stream (which it then makes anew). The
+// same text is published again, which the stream recognises by its ID if
+// it was stored after all.
+func (b *Broker) recover(ctx context.Context, room string, st *roomState, err error, attempt int) error {
+	if err := pause(ctx, attempt, err); err != nil {
+		return unavailable(room, err)
+	}
+	if streamGone(err) {
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		_, _ = b.loadLast(actx, room, st) // makes the stream anew if lost
+		acancel()
+	}
+	return nil
 }
 
 // attemptTimeout bounds one attempt to publish: past it, the text is
@@ -805,12 +882,18 @@ var errNotKnown = errors.New("natsbroker: the room's latest text is not known")
 
 // transient reports whether err may pass: an attempt timed out, NATS had
 // no stream to answer (a leader being elected, a reconnect, the stream
-// lost), or JetStream said it is unavailable for now.
+// lost), or JetStream said it is unavailable for now or is storing a text
+// of the same ID.
 func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	return streamGone(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		(errors.As(err, &apiErr) && apiErr.Code == 503)
+		(errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeDuplicateInProcess))
 }
+
+// errCodeDuplicateInProcess is JetStream's answer to a text whose ID is
+// that of one being stored (a retry overtaking the first attempt): the
+// next attempt is answered as a duplicate.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
 
 // pause waits before the next attempt, 5 ms doubling up to 250 ms, or
 // returns err once ctx ends.
@@ -847,6 +930,21 @@ func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// wrongLast returns the stream sequence of the subject's last message that
+// a failed compare-and-set names ("wrong last sequence: 42").
+func wrongLast(err error) (uint64, bool) {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+		return 0, false
+	}
+	_, n, ok := strings.Cut(apiErr.Description, ": ")
+	if !ok {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	return seq, err == nil
 }
 
 // After reads, with one batched Direct Get, up to readBatch texts of room
