@@ -216,9 +216,10 @@ type Broker struct {
 type roomState struct {
 	mu     sync.Mutex
 	known  bool
-	stream uint64 // the stream sequence of the room's latest text
-	seq    uint64 // its Garou sequence
-	hints  []hint // increasing
+	stream uint64        // the stream sequence of the room's latest text
+	seq    uint64        // its Garou sequence
+	hints  []hint        // increasing
+	moved  chan struct{} // closed when stream moves on, if waited for
 }
 
 type hint struct{ seq, stream uint64 }
@@ -476,12 +477,42 @@ func (st *roomState) note(seq, stream uint64) {
 	defer st.mu.Unlock()
 	if stream > st.stream {
 		st.known, st.stream, st.seq = true, stream, seq
+		if st.moved != nil {
+			close(st.moved)
+			st.moved = nil
+		}
 	}
 	if n := len(st.hints); n == 0 || st.hints[n-1].seq < seq {
 		if n == maxHints {
 			st.hints = slices.Delete(st.hints, 0, maxHints/4)
 		}
 		st.hints = append(st.hints, hint{seq, stream})
+	}
+}
+
+// await waits until the broker knows the room's text at stream sequence
+// stream, or a later one, for at most d, and reports whether it does.
+func (st *roomState) await(ctx context.Context, stream uint64, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		st.mu.Lock()
+		if st.known && st.stream >= stream {
+			st.mu.Unlock()
+			return true
+		}
+		if st.moved == nil {
+			st.moved = make(chan struct{})
+		}
+		moved := st.moved
+		st.mu.Unlock()
+		select {
+		case <-moved:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 
@@ -784,13 +815,7 @@ func (b *Broker) publishOne(ctx context.Context, room string, p outgoing) (garou
 		var ack *jetstream.PubAck
 		err := errNotKnown
 		if known {
-			msg := nats.NewMsg(subj)
-			msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
-			msg.Data = p.data
-			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			ack, err = b.js.PublishMsg(actx, msg, jetstream.WithMsgID(p.id), jetstream.WithExpectLastSequencePerSubject(lastStream),
-				jetstream.WithRetryAttempts(0))
-			acancel()
+			ack, err = b.publishAttempt(ctx, subj, p, lastStream, lastSeq)
 		}
 		switch {
 		case err == nil:
@@ -823,6 +848,18 @@ func unavailable(room string, err error) error {
 	return fmt.Errorf("natsbroker: publish to %q: %w: %w", room, garou.ErrUnavailable, err)
 }
 
+// publishAttempt publishes p once, as the text after lastSeq, at stream
+// sequence lastStream.
+func (b *Broker) publishAttempt(ctx context.Context, subj string, p outgoing, lastStream, lastSeq uint64) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(subj)
+	msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
+	msg.Data = p.data
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	return b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(p.id), jetstream.WithExpectLastSequencePerSubject(lastStream),
+		jetstream.WithRetryAttempts(0))
+}
+
 // last returns what the broker knows of the room's latest text.
 func (st *roomState) last() (known bool, stream, seq uint64) {
 	st.mu.Lock()
@@ -833,12 +870,18 @@ func (st *roomState) last() (known bool, stream, seq uint64) {
 // reload learns room's latest text after a publish expecting the one at
 // stream sequence expected lost the race for the number with err (or the
 // latest was not known): another server numbered a text meanwhile (or
-// this is the room's first here). When err names the stream sequence of
-// the latest and the live copy of that text has arrived already, nothing
-// is read.
+// this is the room's first here). When the room is open here, the live
+// copy of the text that won is on its way (or here already): it is waited
+// for, up to liveWait, instead of read. That is the text err names, or,
+// in a NATS cluster, where err may only say that another text of the room
+// is being stored, any later than expected.
 func (b *Broker) reload(ctx context.Context, room string, st *roomState, err error, expected uint64, attempt int) error {
-	if actual, ok := wrongLast(err); ok && actual != expected {
-		if known, stream, _ := st.last(); known && stream == actual {
+	if err != errNotKnown {
+		target := expected + 1
+		if actual, ok := wrongLast(err); ok {
+			target = actual
+		}
+		if target > expected && b.isOpen(room) && st.await(ctx, target, liveWait) {
 			return nil
 		}
 	}
@@ -871,6 +914,17 @@ func (b *Broker) recover(ctx context.Context, room string, st *roomState, err er
 		acancel()
 	}
 	return nil
+}
+
+// liveWait bounds the wait for the live copy of the text that won a
+// compare-and-set; past it, the text is read.
+const liveWait = 10 * time.Millisecond
+
+// isOpen reports whether room is open here: its texts come live.
+func (b *Broker) isOpen(room string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opens[room] > 0
 }
 
 // attemptTimeout bounds one attempt to publish: past it, the text is

@@ -61,8 +61,8 @@ func (s *started) finish(m garou.ChatMessage, err error) {
 // kept whole, numbered densely after the room's last text, or not at
 // all. A batch that holds a text kept before (a retry) is published again
 // one text at a time, which answers that text with the one kept first.
-// Each text is retried as Publish does, for up to the request timeout (or
-// ctx's deadline) from its StartPublish.
+// A batch is retried as Publish is, for up to the request timeout (or
+// ctx's deadline) from the StartPublish of its first text.
 func (b *Broker) StartPublish(ctx context.Context, room string, m garou.ChatMessage, key string) func() (garou.ChatMessage, error) {
 	p, err := b.prepare(m, room, key)
 	if err != nil {
@@ -108,26 +108,39 @@ func (b *Broker) publishLoop(room string, q *pubQueue) {
 		copy(batch, q.texts)
 		q.texts = append(q.texts[:0], q.texts[n:]...)
 		b.pmu.Unlock()
-		b.publishBatch(room, batch)
+		b.publishBatch(room, q, batch)
 	}
 }
 
 // publishBatch publishes batch, texts of room in the order handed over,
-// and finishes each.
-func (b *Broker) publishBatch(room string, batch []*started) {
+// and finishes each. A batch that loses the race for the number, or
+// fails for a while, takes the texts queued meanwhile along (up to
+// WithMaxBatch) when it tries again.
+func (b *Broker) publishBatch(room string, q *pubQueue, batch []*started) {
 	// The first was handed over first: its deadline is the batch's.
 	ctx, cancel := context.WithDeadline(batch[0].ctx, batch[0].deadline)
 	defer cancel()
-	if len(batch) == 1 {
-		batch[0].finish(b.publishOne(ctx, room, batch[0].p))
-		return
-	}
 	st := b.state(room)
+	subj := b.roomSubject(room)
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			batch = b.grow(q, batch)
+		}
 		known, lastStream, lastSeq := st.last()
 		err := errNotKnown
 		var stream uint64
-		if known {
+		switch {
+		case !known:
+		case len(batch) == 1:
+			var ack *jetstream.PubAck
+			if ack, err = b.publishAttempt(ctx, subj, batch[0].p, lastStream, lastSeq); err == nil && ack.Duplicate {
+				// Stored before (a retry): the text kept first is the one.
+				batch[0].finish(b.kept(ctx, room, ack.Sequence))
+				return
+			} else if err == nil {
+				stream = ack.Sequence
+			}
+		default:
 			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
 			stream, err = b.sendBatch(actx, room, batch, lastStream, lastSeq)
 			acancel()
@@ -152,7 +165,7 @@ func (b *Broker) publishBatch(room string, batch []*started) {
 			if err = b.recover(ctx, room, st, err, attempt); err == nil {
 				continue
 			}
-		default:
+		case len(batch) > 1:
 			// A text kept before (a retry) in the batch, or the stream
 			// refusing batches (too large, too many at once, atomic
 			// publishing turned off): one at a time, as Publish.
@@ -160,12 +173,27 @@ func (b *Broker) publishBatch(room string, batch []*started) {
 				s.finish(b.publishOne(ctx, room, s.p))
 			}
 			return
+		default:
+			err = fmt.Errorf("natsbroker: publish to %q: %w", room, err)
 		}
 		for _, s := range batch {
 			s.finish(garou.ChatMessage{}, err)
 		}
 		return
 	}
+}
+
+// grow adds to batch the texts queued in q since, up to WithMaxBatch.
+func (b *Broker) grow(q *pubQueue, batch []*started) []*started {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	n := min(len(q.texts), b.cfg.maxBatch-len(batch))
+	if n <= 0 {
+		return batch
+	}
+	batch = append(batch, q.texts[:n]...)
+	q.texts = append(q.texts[:0], q.texts[n:]...)
+	return batch
 }
 
 // sendBatch publishes batch to room as one atomic batch numbered after the
