@@ -48,6 +48,7 @@ type config struct {
 	profileAt  int
 	rounds     int
 	replicas   int
+	compare    bool
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&servers, "servers", "0,1,2,3", "comma-separated: how many servers share NATS (0: one server alone, no broker)")
 	flag.StringVar(&storage, "storage", "file", "the stream's storage: file or memory")
 	flag.IntVar(&cfg.replicas, "replicas", 1, "the stream's replicas: 1, one NATS server; more, a NATS cluster of that many in the process")
+	flag.BoolVar(&cfg.compare, "compare", false, "run each configuration on NATS also with the broker's StartPublish hidden: each server then publishes a room's texts one at a time, each once the previous is kept (as before PublishStarter)")
 	flag.IntVar(&cfg.maxBatch, "max-batch", 0, "natsbroker.WithMaxBatch (0: its default for the storage)")
 	flag.IntVar(&cfg.rawMsgs, "raw-msgs", 3000, "raw JetStream publishes per measurement")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds, each running every configuration once; the table shows medians")
@@ -93,7 +95,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // result is one configuration's figures.
 type result struct {
-	servers            int
+	variant
 	burst              float64 // deliveries/s
 	burstP50, burstP99 time.Duration
 	pacedP50, pacedP99 time.Duration
@@ -101,29 +103,43 @@ type result struct {
 	min, max           float64 // the burst's deliveries/s, over the rounds
 }
 
+// variant is one configuration: n servers (0: one alone, no broker),
+// with the broker's StartPublish hidden if one.
+type variant struct {
+	n   int
+	one bool
+}
+
 func run(cfg config, w io.Writer) error {
-	by := make(map[int][]result)
+	var variants []variant
+	for _, n := range cfg.servers {
+		variants = append(variants, variant{n: n})
+		if cfg.compare && n > 0 {
+			variants = append(variants, variant{n: n, one: true})
+		}
+	}
+	by := make(map[variant][]result)
 	for round := range cfg.rounds {
 		// Every configuration in each round, so that what else runs on
 		// the host weighs on all of them alike.
-		for _, n := range cfg.servers {
-			fmt.Fprintf(os.Stderr, "round %d, servers=%d: burst\n", round+1, n)
-			burst, err := room(cfg, n, cfg.window, cfg.burstMsgs, 0, round == 0)
+		for _, v := range variants {
+			fmt.Fprintf(os.Stderr, "round %d, %s: burst\n", round+1, v)
+			burst, err := room(cfg, v, cfg.window, cfg.burstMsgs, 0, round == 0)
 			if err != nil {
-				return fmt.Errorf("servers=%d burst: %w", n, err)
+				return fmt.Errorf("%s burst: %w", v, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d, servers=%d: paced\n", round+1, n)
-			paced, err := room(cfg, n, 1, cfg.pacedMsgs, cfg.pacedEvery, false)
+			fmt.Fprintf(os.Stderr, "round %d, %s: paced\n", round+1, v)
+			paced, err := room(cfg, v, 1, cfg.pacedMsgs, cfg.pacedEvery, false)
 			if err != nil {
-				return fmt.Errorf("servers=%d paced: %w", n, err)
+				return fmt.Errorf("%s paced: %w", v, err)
 			}
-			by[n] = append(by[n], result{servers: n, burst: burst.rate, burstP50: burst.p50, burstP99: burst.p99,
+			by[v] = append(by[v], result{variant: v, burst: burst.rate, burstP50: burst.p50, burstP99: burst.p99,
 				pacedP50: paced.p50, pacedP99: paced.p99, self: burst.self, other: burst.other})
 		}
 	}
 	var results []result
-	for _, n := range cfg.servers {
-		results = append(results, medianOf(by[n]))
+	for _, v := range variants {
+		results = append(results, medianOf(by[v]))
 	}
 	fmt.Fprintln(os.Stderr, "raw JetStream publishes")
 	raw, err := rawPublish(cfg)
@@ -132,6 +148,16 @@ func run(cfg config, w io.Writer) error {
 	}
 	report(w, cfg, results, raw)
 	return nil
+}
+
+func (v variant) String() string {
+	switch {
+	case v.n == 0:
+		return "1, alone (no broker)"
+	case v.one:
+		return fmt.Sprintf("%d on NATS, one at a time", v.n)
+	}
+	return fmt.Sprintf("%d on NATS", v.n)
 }
 
 // medianOf returns the median of each figure of rs.
@@ -151,7 +177,7 @@ func medianOf(rs []result) result {
 		return time.Duration(med(func(r result) float64 { return float64(f(r)) }))
 	}
 	return result{
-		servers:  rs[0].servers,
+		variant:  rs[0].variant,
 		burst:    med(func(r result) float64 { return r.burst }),
 		burstP50: dur(func(r result) time.Duration { return r.burstP50 }),
 		burstP99: dur(func(r result) time.Duration { return r.burstP99 }),
@@ -183,7 +209,8 @@ type roomResult struct {
 // room runs clients in one room over n servers on one NATS (n = 0: one
 // server alone): each sends per texts, window at a time, one every every
 // if not 0, while receiving everyone's.
-func room(cfg config, n, window, per int, every time.Duration, profile bool) (roomResult, error) {
+func room(cfg config, v variant, window, per int, every time.Duration, profile bool) (roomResult, error) {
+	n := v.n
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var cleanup []func()
@@ -210,7 +237,11 @@ func room(cfg config, n, window, per int, every time.Duration, profile bool) (ro
 				return roomResult{}, err
 			}
 			cleanup = append(cleanup, func() { b.Close() })
-			brokers = append(brokers, b)
+			if v.one {
+				brokers = append(brokers, oneAtATime{b})
+			} else {
+				brokers = append(brokers, b)
+			}
 		}
 	} else {
 		brokers = []garou.Broker{nil}
@@ -258,7 +289,7 @@ func room(cfg config, n, window, per int, every time.Duration, profile bool) (ro
 	if err := exchange(ctx, cls, 1, 1, 0, nil); err != nil {
 		return roomResult{}, fmt.Errorf("warm-up: %w", err)
 	}
-	if cfg.profile != "" && profile && n == cfg.profileAt {
+	if cfg.profile != "" && profile && n == cfg.profileAt && !v.one {
 		f, err := os.Create(cfg.profile)
 		if err != nil {
 			return roomResult{}, err
@@ -341,6 +372,15 @@ func exchange(ctx context.Context, cls []*garou.Client, per, window int, every t
 	}
 	wg.Wait()
 	return context.Cause(ctx)
+}
+
+// oneAtATime is a broker without its StartPublish: the server publishes a
+// room's texts with Publish, one at a time.
+type oneAtATime struct{ fullBroker }
+
+type fullBroker interface {
+	garou.NameHolder
+	garou.PresenceBroker
 }
 
 func brokerOptions(cfg config) []natsbroker.Option {
@@ -530,7 +570,7 @@ func report(w io.Writer, cfg config, results []result, raw rawResult) {
 		cfg.burstMsgs, cfg.window, cfg.pacedEvery, float64(cfg.clients)/cfg.pacedEvery.Seconds(), cfg.pacedMsgs)
 	var alone *result
 	for i := range results {
-		if results[i].servers == 0 {
+		if results[i].n == 0 {
 			alone = &results[i]
 		}
 	}
@@ -544,10 +584,7 @@ func report(w io.Writer, cfg config, results []result, raw rawResult) {
 	fmt.Fprintln(w, "| servers | burst deliveries/s (min-max) | ÷ alone | burst p50 / p99 ms | paced p50 ms | paced p99 ms | p99 ÷ alone | CPU bench | other |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range results {
-		name := "1, alone (no broker)"
-		if r.servers > 0 {
-			name = fmt.Sprintf("%d on NATS", r.servers)
-		}
+		name := r.variant.String()
 		var burstBy, p99By float64
 		if alone != nil {
 			burstBy, p99By = alone.burst, float64(alone.pacedP99)
