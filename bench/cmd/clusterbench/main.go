@@ -232,7 +232,7 @@ func room(cfg config, v variant, window, per int, every time.Duration, profile b
 				return roomResult{}, err
 			}
 			cleanup = append(cleanup, nc.Close)
-			b, err := natsbroker.New(ctx, nc, brokerOptions(cfg)...)
+			b, err := newBroker(ctx, nc, cfg)
 			if err != nil {
 				return roomResult{}, err
 			}
@@ -374,6 +374,19 @@ func exchange(ctx context.Context, cls []*garou.Client, per, window int, every t
 	return context.Cause(ctx)
 }
 
+// newBroker makes a broker, trying again for a while: a NATS cluster
+// just started may not have placed its peers yet.
+func newBroker(ctx context.Context, nc *nats.Conn, cfg config) (*natsbroker.Broker, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, err := natsbroker.New(ctx, nc, brokerOptions(cfg)...)
+		if err == nil || time.Now().After(deadline) {
+			return b, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // oneAtATime is a broker without its StartPublish: the server publishes a
 // room's texts with Publish, one at a time.
 type oneAtATime struct{ fullBroker }
@@ -485,7 +498,7 @@ func rawPublish(cfg config) (rawResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The broker makes the stream, with its settings.
-	b, err := natsbroker.New(ctx, nc, brokerOptions(cfg)...)
+	b, err := newBroker(ctx, nc, cfg)
 	if err != nil {
 		return rawResult{}, err
 	}
