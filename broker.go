@@ -410,7 +410,7 @@ func (r *room) publishStarted(ctx context.Context, ps PublishStarter, c *conn, f
 	}
 	if err != nil {
 		r.s.log.Error("garou: broker publish failed", "room", r.name, "err", err)
-		return ChatMessage{}, errHistory
+		return ChatMessage{}, publishError(err)
 	}
 	r.deliverKept(ctx, kept)
 	return kept, nil
