@@ -486,7 +486,7 @@ func TestEarlierNotKept(t *testing.T) {
 	s, _ := open(t)
 	release := s.HoldWrites()
 	w1 := s.StartAppend(ctxT(t), "r", text("r", 1))
-	for s.Queued() != 0 { // taken by the committer, which waits for the writes
+	for s.Taken() == 0 { // in a batch of its own, which waits for the writes
 		runtime.Gosched()
 	}
 	ctx, cancel := context.WithCancel(ctxT(t))
