@@ -315,3 +315,53 @@ func TestBrokerStartPublish(t *testing.T) {
 	}
 	require.Len(t, b.kept(garou.DefaultRoom), 3)
 }
+
+// awayBroker is a memBroker out of reach until back is closed: each
+// Publish meanwhile is told on tries and refused as unavailable.
+type awayBroker struct {
+	*memBroker
+	back  chan struct{}
+	tries chan string
+}
+
+func (b *awayBroker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
+	select {
+	case <-b.back:
+		return b.memBroker.Publish(ctx, room, m, key)
+	default:
+	}
+	select {
+	case b.tries <- m.Text:
+	default:
+	}
+	return garou.ChatMessage{}, fmt.Errorf("away: %w", garou.ErrUnavailable)
+}
+
+// A text the broker cannot keep for now is refused as unavailable and
+// sent again by the client, with its key, until it is kept, once; a
+// client closed meanwhile ends the Send with ErrClosed.
+func TestSendWhileBrokerAway(t *testing.T) {
+	b := &awayBroker{memBroker: newMemBroker(), back: make(chan struct{}), tries: make(chan string, 16)}
+	srv := startServer(t, garou.WithBroker(b), garou.WithPresenceInterval(0))
+	c := dial(t, srv, "alice", garou.WithRooms(garou.DefaultRoom))
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(ctxT(t), "hello") }()
+	for range 2 { // refused, then tried again
+		select {
+		case <-b.tries:
+		case <-ctxT(t).Done():
+			t.Fatal("the text was not tried twice")
+		}
+	}
+	close(b.back)
+	require.NoError(t, <-sent)
+	require.Len(t, b.kept(garou.DefaultRoom), 1)
+
+	b2 := &awayBroker{memBroker: newMemBroker(), back: make(chan struct{}), tries: make(chan string, 16)}
+	srv2 := startServer(t, garou.WithBroker(b2), garou.WithPresenceInterval(0))
+	c2 := dial(t, srv2, "bob", garou.WithRooms(garou.DefaultRoom))
+	go func() { sent <- c2.Send(ctxT(t), "hello") }()
+	<-b2.tries
+	require.NoError(t, c2.Close())
+	require.ErrorIs(t, <-sent, garou.ErrClosed)
+}

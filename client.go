@@ -1258,7 +1258,7 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 		if ok && req.Key != "" && ErrorCode(r.Code) == CodeUnavailable && r.Type == string(TypeError) {
 			// The service cannot keep it for now: the same again,
 			// with its key, once a pause has passed.
-			if err := unavailablePause(ctx, &pause); err != nil {
+			if err := unavailablePause(ctx, c.done, &pause); err != nil {
 				return reply{}, giveUp(err)
 			}
 			continue
@@ -1275,13 +1275,16 @@ func (c *Client) request(ctx context.Context, req request) (reply, error) {
 }
 
 // unavailablePause waits before a request refused as "unavailable" is
-// sent again: 100 ms, doubling up to 2 s, or until ctx ends.
-func unavailablePause(ctx context.Context, pause *time.Duration) error {
+// sent again: 100 ms, doubling up to 2 s, or until ctx ends or the
+// client closes (done).
+func unavailablePause(ctx context.Context, done <-chan struct{}, pause *time.Duration) error {
 	*pause = min(max(2**pause, 100*time.Millisecond), 2*time.Second)
 	t := time.NewTimer(*pause)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return nil
+	case <-done: // the client closed: the next attempt says so
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
