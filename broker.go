@@ -367,30 +367,14 @@ func (r *room) publishStarted(ctx context.Context, ps PublishStarter, c *conn, f
 			r.unlockOrder()
 		}
 	}()
-	r.mu.Lock()
-	if c != nil {
-		if !r.isMemberLocked(c) {
-			r.mu.Unlock()
-			return ChatMessage{}, notInRoom(r.name)
-		}
-		r.announceJoinLocked(c) // its join before its text
-	} else if r.deleted {
-		r.mu.Unlock()
-		return ChatMessage{}, ErrNoSuchRoom
-	}
-	next := r.seq + 1 // its number at the least, for the size check
-	r.mu.Unlock()
-	if r.s.draining.Load() {
-		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
-	}
-	msg := ChatMessage{Type: TypeText, Room: r.name, Seq: next, ID: r.s.newID(), From: from, Text: text, Time: time.Now().UTC(),
-		SenderKey: senderKey}
-	frame, err := encodeTextFrame(&msg)
+	// Its join before its text; its number at the least, for the size check.
+	next, err := r.admit(c, true)
 	if err != nil {
 		return ChatMessage{}, err
 	}
-	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
-		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	msg, _, err := r.newText(next, from, text, senderKey)
+	if err != nil {
+		return ChatMessage{}, err
 	}
 	msg.Seq = 0 // the broker's to give
 	if key != "" && c != nil {

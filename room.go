@@ -198,39 +198,14 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey
 		return ChatMessage{}, err
 	}
 	defer r.unlockOrder()
-	r.mu.Lock()
-	if c != nil {
-		if !r.isMemberLocked(c) {
-			r.mu.Unlock()
-			return ChatMessage{}, notInRoom(r.name)
-		}
-	} else if r.deleted {
-		r.mu.Unlock()
-		return ChatMessage{}, ErrNoSuchRoom
-	}
 	// Only publish changes seq, and r.order is held: seq+1 is this text's.
-	seq := r.seq + 1
-	r.mu.Unlock()
-	if r.s.draining.Load() {
-		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
-	}
-	msg := ChatMessage{
-		Type: TypeText,
-		Room: r.name,
-		Seq:  seq,
-		ID:   r.s.newID(),
-		From: from,
-		Text: text,
-		Time: time.Now().UTC(),
-
-		SenderKey: senderKey,
-	}
-	frame, err := encodeTextFrame(&msg)
+	seq, err := r.admit(c, false)
 	if err != nil {
 		return ChatMessage{}, err
 	}
-	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
-		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	msg, frame, err := r.newText(seq, from, text, senderKey)
+	if err != nil {
+		return ChatMessage{}, err
 	}
 	if r.s.cfg.broker != nil {
 		msg.Seq = 0 // the broker's to give
@@ -256,6 +231,46 @@ func (r *room) publish(ctx context.Context, c *conn, from *User, text, senderKey
 	return msg, nil
 }
 
+// admit checks, with r.order held, that c (nil: the server) may say a
+// text in r now, and returns the room's next number as known here; with
+// announce, c's join is told first if it was not yet.
+func (r *room) admit(c *conn, announce bool) (next uint64, err error) {
+	r.mu.Lock()
+	if c != nil {
+		if !r.isMemberLocked(c) {
+			r.mu.Unlock()
+			return 0, notInRoom(r.name)
+		}
+		if announce {
+			r.announceJoinLocked(c)
+		}
+	} else if r.deleted {
+		r.mu.Unlock()
+		return 0, ErrNoSuchRoom
+	}
+	next = r.seq + 1
+	r.mu.Unlock()
+	if r.s.draining.Load() {
+		return 0, &Error{Code: CodeShutdown, Text: "server shutting down"}
+	}
+	return next, nil
+}
+
+// newText makes the text from says in r as number seq, and its frame,
+// refused when the frame is over the server's size limit.
+func (r *room) newText(seq uint64, from *User, text, senderKey string) (ChatMessage, []byte, error) {
+	msg := ChatMessage{Type: TypeText, Room: r.name, Seq: seq, ID: r.s.newID(), From: from, Text: text,
+		Time: time.Now().UTC(), SenderKey: senderKey}
+	frame, err := encodeTextFrame(&msg)
+	if err != nil {
+		return ChatMessage{}, nil, err
+	}
+	if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
+		return ChatMessage{}, nil, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
+	}
+	return msg, frame, nil
+}
+
 // publishPipelined is publish with a store that takes a room's next text
 // before the previous one is kept: the text is sequenced and handed to
 // the store with r.order held, then r.order is released and the text
@@ -273,19 +288,8 @@ func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, 
 			r.unlockOrder()
 		}
 	}()
-	r.mu.Lock()
-	if c != nil {
-		if !r.isMemberLocked(c) {
-			r.mu.Unlock()
-			return ChatMessage{}, notInRoom(r.name)
-		}
-	} else if r.deleted {
-		r.mu.Unlock()
-		return ChatMessage{}, ErrNoSuchRoom
-	}
-	r.mu.Unlock()
-	if r.s.draining.Load() {
-		return ChatMessage{}, &Error{Code: CodeShutdown, Text: "server shutting down"}
+	if _, err := r.admit(c, false); err != nil {
+		return ChatMessage{}, err
 	}
 	var (
 		msg      ChatMessage
@@ -298,23 +302,9 @@ func (r *room) publishPipelined(ctx context.Context, st AppendStarter, c *conn, 
 		r.mu.Lock()
 		seq, gen = r.next+1, r.gen
 		r.mu.Unlock()
-		msg = ChatMessage{
-			Type: TypeText,
-			Room: r.name,
-			Seq:  seq,
-			ID:   r.s.newID(),
-			From: from,
-			Text: text,
-			Time: time.Now().UTC(),
-
-			SenderKey: senderKey,
-		}
 		var err error
-		if frame, err = encodeTextFrame(&msg); err != nil {
+		if msg, frame, err = r.newText(seq, from, text, senderKey); err != nil {
 			return ChatMessage{}, err
-		}
-		if len(frame)-frameHeaderLen > r.s.cfg.maxMessageSize {
-			return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 		}
 		r.mu.Lock()
 		taken := gen == r.gen
