@@ -3,8 +3,8 @@ package pebblestore_test
 import (
 	"testing"
 
-	"github.com/garou-chat/garou/pebblestore"
 	"github.com/garou-chat/garou/historytest"
+	"github.com/garou-chat/garou/pebblestore"
 )
 
 // TestServer runs a garou.Server over QUIC on the store (see
