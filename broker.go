@@ -80,9 +80,12 @@ type Broker interface {
 	Publish(ctx context.Context, room string, m ChatMessage, key string) (ChatMessage, error)
 
 	// After returns the kept texts of room with Seq > seq, oldest first,
-	// with no hole, and the Seq of the oldest text kept, or of any kept
-	// text no later than seq+1 (0 when none is kept): what tells the
-	// server whether texts after seq are lost, and so announced as a gap.
+	// and the Seq of the oldest text kept, or of any kept text no later
+	// than seq+1 (0 when none is kept): what tells the server whether
+	// texts after seq are lost, and so announced as a gap. The texts have
+	// no hole, except for numbers that hold no text and never will (a
+	// number the broker gave up on), which the server announces as a gap
+	// too.
 	// It may return fewer than all of them (a bound of its own): the
 	// server asks again from the last it got.
 	After(ctx context.Context, room string, seq uint64) (msgs []ChatMessage, oldest uint64, err error)
@@ -109,9 +112,11 @@ type Broker interface {
 // Ordering: the server calls StartPublish for a room's texts one at a
 // time (never two of a room at once; the rooms' concurrently), and calls
 // wait from another goroutine, perhaps after the next text's
-// StartPublish. The broker sequences the texts a server started in one
-// room in the order StartPublish was called (other servers' texts may come
-// between them). Every wait is called exactly once, and returns what
+// StartPublish. The broker sequences the texts of one sender (m.From)
+// that a server started in one room in the order StartPublish was called
+// (other texts may come between them); texts of different senders started
+// before the earlier ones are kept may be numbered in either order, as
+// texts said at the same moment. Every wait is called exactly once, and returns what
 // Publish would: the text as kept, with its Seq, or an error, which fails
 // that text alone. The server delivers a text, and acknowledges it, once
 // its wait and those of every earlier text of the room have returned.
@@ -187,6 +192,8 @@ func (r *room) receive(m ChatMessage) {
 	defer r.mu.Unlock()
 	if r.open && m.Seq == r.seq+1 {
 		r.applyLocked(m)
+		// A hole filled late: what came after it is read.
+		r.startFillLocked()
 		return
 	}
 	r.heard = max(r.heard, m.Seq)
@@ -265,17 +272,18 @@ func (r *room) fill(ctx context.Context, owner bool, upto uint64) {
 
 // applyAllLocked delivers msgs, read from the broker after the room's last
 // text, with a gap notice first for the texts between the two that are no
-// longer kept (so never to be delivered). r.mu is held.
+// longer kept (so never to be delivered), and one for each number msgs
+// skip (that holds no text). r.mu is held.
 func (r *room) applyAllLocked(msgs []ChatMessage, oldest uint64) {
-	first := oldest
-	if len(msgs) > 0 {
-		first = msgs[0].Seq
-	}
-	if first > r.seq+1 {
-		r.broadcastLocked(mustEncode(gapFrame(r.name, r.seq+1, first-1)), nil)
-		r.seq = first - 1
+	if len(msgs) == 0 && oldest > r.seq+1 {
+		r.broadcastLocked(mustEncode(gapFrame(r.name, r.seq+1, oldest-1)), nil)
+		r.seq = oldest - 1
 	}
 	for _, m := range msgs {
+		if m.Seq > r.seq+1 {
+			r.broadcastLocked(mustEncode(gapFrame(r.name, r.seq+1, m.Seq-1)), nil)
+			r.seq = m.Seq - 1
+		}
 		if m.Seq == r.seq+1 {
 			r.applyLocked(m)
 		}

@@ -19,6 +19,7 @@ type replay struct {
 	upto uint64        // the room's last Seq when c joined
 	gaps bool          // a resume: texts no longer kept are told as a gap
 	msgs []ChatMessage // fetched and not yet queued; owned by the writer
+	last uint64        // the Seq of the last text or gap queued; owned by the writer
 	next []byte        // msgs[0] encoded, when it waits for room
 
 	fetched atomic.Bool // msgs are set
@@ -113,12 +114,14 @@ func (rp *replay) fetch() {
 		msgs = msgs[:len(msgs)-1]
 	}
 	rp.msgs = msgs
+	rp.last = rp.from
 	if rp.gaps && (oldest == 0 || oldest > rp.from+1) {
 		to := rp.upto
 		if oldest != 0 {
 			to = min(to, oldest-1)
 		}
 		rp.push(mustEncode(gapFrame(r.name, rp.from+1, to)))
+		rp.last = to
 	}
 }
 
@@ -147,6 +150,10 @@ func (l *lane) pump() {
 				if len(f)-frameHeaderLen > c.maxSize {
 					f = notDelivered(rp.r.name)
 				}
+				if seq := rp.msgs[0].Seq; rp.gaps && seq > rp.last+1 {
+					// A number that holds no text (a broker's).
+					f = append(mustEncode(gapFrame(rp.r.name, rp.last+1, seq-1)), f...)
+				}
 				rp.next = f
 			}
 			// Frames held behind replays count: the room's live texts
@@ -155,6 +162,7 @@ func (l *lane) pump() {
 			if total, pending := l.q.counted(); pending > 0 && total+len(f) > half {
 				return // the writer calls again once this is written
 			}
+			rp.last = max(rp.last, rp.msgs[0].Seq)
 			rp.msgs[0], rp.next = ChatMessage{}, nil
 			rp.msgs = rp.msgs[1:]
 			if cancelled, ok := rp.push(f); cancelled {

@@ -3,22 +3,26 @@
 // order and one dense sequence whichever server its members are on, and a
 // client resumes on any server with exactly what it missed.
 //
-// All rooms share one stream (default "GAROU") on the subjects
-// "garou.room.<room>", the room's name encoded as one subject token. Each
-// text carries its room's sequence number in a Garou-Seq header, and is
-// published with the stream sequence of the room's last text as the
-// expected last sequence of its subject: a compare-and-set that two servers
-// publishing to one room at once cannot both win, so the numbering stays
-// dense; the loser reads the room's last text and tries again. The text's
-// idempotency key (or, without one, its ID) is its Nats-Msg-Id, so a text
-// retried, on another server too, is stored once within the stream's
-// duplicate window.
+// All rooms share one stream (default "GAROU"). Text n of a room is
+// stored on its own subject, its slot, "garou.room.<room>.<n>" (the room's
+// name encoded as one subject token), with n also in a Garou-Seq header,
+// and is published with 0 as the expected last sequence of that subject:
+// a compare-and-set that claims the slot, so two servers publishing to one
+// room at once cannot both take a number, and a server needs no answer
+// for text n before it publishes text n+1. A server publishes a room's
+// texts in order on one connection, which JetStream stores in order, so
+// the numbering stays dense; the rare slot left empty behind a text kept
+// (a text that failed and could not be published again in time, or a
+// retry found kept before) is filled with a void, which readers skip and
+// clients are told as a gap. The text's idempotency key (or, without one,
+// its ID) is its Nats-Msg-Id, so a text retried, on another server too, is
+// stored once within the stream's duplicate window.
 //
-// The stream republishes each text it stores to "garou.live.<room>", where
-// each server listens for the rooms it has members in. That delivery is at
-// most once: a server that misses a text notices the hole in the numbering
-// and reads it with a batched Direct Get, as resumes and history joins
-// do.
+// The stream republishes each text it stores to "garou.live.<room>.<n>",
+// where each server listens for the rooms it has members in. That
+// delivery is at most once: a server that misses a text notices the hole
+// in the numbering and reads it with a batched Direct Get, as resumes and
+// history joins do.
 //
 // What it does not cover yet is listed in the module's README.
 package natsbroker
@@ -63,6 +67,9 @@ const (
 // seqHeader carries a text's sequence number in its room.
 const seqHeader = "Garou-Seq"
 
+// voidHeader marks a void: a slot that holds no text.
+const voidHeader = "Garou-Void"
+
 // readBatch is the most texts one After returns.
 const readBatch = 256
 
@@ -84,7 +91,7 @@ type config struct {
 	publish    time.Duration
 	check      time.Duration
 	nameTTL    time.Duration
-	maxBatch   int // 0: by the stream's storage and replicas
+	window     int
 }
 
 func defaultConfig() config {
@@ -99,6 +106,7 @@ func defaultConfig() config {
 		publish:    DefaultPublishTimeout,
 		check:      DefaultCheckInterval,
 		nameTTL:    DefaultNameTTL,
+		window:     DefaultWindow,
 	}
 }
 
@@ -122,8 +130,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("natsbroker: the check interval must be positive, got %v", c.check)
 	case c.nameTTL < 100*time.Millisecond:
 		return fmt.Errorf("natsbroker: the name TTL must be at least 100ms, got %v", c.nameTTL)
-	case c.maxBatch < 0:
-		return fmt.Errorf("natsbroker: the batch size must not be negative, got %d", c.maxBatch)
+	case c.window < 1:
+		return fmt.Errorf("natsbroker: the window must be at least 1 text, got %d", c.window)
 	}
 	return nil
 }
@@ -236,13 +244,9 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.maxBatch == 0 {
-		cfg.maxBatch = 1
-		if cfg.storage == jetstream.MemoryStorage || cfg.replicas > 1 {
-			cfg.maxBatch = DefaultMaxBatch
-		}
-	}
-	js, err := jetstream.New(nc)
+	// An answer to a text published without waiting is awaited for as
+	// long as one to a text published alone.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(attemptTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
@@ -285,20 +289,23 @@ func (b *Broker) ensureStream(ctx context.Context) error {
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              b.cfg.stream,
-		Subjects:          []string{b.cfg.prefix + ".room.>"},
-		Storage:           b.cfg.storage,
-		Replicas:          b.cfg.replicas,
-		MaxMsgsPerSubject: b.cfg.history,
-		Duplicates:        b.cfg.duplicates,
-		AllowDirect:       true,
-		// For StartPublish's batches; allowed whatever this broker's
-		// WithMaxBatch, so that servers of one service do not turn it off
-		// for each other.
-		AllowAtomicPublish: true,
-		RePublish:          &jetstream.RePublish{Source: b.cfg.prefix + ".room.>", Destination: b.cfg.prefix + ".live.>"},
+		Name:        b.cfg.stream,
+		Subjects:    []string{b.cfg.prefix + ".room.>"},
+		Storage:     b.cfg.storage,
+		Replicas:    b.cfg.replicas,
+		Duplicates:  b.cfg.duplicates,
+		AllowDirect: true,
+		RePublish:   &jetstream.RePublish{Source: b.cfg.prefix + ".room.>", Destination: b.cfg.prefix + ".live.>"},
 	})
 	if err != nil {
+		return fmt.Errorf("natsbroker: stream %s: %w", b.cfg.stream, err)
+	}
+	// Texts stored by natsbroker before slots ("garou.room.<room>") would
+	// be read as no texts at all, and the rooms numbered again from 1
+	// under the same epoch: refused.
+	if _, err := b.lastFromLeader(ctx, b.cfg.prefix+".room.*"); err == nil {
+		return fmt.Errorf("natsbroker: stream %s holds texts stored by an earlier natsbroker, one per room subject; use another stream and prefix (WithStream, WithPrefix), or delete it", b.cfg.stream)
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("natsbroker: stream %s: %w", b.cfg.stream, err)
 	}
 	b.smu.Lock()
@@ -457,8 +464,15 @@ func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc
 // token encodes a room's name as one subject token.
 func token(room string) string { return base64.RawURLEncoding.EncodeToString([]byte(room)) }
 
-func (b *Broker) roomSubject(room string) string { return b.cfg.prefix + ".room." + token(room) }
-func (b *Broker) liveSubject(room string) string { return b.cfg.prefix + ".live." + token(room) }
+// roomSubject is the filter of all room's slots.
+func (b *Broker) roomSubject(room string) string { return b.cfg.prefix + ".room." + token(room) + ".*" }
+
+// slotSubject is the subject of room's text n.
+func (b *Broker) slotSubject(room string, n uint64) string {
+	return b.cfg.prefix + ".room." + token(room) + "." + strconv.FormatUint(n, 10)
+}
+
+func (b *Broker) liveSubject(room string) string { return b.cfg.prefix + ".live." + token(room) + ".*" }
 
 func (b *Broker) state(room string) *roomState {
 	b.mu.Lock()
@@ -517,18 +531,19 @@ func (st *roomState) await(ctx context.Context, stream uint64, d time.Duration) 
 }
 
 // start returns a stream sequence at or before that of the room's text
-// seq: where a read of it starts.
-func (st *roomState) start(seq uint64) uint64 {
+// seq: where a read of it starts; and, when known, the number of a text
+// stored before that sequence (0 if not known).
+func (st *roomState) start(seq uint64) (stream, before uint64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	i, found := slices.BinarySearchFunc(st.hints, seq, func(h hint, s uint64) int { return cmpU(h.seq, s) })
 	switch {
 	case found:
-		return st.hints[i].stream
+		return st.hints[i].stream, 0
 	case i > 0:
-		return st.hints[i-1].stream + 1
+		return st.hints[i-1].stream + 1, st.hints[i-1].seq
 	}
-	return 1
+	return 1, 0
 }
 
 func cmpU(a, b uint64) int {
@@ -563,7 +578,11 @@ func encodeText(m garou.ChatMessage) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// decodeText rebuilds a text of room from a stored or republished message.
+// errVoid is decodeText's answer to a void.
+var errVoid = errors.New("natsbroker: a void")
+
+// decodeText rebuilds a text of room from a stored or republished message;
+// for a void, it returns its Seq alone with errVoid.
 func decodeText(room string, h nats.Header, data []byte) (garou.ChatMessage, uint64, error) {
 	seq, err := strconv.ParseUint(h.Get(seqHeader), 10, 64)
 	if err != nil {
@@ -572,6 +591,9 @@ func decodeText(room string, h nats.Header, data []byte) (garou.ChatMessage, uin
 	stream, err := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
 		return garou.ChatMessage{}, 0, fmt.Errorf("natsbroker: a text without its %s header", jetstream.SequenceHeader)
+	}
+	if h.Get(voidHeader) != "" {
+		return garou.ChatMessage{Room: room, Seq: seq}, stream, errVoid
 	}
 	var w wireText
 	if err := json.Unmarshal(data, &w); err != nil {
@@ -809,13 +831,12 @@ func (b *Broker) prepare(m garou.ChatMessage, room, key string) (outgoing, error
 // for the number, until ctx ends.
 func (b *Broker) publishOne(ctx context.Context, room string, p outgoing) (garou.ChatMessage, error) {
 	st := b.state(room)
-	subj := b.roomSubject(room)
 	for attempt := 0; ; attempt++ {
 		known, lastStream, lastSeq := st.last()
 		var ack *jetstream.PubAck
 		err := errNotKnown
 		if known {
-			ack, err = b.publishAttempt(ctx, subj, p, lastStream, lastSeq)
+			ack, err = b.publishAttempt(ctx, room, p, lastSeq+1)
 		}
 		switch {
 		case err == nil:
@@ -837,6 +858,7 @@ func (b *Broker) publishOne(ctx context.Context, room string, p outgoing) (garou
 			return b.kept(ctx, room, ack.Sequence)
 		}
 		st.note(lastSeq+1, ack.Sequence)
+		b.trim(room, lastSeq+1)
 		m := p.m
 		m.Seq = lastSeq + 1
 		return m, nil
@@ -848,16 +870,45 @@ func unavailable(room string, err error) error {
 	return fmt.Errorf("natsbroker: publish to %q: %w: %w", room, garou.ErrUnavailable, err)
 }
 
-// publishAttempt publishes p once, as the text after lastSeq, at stream
-// sequence lastStream.
-func (b *Broker) publishAttempt(ctx context.Context, subj string, p outgoing, lastStream, lastSeq uint64) (*jetstream.PubAck, error) {
-	msg := nats.NewMsg(subj)
-	msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1, 10))
+// publishAttempt publishes p once, to room's slot n.
+func (b *Broker) publishAttempt(ctx context.Context, room string, p outgoing, n uint64) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(b.slotSubject(room, n))
+	msg.Header.Set(seqHeader, strconv.FormatUint(n, 10))
 	msg.Data = p.data
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	return b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(p.id), jetstream.WithExpectLastSequencePerSubject(lastStream),
+	return b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(p.id), jetstream.WithExpectLastSequencePerSubject(0),
 		jetstream.WithRetryAttempts(0))
+}
+
+// void fills room's slot n, left empty behind a text kept, with a void,
+// unless a text (or a void) is in it already. A failure is left to the
+// readers, who void a slot left empty for longer than a publish can take.
+func (b *Broker) void(room string, n uint64) {
+	msg := nats.NewMsg(b.slotSubject(room, n))
+	msg.Header.Set(seqHeader, strconv.FormatUint(n, 10))
+	msg.Header.Set(voidHeader, "1")
+	ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
+	defer cancel()
+	_, _ = b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithRetryAttempts(0))
+}
+
+// trim removes room's oldest texts once text n is kept, every half
+// WithHistory texts, keeping WithHistory of them. It does not wait for the
+// answer: a trim that fails is done by the next.
+func (b *Broker) trim(room string, n uint64) {
+	every := max(uint64(b.cfg.history)/2, 1)
+	if n <= uint64(b.cfg.history) || n%every != 0 {
+		return
+	}
+	req, err := json.Marshal(struct {
+		Filter string `json:"filter"`
+		Keep   uint64 `json:"keep"`
+	}{b.roomSubject(room), uint64(b.cfg.history)})
+	if err != nil {
+		return
+	}
+	_ = b.nc.PublishRequest("$JS.API.STREAM.PURGE."+b.cfg.stream, b.nc.NewRespInbox(), req)
 }
 
 // last returns what the broker knows of the room's latest text.
@@ -1001,58 +1052,136 @@ func wrongLast(err error) (uint64, bool) {
 	return seq, err == nil
 }
 
-// After reads, with one batched Direct Get, up to readBatch texts of room
-// after seq, starting where the broker knows text seq+1 to be (or at the
-// room's oldest). The oldest it reports is that of the first text read: the
-// room's oldest kept, or one no later than seq+1.
+// After reads room's slots seq+1 on, up to readBatch of them, with one
+// batched Direct Get, and returns their texts up to the first slot that
+// is empty while a later one is kept. Voids are skipped (the server tells
+// the numbers it does not get as a gap). The slots before the room's
+// oldest are trimmed: when seq+1 is one, the texts from the oldest on are
+// returned, with it. An empty slot right after seq behind a kept one (a
+// text being published again, or whose server stopped) is waited for
+// until it is filled, or voided once it has been empty for longer than a
+// publish can take.
 func (b *Broker) After(ctx context.Context, room string, seq uint64) ([]garou.ChatMessage, uint64, error) {
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
-	st := b.state(room)
-	start := st.start(seq + 1)
-	guess := start > 1
-	var out []garou.ChatMessage
-	var oldest uint64
-	// Texts at or before seq, read because the start was a guess, do not
-	// count: read on until readBatch are after seq or the room ends.
-	for {
-		msgs, next, err := b.batchGet(ctx, room, start, readBatch)
+	for attempt := 0; ; attempt++ {
+		es, err := b.slots(ctx, room, seq+1, readBatch)
 		if err != nil {
 			return nil, 0, err
 		}
-		if guess && (len(msgs) == 0 || msgs[0].Seq > seq+1) {
-			// The guess, from texts seen, found nothing or a hole: the
-			// stream was made anew, and numbers from 1 again. Read from
-			// its start.
-			guess, start = false, 1
-			continue
-		}
-		guess = false
-		for _, m := range msgs {
-			if oldest == 0 {
-				oldest = m.Seq
-			}
-			if m.Seq > seq {
-				out = append(out, m)
+		var out []garou.ChatMessage
+		i := 0
+		for ; i < len(es) && es[i].m.Seq == seq+1+uint64(i); i++ {
+			if !es[i].void {
+				out = append(out, es[i].m)
 			}
 		}
-		if len(msgs) < readBatch || len(out) >= readBatch {
-			return out, oldest, nil
+		if (i == len(es) && i > 0) || len(out) > 0 {
+			return out, seq + 1, nil
 		}
-		start = next
+		// Slot seq+1 is empty, or void with the next empty: whether
+		// trimmed or a hole depends on the room's oldest and latest.
+		hole := seq + 1 + uint64(i)
+		var stored time.Time
+		if i < len(es) {
+			stored = es[i].stored
+		}
+		if i == 0 {
+			first, err := b.batchGet(ctx, room, 1, 1)
+			if err != nil {
+				return nil, 0, err
+			}
+			if len(first) == 0 {
+				return nil, 0, nil // no text kept
+			}
+			if oldest := first[0].m.Seq; oldest > seq+1 {
+				if len(es) == 0 {
+					// Nothing in the window: maybe nothing after seq.
+					last, err := b.loadLast(ctx, room, b.state(room))
+					if err != nil || last <= seq {
+						return nil, oldest, err
+					}
+				}
+				out, _, err := b.After(ctx, room, oldest-1)
+				return out, oldest, err
+			}
+			if len(es) == 0 {
+				return nil, first[0].m.Seq, nil // nothing after seq
+			}
+		}
+		if err := b.settleHole(ctx, room, hole, stored, attempt); err != nil {
+			return nil, 0, err
+		}
 	}
 }
 
-// batchGet reads up to n texts of room from stream sequence start on, and
-// returns the stream sequence after the last read.
-func (b *Broker) batchGet(ctx context.Context, room string, start uint64, n int) ([]garou.ChatMessage, uint64, error) {
-	req, err := json.Marshal(struct {
+// holeMargin is how much longer than a publish can take a reader waits
+// for an empty slot to be filled before voiding it.
+const holeMargin = 2 * time.Second
+
+// settleHole waits until room's slot n, empty while a later one (stored
+// at stored) is kept, holds a text or a void: its server is publishing it
+// again. Once the slot has been empty for longer than that server could
+// have tried (the publish timeout from the later slot's storing), it is
+// voided.
+func (b *Broker) settleHole(ctx context.Context, room string, n uint64, stored time.Time, attempt int) error {
+	if _, err := b.lastFromLeader(ctx, b.slotSubject(room, n)); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) && !transient(err) {
+		return fmt.Errorf("natsbroker: read %q: %w", room, err)
+	}
+	if time.Since(stored) > b.cfg.publish+holeMargin {
+		b.void(room, n)
+		return nil
+	}
+	t := time.NewTimer(min(10*time.Millisecond<<min(attempt, 4), 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("natsbroker: read %q: text %d is not there yet: %w", room, n, ctx.Err())
+	}
+}
+
+// entry is a slot read: a text, or a void, stored at stored.
+type entry struct {
+	m      garou.ChatMessage
+	void   bool
+	stored time.Time
+}
+
+// batchGet reads up to n slots of room from stream sequence start on, in
+// the order stored.
+func (b *Broker) batchGet(ctx context.Context, room string, start uint64, n int) ([]entry, error) {
+	return b.directGet(ctx, room, struct {
 		Seq    uint64 `json:"seq"`
 		NextBy string `json:"next_by_subj"`
 		Batch  int    `json:"batch"`
-	}{start, b.roomSubject(room), n})
+	}{start, b.roomSubject(room), n}, n)
+}
+
+// slots reads room's slots from to from+n-1, and returns those kept (texts
+// or voids), in the order of their numbers.
+func (b *Broker) slots(ctx context.Context, room string, from uint64, n int) ([]entry, error) {
+	subjects := make([]string, n)
+	for i := range subjects {
+		subjects[i] = b.slotSubject(room, from+uint64(i))
+	}
+	es, err := b.directGet(ctx, room, struct {
+		Multi []string `json:"multi_last"`
+		Batch int      `json:"batch"`
+	}{subjects, n}, n)
+	slices.SortFunc(es, func(x, y entry) int { return cmpU(x.m.Seq, y.m.Seq) })
+	return es, err
+}
+
+// directGet sends req, a Direct Get of up to n messages of room's, and
+// returns them as read.
+func (b *Broker) directGet(ctx context.Context, room string, req any, n int) ([]entry, error) {
+	data, err := json.Marshal(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	// A subscription with a callback: a synchronous one's NextMsg costs
 	// ten times the round trip here. The batch and its end-of-batch
@@ -1066,41 +1195,41 @@ func (b *Broker) batchGet(ctx context.Context, room string, start uint64, n int)
 		}
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, err)
+		return nil, fmt.Errorf("natsbroker: read %q: %w", room, err)
 	}
 	defer sub.Unsubscribe()
-	if err := b.nc.PublishRequest("$JS.API.DIRECT.GET."+b.cfg.stream, inbox, req); err != nil {
-		return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, err)
+	if err := b.nc.PublishRequest("$JS.API.DIRECT.GET."+b.cfg.stream, inbox, data); err != nil {
+		return nil, fmt.Errorf("natsbroker: read %q: %w", room, err)
 	}
 	st := b.state(room)
-	var out []garou.ChatMessage
-	next := start
+	var out []entry
 	for {
 		var msg *nats.Msg
 		select {
 		case msg = <-replies:
 		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("natsbroker: read %q: %w", room, ctx.Err())
+			return nil, fmt.Errorf("natsbroker: read %q: %w", room, ctx.Err())
 		}
-		if len(msg.Data) == 0 {
+		if len(msg.Data) == 0 && msg.Header.Get(voidHeader) == "" {
 			switch status := msg.Header.Get("Status"); status {
 			case "204", "404": // the end of the batch; no text at all
-				return out, next, nil
+				return out, nil
 			case "":
 			default:
-				return nil, 0, fmt.Errorf("natsbroker: read %q: status %s %s", room, status, msg.Header.Get("Description"))
+				return nil, fmt.Errorf("natsbroker: read %q: status %s %s", room, status, msg.Header.Get("Description"))
 			}
 		}
 		m, stream, err := decodeText(room, msg.Header, msg.Data)
-		if err != nil {
-			return nil, 0, err
+		void := err == errVoid
+		if err != nil && !void {
+			return nil, err
 		}
+		stored, _ := time.Parse(time.RFC3339Nano, msg.Header.Get(jetstream.TimeStampHeaer))
 		st.note(m.Seq, stream)
-		out = append(out, m)
-		next = stream + 1
+		out = append(out, entry{m: m, void: void, stored: stored})
 		if len(out) == n {
 			// The end-of-batch status follows; no need to wait for it.
-			return out, next, nil
+			return out, nil
 		}
 	}
 }

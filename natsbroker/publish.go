@@ -2,11 +2,9 @@ package natsbroker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,26 +15,14 @@ import (
 
 var _ garou.PublishStarter = (*Broker)(nil)
 
-// The headers of JetStream's atomic batch publish (nats-server 2.12+).
-const (
-	batchIDHeader     = "Nats-Batch-Id"
-	batchSeqHeader    = "Nats-Batch-Sequence"
-	batchCommitHeader = "Nats-Batch-Commit"
-)
+// DefaultWindow is the most texts of one room a server has on their way
+// to the stream at once.
+const DefaultWindow = 128
 
-// DefaultMaxBatch is the most texts of one room one atomic batch carries,
-// on a stream with memory storage or several replicas.
-const DefaultMaxBatch = 64
-
-// WithMaxBatch sets the most texts of one room a server publishes in one
-// JetStream atomic batch; 1 publishes each text on its own. Default (0):
-// by the stream, 1 on
-// a stream with file storage and one replica, where NATS writes each
-// batch to a file of its own and syncs it before committing it (which
-// costs milliseconds, more than the round trips it saves), and
-// DefaultMaxBatch on a stream in memory or with several replicas, which
-// stage a batch in memory.
-func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
+// WithWindow sets the most texts of one room one server has on their way
+// to the stream at once: published, their acknowledgement not yet back.
+// 1 publishes each text once the previous is kept. Default DefaultWindow.
+func WithWindow(n int) Option { return func(c *config) { c.window = n } }
 
 // started is a text handed to StartPublish, waiting to be published.
 type started struct {
@@ -53,16 +39,20 @@ func (s *started) finish(m garou.ChatMessage, err error) {
 	close(s.done)
 }
 
+// context is s's context bounded by its deadline.
+func (s *started) context() (context.Context, context.CancelFunc) {
+	return context.WithDeadline(s.ctx, s.deadline)
+}
+
 // StartPublish queues m as room's next text after those this broker was
 // handed before, and returns at once. The texts of a room are published by
-// one goroutine, in the order they were handed over: each time, those
-// queued meanwhile together (up to WithMaxBatch) in one atomic batch, whose
-// first text expects the room's last as Publish does, so the batch is
-// kept whole, numbered densely after the room's last text, or not at
-// all. A batch that holds a text kept before (a retry) is published again
-// one text at a time, which answers that text with the one kept first.
-// A batch is retried as Publish is, for up to the request timeout (or
-// ctx's deadline) from the StartPublish of its first text.
+// one goroutine, in the order they were handed over, each to the slot of
+// the number it takes, without waiting for the previous one to be kept
+// (up to WithWindow at once). A text whose slot another server took
+// meanwhile is numbered again, after the room's latest; one that fails
+// for a while (NATS out of reach, a leader being elected) is published
+// again to its slot, for up to the publish timeout (or ctx's deadline)
+// from its StartPublish.
 func (b *Broker) StartPublish(ctx context.Context, room string, m garou.ChatMessage, key string) func() (garou.ChatMessage, error) {
 	p, err := b.prepare(m, room, key)
 	if err != nil {
@@ -92,157 +82,256 @@ func (b *Broker) StartPublish(ctx context.Context, room string, m garou.ChatMess
 // Guarded by Broker.pmu.
 type pubQueue struct{ texts []*started }
 
-// publishLoop publishes room's queued texts, batch after batch, and ends
-// once none is left.
+// publishLoop publishes room's queued texts, and ends once none is left.
 func (b *Broker) publishLoop(room string, q *pubQueue) {
 	defer b.pwg.Done()
+	w := &writer{b: b, room: room, q: q, st: b.state(room), busy: make(map[string]bool)}
+	w.run()
+}
+
+// writer publishes one room's texts for StartPublish, several at once:
+// each to the slot of its number, claimed with an expected last sequence
+// of 0 on the slot's subject, so that a slot holds one text (or one
+// void) whoever publishes to it. The stream stores a connection's
+// messages in the order sent, so a writer's texts are kept in its order;
+// a text that failed while later ones were kept is published again to its
+// slot (a retry of a text stored after all is recognised by its
+// Nats-Msg-Id), or, if that cannot be done before its deadline, its slot
+// is voided.
+type writer struct {
+	b    *Broker
+	room string
+	q    *pubQueue
+	st   *roomState
+
+	next     uint64          // the number of the next slot; 0 until known
+	reload   bool            // the room's latest must be read again before numbering
+	sent     []*flight       // published, answers awaited, in the order sent
+	draining bool            // a text failed: publish nothing new until every answer is in
+	again    []*flight       // to publish again to their slot
+	anew     []*started      // to number again: their slot was taken
+	attempt  int             // failed rounds in a row
+	busy     map[string]bool // senders with a text taken and not done
+}
+
+// flight is a text published to its slot, its answer awaited.
+type flight struct {
+	s    *started
+	slot uint64
+	fut  jetstream.PubAckFuture
+	err  error // the publish failed before it was sent
+}
+
+func (w *writer) run() {
+	b := w.b
 	for {
-		b.pmu.Lock()
-		n := min(len(q.texts), b.cfg.maxBatch)
-		if n == 0 {
-			delete(b.pubs, room)
-			b.pmu.Unlock()
-			return
+		if !w.draining {
+			w.fill()
 		}
-		batch := make([]*started, n)
-		copy(batch, q.texts)
-		q.texts = append(q.texts[:0], q.texts[n:]...)
-		b.pmu.Unlock()
-		b.publishBatch(room, q, batch)
-	}
-}
-
-// publishBatch publishes batch, texts of room in the order handed over,
-// and finishes each. A batch that loses the race for the number, or
-// fails for a while, takes the texts queued meanwhile along (up to
-// WithMaxBatch) when it tries again.
-func (b *Broker) publishBatch(room string, q *pubQueue, batch []*started) {
-	// The first was handed over first: its deadline is the batch's.
-	ctx, cancel := context.WithDeadline(batch[0].ctx, batch[0].deadline)
-	defer cancel()
-	st := b.state(room)
-	subj := b.roomSubject(room)
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			batch = b.grow(q, batch)
-		}
-		known, lastStream, lastSeq := st.last()
-		err := errNotKnown
-		var stream uint64
-		switch {
-		case !known:
-		case len(batch) == 1:
-			var ack *jetstream.PubAck
-			if ack, err = b.publishAttempt(ctx, subj, batch[0].p, lastStream, lastSeq); err == nil && ack.Duplicate {
-				// Stored before (a retry): the text kept first is the one.
-				batch[0].finish(b.kept(ctx, room, ack.Sequence))
+		if len(w.sent) == 0 {
+			if w.draining {
+				w.retry()
+				continue
+			}
+			b.pmu.Lock()
+			if len(w.q.texts) == 0 {
+				delete(b.pubs, w.room)
+				b.pmu.Unlock()
 				return
-			} else if err == nil {
-				stream = ack.Sequence
 			}
-		default:
-			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			stream, err = b.sendBatch(actx, room, batch, lastStream, lastSeq)
-			acancel()
-		}
-		switch {
-		case err == nil:
-			n := uint64(len(batch))
-			// The batch's texts are in the stream in order; only the
-			// last one's stream sequence is known for sure.
-			st.note(lastSeq+n, stream)
-			for i, s := range batch {
-				m := s.p.m
-				m.Seq = lastSeq + 1 + uint64(i)
-				s.finish(m, nil)
-			}
-			return
-		case err == errNotKnown || isWrongLastSeq(err):
-			if err = b.reload(ctx, room, st, err, lastStream, attempt); err == nil {
-				continue
-			}
-		case transient(err):
-			if err = b.recover(ctx, room, st, err, attempt); err == nil {
-				continue
-			}
-		case len(batch) > 1:
-			// A text kept before (a retry) in the batch, or the stream
-			// refusing batches (too large, too many at once, atomic
-			// publishing turned off): one at a time, as Publish.
-			for _, s := range batch {
-				s.finish(b.publishOne(ctx, room, s.p))
-			}
-			return
-		default:
-			err = fmt.Errorf("natsbroker: publish to %q: %w", room, err)
-		}
-		for _, s := range batch {
-			s.finish(garou.ChatMessage{}, err)
-		}
-		return
-	}
-}
-
-// grow adds to batch the texts queued in q since, up to WithMaxBatch.
-func (b *Broker) grow(q *pubQueue, batch []*started) []*started {
-	b.pmu.Lock()
-	defer b.pmu.Unlock()
-	n := min(len(q.texts), b.cfg.maxBatch-len(batch))
-	if n <= 0 {
-		return batch
-	}
-	batch = append(batch, q.texts[:n]...)
-	q.texts = append(q.texts[:0], q.texts[n:]...)
-	return batch
-}
-
-// sendBatch publishes batch to room as one atomic batch numbered after the
-// room's text lastSeq, at stream sequence lastStream, and returns the
-// stream sequence of its last text once the batch is kept.
-func (b *Broker) sendBatch(ctx context.Context, room string, batch []*started, lastStream, lastSeq uint64) (uint64, error) {
-	var raw [12]byte
-	_, _ = rand.Read(raw[:])
-	id := base64.RawURLEncoding.EncodeToString(raw[:])
-	subj := b.roomSubject(room)
-	var reply *nats.Msg
-	for i, s := range batch {
-		msg := nats.NewMsg(subj)
-		msg.Header.Set(batchIDHeader, id)
-		msg.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
-		msg.Header.Set(seqHeader, strconv.FormatUint(lastSeq+1+uint64(i), 10))
-		msg.Header.Set(jetstream.MsgIDHeader, s.p.id)
-		if i == 0 {
-			// The batch is kept whole or not at all: its first text's
-			// expectation is the whole batch's.
-			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastStream, 10))
-		}
-		msg.Data = s.p.data
-		if i < len(batch)-1 {
-			// Fire and forget: a text lost on the way fails the commit.
-			if err := b.nc.PublishMsg(msg); err != nil {
-				return 0, err
-			}
+			b.pmu.Unlock()
 			continue
 		}
-		msg.Header.Set(batchCommitHeader, "1")
-		var err error
-		if reply, err = b.nc.RequestMsgWithContext(ctx, msg); err != nil {
-			return 0, err
+		f := w.sent[0]
+		w.sent = w.sent[1:]
+		w.settle(f)
+	}
+}
+
+// take returns the next text to number: those to number again first, in
+// their order, then the queue's first whose sender has no text on its
+// way; nil when there is none.
+func (w *writer) take() *started {
+	if len(w.anew) > 0 {
+		s := w.anew[0]
+		w.anew = w.anew[1:]
+		return s
+	}
+	w.b.pmu.Lock()
+	defer w.b.pmu.Unlock()
+	for i, s := range w.q.texts {
+		if w.busy[sender(s)] {
+			continue
+		}
+		w.q.texts = slices.Delete(w.q.texts, i, i+1)
+		w.busy[sender(s)] = true
+		return s
+	}
+	return nil
+}
+
+// sender names the sender of s's text: a writer has one text of each on
+// its way at a time, so that its texts keep their order whatever fails.
+func sender(s *started) string {
+	if s.p.m.From == nil {
+		return ""
+	}
+	return s.p.m.From.ID
+}
+
+// done ends s, kept as m or failed with err, and frees its sender.
+func (w *writer) done(s *started, m garou.ChatMessage, err error) {
+	delete(w.busy, sender(s))
+	s.finish(m, err)
+}
+
+// fill publishes texts until the window is full or none is waiting.
+func (w *writer) fill() {
+	for len(w.sent) < w.b.cfg.window {
+		s := w.take()
+		if s == nil {
+			return
+		}
+		if w.next == 0 && !w.learn(s) {
+			continue
+		}
+		w.send(&flight{s: s, slot: w.next})
+		w.next++
+	}
+}
+
+// learn learns the number of the room's next slot, within s's deadline;
+// if it cannot, it fails s and returns false.
+func (w *writer) learn(s *started) bool {
+	ctx, cancel := s.context()
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		if known, _, seq := w.st.last(); known && !w.reload {
+			w.next = seq + 1
+			return true
+		}
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		_, err := w.b.loadLast(actx, w.room, w.st)
+		acancel()
+		switch {
+		case err == nil:
+			w.reload = false
+			continue
+		case !transient(err):
+			w.done(s, garou.ChatMessage{}, err)
+			return false
+		}
+		if err := pause(ctx, attempt, err); err != nil {
+			w.done(s, garou.ChatMessage{}, unavailable(w.room, err))
+			return false
 		}
 	}
-	var ack struct {
-		Error *jetstream.APIError `json:"error"`
-		Seq   uint64              `json:"seq"`
-		Count int                 `json:"count"`
-	}
-	if err := json.Unmarshal(reply.Data, &ack); err != nil {
-		return 0, fmt.Errorf("natsbroker: an answer it could not read: %w", err)
+}
+
+// send publishes f's text to its slot.
+func (w *writer) send(f *flight) {
+	msg := nats.NewMsg(w.b.slotSubject(w.room, f.slot))
+	msg.Header.Set(seqHeader, strconv.FormatUint(f.slot, 10))
+	msg.Data = f.s.p.data
+	f.fut, f.err = w.b.js.PublishMsgAsync(msg, jetstream.WithMsgID(f.s.p.id), jetstream.WithExpectLastSequencePerSubject(0))
+	w.sent = append(w.sent, f)
+}
+
+// settle takes f's answer.
+func (w *writer) settle(f *flight) {
+	var ack *jetstream.PubAck
+	err := f.err
+	if err == nil {
+		select {
+		case ack = <-f.fut.Ok():
+		case err = <-f.fut.Err():
+		}
 	}
 	switch {
-	case ack.Error != nil:
-		return 0, ack.Error
-	case ack.Count != len(batch) || ack.Seq < uint64(len(batch)):
-		return 0, errors.New("natsbroker: a batch acknowledged with another count")
+	case err == nil && !ack.Duplicate:
+		w.attempt = 0
+		w.st.note(f.slot, ack.Sequence)
+		m := f.s.p.m
+		m.Seq = f.slot
+		w.done(f.s, m, nil)
+		w.b.trim(w.room, f.slot)
+	case err == nil:
+		// Kept before (a retry): the text kept first is the one, and
+		// this slot, left empty, is voided unless that text is in it.
+		ctx, cancel := f.s.context()
+		m, err := w.b.kept(ctx, w.room, ack.Sequence)
+		cancel()
+		switch {
+		case err == nil && m.Seq == f.slot:
+		case len(w.sent) == 0 && w.next == f.slot+1 && !w.draining:
+			w.next = f.slot // nothing sent after it: the next text takes the slot
+		default:
+			w.b.void(w.room, f.slot)
+		}
+		w.done(f.s, m, err)
+	case isWrongLastSeq(err):
+		// Another server took the slot: number the text again once every
+		// answer is in, after the room's latest.
+		w.anew = append(w.anew, f.s)
+		w.draining, w.reload = true, true
+	case transient(err) || !isAPIError(err):
+		// Not answered, or not sent (NATS out of reach): only
+		// JetStream's own refusals are final.
+		w.again = append(w.again, f)
+		w.draining = true
+	default:
+		w.done(f.s, garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", w.room, err))
+		w.b.void(w.room, f.slot)
 	}
-	return ack.Seq, nil
+}
+
+// retry follows a round in which texts failed, once every answer is in:
+// after a pause, those that failed for a while are published again to
+// their slot, unless past their deadline (then their slot is voided);
+// those whose slot was taken are numbered after the room's latest.
+func (w *writer) retry() {
+	w.draining = false
+	again := w.again
+	w.again = nil
+	if len(again) == 0 {
+		return
+	}
+	ctx, cancel := again[0].s.context()
+	err := pause(ctx, w.attempt, errors.New("natsbroker: publish timed out"))
+	cancel()
+	w.attempt++
+	if err == nil && w.attempt%4 == 0 {
+		// The stream may be gone (NATS lost a memory stream): reading the
+		// room's latest makes it anew.
+		actx, acancel := context.WithTimeout(context.Background(), attemptTimeout)
+		_, _ = w.b.loadLast(actx, w.room, w.st)
+		acancel()
+	}
+	past := func(f *flight) bool { return !time.Now().Before(f.s.deadline) || f.s.ctx.Err() != nil }
+	if uint64(len(again)) == w.next-again[0].slot && len(w.anew) == 0 && !slices.ContainsFunc(again, func(f *flight) bool { return !past(f) }) {
+		// The last texts sent all failed (NATS out of reach): nothing
+		// was kept after them, so their slots are numbered again, not
+		// voided. One stored after all takes its slot first, and its
+		// retry is answered with it.
+		for _, f := range again {
+			w.done(f.s, garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
+		}
+		w.next = again[0].slot
+		return
+	}
+	for _, f := range again {
+		if past(f) {
+			w.done(f.s, garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
+			w.b.void(w.room, f.slot)
+			continue
+		}
+		w.send(&flight{s: f.s, slot: f.slot})
+	}
+}
+
+// isAPIError reports whether err is JetStream's answer, not a failure to
+// get one.
+func isAPIError(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr)
 }
