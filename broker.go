@@ -272,8 +272,8 @@ func (r *room) fill(ctx context.Context, owner bool, upto uint64) {
 
 // applyAllLocked delivers msgs, read from the broker after the room's last
 // text, with a gap notice first for the texts between the two that are no
-// longer kept (so never to be delivered), and one for each number msgs
-// skip (that holds no text). r.mu is held.
+// longer kept (so never to be delivered), and an empty one for the
+// numbers msgs skip (that hold no text). r.mu is held.
 func (r *room) applyAllLocked(msgs []ChatMessage, oldest uint64) {
 	if len(msgs) == 0 && oldest > r.seq+1 {
 		r.broadcastLocked(mustEncode(gapFrame(r.name, r.seq+1, oldest-1)), nil)
@@ -281,7 +281,7 @@ func (r *room) applyAllLocked(msgs []ChatMessage, oldest uint64) {
 	}
 	for _, m := range msgs {
 		if m.Seq > r.seq+1 {
-			r.broadcastLocked(mustEncode(gapFrame(r.name, r.seq+1, m.Seq-1)), nil)
+			r.broadcastLocked(mustEncode(emptyFrame(r.name, r.seq+1, m.Seq-1)), nil)
 			r.seq = m.Seq - 1
 		}
 		if m.Seq == r.seq+1 {

@@ -21,6 +21,7 @@ type memBroker struct {
 	dropEvery int
 	deaf      int // with deaf > 0, the deaf-th Open gets no live delivery
 	failReads int // After fails this many times first
+	voidEvery int // with voidEvery > 0, every number it divides holds no text (a void)
 
 	mu    sync.Mutex
 	opens int
@@ -64,6 +65,12 @@ func (b *memBroker) Publish(_ context.Context, room string, m garou.ChatMessage,
 		return k, nil
 	}
 	m.Seq = uint64(len(b.texts[room])) + 1
+	if b.voidEvery > 0 && m.Seq%uint64(b.voidEvery) == 0 {
+		// A number given up: kept as a void, skipped by After and
+		// not delivered.
+		b.texts[room] = append(b.texts[room], garou.ChatMessage{Seq: m.Seq})
+		m.Seq++
+	}
 	b.texts[room] = append(b.texts[room], m)
 	if key != "" {
 		b.keys[key] = m
@@ -90,7 +97,13 @@ func (b *memBroker) After(_ context.Context, room string, seq uint64) ([]garou.C
 		return nil, 0, nil
 	}
 	out := all[min(seq, uint64(len(all))):]
-	return append([]garou.ChatMessage(nil), out[:min(3, len(out))]...), 1, nil
+	var msgs []garou.ChatMessage
+	for _, m := range out[:min(3, len(out))] {
+		if m.Type != "" { // not a void
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, 1, nil
 }
 
 func (b *memBroker) Epoch() string { return "mem" }
@@ -157,6 +170,59 @@ func TestBrokerJoinReplaysFromAnyServer(t *testing.T) {
 	m := next(t, bo, garou.TypeText)
 	require.Equal(t, "live", m.Text)
 	require.Equal(t, uint64(8), m.Seq)
+}
+
+// Numbers that hold no text (a broker's voids) are told as empty gaps, live
+// and in a resume's replay, in their place; the Go client moves past them
+// without a message, its texts' Seq going up by two.
+func TestBrokerEmptyNumbers(t *testing.T) {
+	b := newMemBroker()
+	b.voidEvery = 3
+	s1, s2 := twoNodes(t, b)
+	ana := dial(t, s1, "ana")
+	r := rawDial(t, s2)
+	r.hello("bo")
+	for i := range 4 {
+		require.NoError(t, ana.Send(ctxT(t), fmt.Sprint(i)))
+	}
+	// Live, on the other server: 1, 2, empty 3, 4, 5, (6 void at the next).
+	for _, want := range []struct {
+		typ  string
+		seq  uint64
+		from uint64
+	}{{"text", 1, 0}, {"text", 2, 0}, {"gap", 0, 3}, {"text", 4, 0}, {"text", 5, 0}} {
+		f := r.expect(want.typ)
+		if want.typ == "gap" {
+			require.Equal(t, want.from, f.num("from_seq"))
+			require.Equal(t, want.from, f.num("to_seq"))
+			require.Equal(t, true, f["empty"])
+			continue
+		}
+		require.Equal(t, want.seq, f.num("seq"))
+	}
+	var seqs []uint64
+	for range 4 {
+		m := next(t, ana, garou.TypeText, garou.TypeGap)
+		require.Equal(t, garou.TypeText, m.Type, "an empty gap told to the application")
+		seqs = append(seqs, m.Seq)
+	}
+	require.Equal(t, []uint64{1, 2, 4, 5}, seqs)
+
+	// In a resume's replay from 1: the empty gap in its place.
+	r2 := rawDial(t, s2)
+	r2.sendJSON(map[string]any{"type": "hello", "name": "cy", "rooms": []map[string]any{{"room": garou.DefaultRoom, "since": 1}}})
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "text 5" {
+		rr := r2.next()
+		require.NoError(t, rr.err)
+		switch rr.f.typ() {
+		case "text":
+			got = append(got, fmt.Sprint("text ", rr.f.num("seq")))
+		case "gap":
+			got = append(got, fmt.Sprint("gap ", rr.f.num("from_seq"), "-", rr.f.num("to_seq"), " ", rr.f["empty"]))
+		}
+	}
+	require.Equal(t, []string{"text 2", "gap 3-3 true", "text 4", "text 5"}, got)
 }
 
 // A client given the addresses of two servers of one service moves to the

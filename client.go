@@ -972,6 +972,10 @@ func (c *Client) dispatch(cc *clientConn, rd *streamReader, r *reply, size int) 
 			rd.batch = append(rd.batch, queued{m: m, size: size/len(msgs) + msgOverhead})
 		}
 		return true
+	case string(TypeGap):
+		if r.Empty {
+			return true // numbers without a text: nothing to tell
+		}
 	case frameDirect:
 		// A direct message sent again by its sender after a server
 		// restart has the ID of the copy received before.

@@ -113,7 +113,9 @@ const (
 	TypeError MessageType = "error"
 	// TypeGap says that the texts of Room numbered GapFrom to GapTo were
 	// missed and are no longer kept (GapTo is 0 when the end is unknown,
-	// after the server lost its history).
+	// after the server lost its history). Numbers that hold no text (on
+	// servers sharing a broker, rarely) are not told: Seq then goes up
+	// by more than one with nothing missed.
 	TypeGap MessageType = "gap"
 	// TypeTyping says that From is typing in Room. It is a signal, not a
 	// message: not sequenced, not kept, not replayed, possibly lost. Show

@@ -152,7 +152,7 @@ func (l *lane) pump() {
 				}
 				if seq := rp.msgs[0].Seq; rp.gaps && seq > rp.last+1 {
 					// A number that holds no text (a broker's).
-					f = append(mustEncode(gapFrame(rp.r.name, rp.last+1, seq-1)), f...)
+					f = append(mustEncode(emptyFrame(rp.r.name, rp.last+1, seq-1)), f...)
 				}
 				rp.next = f
 			}

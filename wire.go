@@ -29,6 +29,7 @@ type reply struct {
 	Code    string     `json:"code,omitempty"`
 	GapFrom uint64     `json:"from_seq,omitempty"`
 	GapTo   uint64     `json:"to_seq,omitempty"`
+	Empty   bool       `json:"empty,omitempty"` // a gap of numbers that hold no text
 	Time    time.Time  `json:"time,omitzero"`
 	Ref     uint64     `json:"ref,omitempty"`
 	// Session is the token to resume with, in "welcome".
@@ -179,6 +180,12 @@ func typingFrame(room string, u *User) reply {
 // the end is unknown.
 func gapFrame(room string, from, to uint64) reply {
 	return reply{Type: string(TypeGap), Room: room, GapFrom: from, GapTo: to}
+}
+
+// emptyFrame tells that the numbers from to to of room hold no text (a
+// broker gave them up): nothing was missed.
+func emptyFrame(room string, from, to uint64) reply {
+	return reply{Type: string(TypeGap), Room: room, GapFrom: from, GapTo: to, Empty: true}
 }
 
 // errorFrame refuses the request ref (0: none), about room when it is

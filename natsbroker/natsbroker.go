@@ -73,10 +73,6 @@ const voidHeader = "Garou-Void"
 // readBatch is the most texts one After returns.
 const readBatch = 256
 
-// maxHints bounds the stream sequences remembered per room, which let a
-// read start at the text it wants instead of the room's oldest.
-const maxHints = 1024
-
 // An Option configures a Broker.
 type Option func(*config)
 
@@ -209,28 +205,32 @@ type Broker struct {
 	listed   userList       // the other servers' users (users.go); its map guarded by mu
 	wg       sync.WaitGroup // renewLoop
 
-	pmu  sync.Mutex
-	pubs map[string]*pubQueue // texts started, by room (publish.go)
-	pwg  sync.WaitGroup       // publishLoop
+	pmu     sync.Mutex
+	pubs    map[string]*pubQueue          // texts started, by room (publish.go)
+	owned   map[string]*nats.Subscription // the rooms this broker writes (forward.go)
+	closing bool
+	pwg     sync.WaitGroup // publishLoop
+	fwd     forwarder
+	gmu     sync.Mutex
+	gates   map[string]*gate // by room and sender (publish.go)
+
+	runCtx    context.Context // ends with Close
+	cancelRun context.CancelFunc
 
 	stop chan struct{}
 	once sync.Once
 	done chan struct{}
 }
 
-// roomState is what the broker knows of a room's latest text, for the
-// expectation of its next publish, and where recent texts are in the
-// stream, for reads.
+// roomState is what the broker knows of a room's latest text: the number
+// its next text takes.
 type roomState struct {
 	mu     sync.Mutex
 	known  bool
 	stream uint64        // the stream sequence of the room's latest text
 	seq    uint64        // its Garou sequence
-	hints  []hint        // increasing
 	moved  chan struct{} // closed when stream moves on, if waited for
 }
-
-type hint struct{ seq, stream uint64 }
 
 // New creates the stream if it does not exist (or updates its
 // configuration), and returns a broker on it.
@@ -253,7 +253,8 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
 		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold),
 		entered: make(map[*enteredMember]struct{}), recheck: make(chan struct{}, 1),
-		pubs: make(map[string]*pubQueue)}
+		pubs: make(map[string]*pubQueue), owned: make(map[string]*nats.Subscription), gates: make(map[string]*gate)}
+	b.runCtx, b.cancelRun = context.WithCancel(context.Background())
 	// JetStream's advisories tell of the stream made anew by anyone (a
 	// server of the service, an operator): its epoch is read again.
 	adv, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*."+cfg.stream, func(*nats.Msg) { b.mayBeAnew() })
@@ -276,6 +277,10 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	var id [12]byte
 	_, _ = rand.Read(id[:])
 	b.id = hex.EncodeToString(id[:])
+	if err := b.startForwarding(); err != nil {
+		_ = adv.Unsubscribe()
+		return nil, err
+	}
 	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	go b.checkLoop()
 	b.wg.Add(1)
@@ -372,11 +377,16 @@ func (b *Broker) Close() error {
 	b.once.Do(func() {
 		_ = b.advisories.Unsubscribe()
 		close(b.stop)
+		b.pmu.Lock()
+		b.closing = true
+		b.pmu.Unlock()
+		b.stopForwarding()
 	})
 	<-b.done
 	b.wg.Wait()
 	b.stopUsers()
 	b.pwg.Wait()
+	b.cancelRun()
 	return nil
 }
 
@@ -453,6 +463,9 @@ func (b *Broker) Epoch() string {
 	return b.epoch
 }
 
+// ctx is the broker's own context, which ends with Close.
+func (b *Broker) ctx() context.Context { return b.runCtx }
+
 // bound gives ctx the request timeout if it has no deadline.
 func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -496,12 +509,6 @@ func (st *roomState) note(seq, stream uint64) {
 			st.moved = nil
 		}
 	}
-	if n := len(st.hints); n == 0 || st.hints[n-1].seq < seq {
-		if n == maxHints {
-			st.hints = slices.Delete(st.hints, 0, maxHints/4)
-		}
-		st.hints = append(st.hints, hint{seq, stream})
-	}
 }
 
 // await waits until the broker knows the room's text at stream sequence
@@ -528,22 +535,6 @@ func (st *roomState) await(ctx context.Context, stream uint64, d time.Duration) 
 			return false
 		}
 	}
-}
-
-// start returns a stream sequence at or before that of the room's text
-// seq: where a read of it starts; and, when known, the number of a text
-// stored before that sequence (0 if not known).
-func (st *roomState) start(seq uint64) (stream, before uint64) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	i, found := slices.BinarySearchFunc(st.hints, seq, func(h hint, s uint64) int { return cmpU(h.seq, s) })
-	switch {
-	case found:
-		return st.hints[i].stream, 0
-	case i > 0:
-		return st.hints[i-1].stream + 1, st.hints[i-1].seq
-	}
-	return 1, 0
 }
 
 func cmpU(a, b uint64) int {
@@ -595,15 +586,8 @@ func decodeText(room string, h nats.Header, data []byte) (garou.ChatMessage, uin
 	if h.Get(voidHeader) != "" {
 		return garou.ChatMessage{Room: room, Seq: seq}, stream, errVoid
 	}
-	var w wireText
-	if err := json.Unmarshal(data, &w); err != nil {
-		return garou.ChatMessage{}, 0, fmt.Errorf("natsbroker: text %d of %q: %w", seq, room, err)
-	}
-	m := garou.ChatMessage{Type: garou.TypeText, Room: room, Seq: seq, ID: w.ID, Text: w.Text, Time: w.Time.UTC()}
-	if w.From != nil {
-		m.From = &garou.User{ID: w.From.ID, Name: w.From.Name}
-	}
-	return m, stream, nil
+	m, err := decodeWire(room, seq, data)
+	return m, stream, err
 }
 
 // Open listens for room's texts on its live subject, then reads its latest
@@ -717,7 +701,7 @@ func (b *Broker) loadLast(ctx context.Context, room string, st *roomState) (uint
 		if st.known && st.stream != 0 {
 			b.mayBeAnew() // it had texts: the stream is another
 		}
-		st.known, st.stream, st.hints = true, 0, nil
+		st.known, st.stream = true, 0
 		return st.seq, nil
 	}
 	if err != nil {
@@ -874,6 +858,7 @@ func unavailable(room string, err error) error {
 func (b *Broker) publishAttempt(ctx context.Context, room string, p outgoing, n uint64) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(b.slotSubject(room, n))
 	msg.Header.Set(seqHeader, strconv.FormatUint(n, 10))
+	msg.Header.Set(writerHeader, b.id)
 	msg.Data = p.data
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
@@ -1115,22 +1100,19 @@ func (b *Broker) After(ctx context.Context, room string, seq uint64) ([]garou.Ch
 	}
 }
 
-// holeMargin is how much longer than a publish can take a reader waits
-// for an empty slot to be filled before voiding it.
-const holeMargin = 2 * time.Second
-
 // settleHole waits until room's slot n, empty while a later one (stored
 // at stored) is kept, holds a text or a void: its server is publishing it
 // again. Once the slot has been empty for longer than that server could
-// have tried (the publish timeout from the later slot's storing), it is
-// voided.
+// have tried (the publish timeout from the later slot's storing; twice
+// that, for clocks that differ), it is voided. The server publishing it,
+// if still at it, then numbers its text again.
 func (b *Broker) settleHole(ctx context.Context, room string, n uint64, stored time.Time, attempt int) error {
 	if _, err := b.lastFromLeader(ctx, b.slotSubject(room, n)); err == nil {
 		return nil
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) && !transient(err) {
 		return fmt.Errorf("natsbroker: read %q: %w", room, err)
 	}
-	if time.Since(stored) > b.cfg.publish+holeMargin {
+	if time.Since(stored) > 2*b.cfg.publish {
 		b.void(room, n)
 		return nil
 	}

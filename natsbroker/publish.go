@@ -32,11 +32,55 @@ type started struct {
 	done     chan struct{}
 	kept     garou.ChatMessage
 	err      error
+	then     func(garou.ChatMessage, error) // if set, called once done: a forwarded text's answer
+	gate     *gate                          // its sender's, on the server it was said on
 }
 
 func (s *started) finish(m garou.ChatMessage, err error) {
 	s.kept, s.err = m, err
 	close(s.done)
+	if s.then != nil {
+		s.then(m, err)
+	}
+	if s.gate != nil {
+		s.gate.advance()
+	}
+}
+
+// gate holds a sender's texts of one room, on the server they were said
+// on, until the previous one is done: a sender's texts keep their order
+// whatever fails, and whichever server publishes them.
+type gate struct {
+	b       *Broker
+	key     string
+	room    string
+	waiting []*started
+}
+
+// advance hands over the next text waiting, if any.
+func (g *gate) advance() {
+	b := g.b
+	b.gmu.Lock()
+	if len(g.waiting) == 0 {
+		delete(b.gates, g.key)
+		b.gmu.Unlock()
+		return
+	}
+	next := g.waiting[0]
+	g.waiting[0] = nil
+	g.waiting = g.waiting[1:]
+	b.gmu.Unlock()
+	b.dispatch(g.room, next)
+}
+
+// dispatch hands s to this broker's writer of room if it owns the room,
+// or forwards it to the room's owner.
+func (b *Broker) dispatch(room string, s *started) {
+	if b.owns(room) {
+		b.enqueue(room, s)
+	} else {
+		b.forward(room, s)
+	}
 }
 
 // context is s's context bounded by its deadline.
@@ -62,7 +106,33 @@ func (b *Broker) StartPublish(ctx context.Context, room string, m garou.ChatMess
 	if d, ok := ctx.Deadline(); ok {
 		s.deadline = d
 	}
+	gk := room + "\x00" + sender(s)
+	b.gmu.Lock()
+	if g := b.gates[gk]; g != nil {
+		s.gate = g
+		g.waiting = append(g.waiting, s)
+		b.gmu.Unlock()
+	} else {
+		s.gate = &gate{b: b, key: gk, room: room}
+		b.gates[gk] = s.gate
+		b.gmu.Unlock()
+		b.dispatch(room, s)
+	}
+	return func() (garou.ChatMessage, error) {
+		<-s.done
+		return s.kept, s.err
+	}
+}
+
+// enqueue queues s, to be published by this broker, after the texts of
+// room queued before.
+func (b *Broker) enqueue(room string, s *started) {
 	b.pmu.Lock()
+	if b.closing {
+		b.pmu.Unlock()
+		s.finish(garou.ChatMessage{}, unavailable(room, errors.New("the broker closed")))
+		return
+	}
 	q := b.pubs[room]
 	if q == nil {
 		q = &pubQueue{}
@@ -72,10 +142,6 @@ func (b *Broker) StartPublish(ctx context.Context, room string, m garou.ChatMess
 	}
 	q.texts = append(q.texts, s)
 	b.pmu.Unlock()
-	return func() (garou.ChatMessage, error) {
-		<-s.done
-		return s.kept, s.err
-	}
 }
 
 // pubQueue is a room's texts handed to StartPublish and not yet published.
@@ -85,7 +151,7 @@ type pubQueue struct{ texts []*started }
 // publishLoop publishes room's queued texts, and ends once none is left.
 func (b *Broker) publishLoop(room string, q *pubQueue) {
 	defer b.pwg.Done()
-	w := &writer{b: b, room: room, q: q, st: b.state(room), busy: make(map[string]bool)}
+	w := &writer{b: b, room: room, q: q, st: b.state(room)}
 	w.run()
 }
 
@@ -104,14 +170,14 @@ type writer struct {
 	q    *pubQueue
 	st   *roomState
 
-	next     uint64          // the number of the next slot; 0 until known
-	reload   bool            // the room's latest must be read again before numbering
-	sent     []*flight       // published, answers awaited, in the order sent
-	draining bool            // a text failed: publish nothing new until every answer is in
-	again    []*flight       // to publish again to their slot
-	anew     []*started      // to number again: their slot was taken
-	attempt  int             // failed rounds in a row
-	busy     map[string]bool // senders with a text taken and not done
+	next     uint64     // the number of the next slot; 0 until known
+	reload   bool       // the room's latest must be read again before numbering
+	sent     []*flight  // published, answers awaited, in the order sent
+	draining bool       // a text failed: publish nothing new until every answer is in
+	again    []*flight  // to publish again to their slot
+	anew     []*started // to number again: their slot was taken
+	free     []uint64   // empty slots behind kept ones, for the next texts
+	attempt  int        // failed rounds in a row
 }
 
 // flight is a text published to its slot, its answer awaited.
@@ -133,6 +199,14 @@ func (w *writer) run() {
 				w.retry()
 				continue
 			}
+			if len(w.free) > 0 {
+				// No text came for the slots left empty: voided.
+				for _, n := range w.free {
+					b.void(w.room, n)
+				}
+				w.free = nil
+				continue
+			}
 			b.pmu.Lock()
 			if len(w.q.texts) == 0 {
 				delete(b.pubs, w.room)
@@ -149,8 +223,8 @@ func (w *writer) run() {
 }
 
 // take returns the next text to number: those to number again first, in
-// their order, then the queue's first whose sender has no text on its
-// way; nil when there is none.
+// their order, then the queue's; nil when there is none. The queue holds
+// one text of each sender at most (gate).
 func (w *writer) take() *started {
 	if len(w.anew) > 0 {
 		s := w.anew[0]
@@ -159,30 +233,21 @@ func (w *writer) take() *started {
 	}
 	w.b.pmu.Lock()
 	defer w.b.pmu.Unlock()
-	for i, s := range w.q.texts {
-		if w.busy[sender(s)] {
-			continue
-		}
-		w.q.texts = slices.Delete(w.q.texts, i, i+1)
-		w.busy[sender(s)] = true
-		return s
+	if len(w.q.texts) == 0 {
+		return nil
 	}
-	return nil
+	s := w.q.texts[0]
+	w.q.texts[0] = nil
+	w.q.texts = w.q.texts[1:]
+	return s
 }
 
-// sender names the sender of s's text: a writer has one text of each on
-// its way at a time, so that its texts keep their order whatever fails.
+// sender names the sender of s's text.
 func sender(s *started) string {
 	if s.p.m.From == nil {
 		return ""
 	}
 	return s.p.m.From.ID
-}
-
-// done ends s, kept as m or failed with err, and frees its sender.
-func (w *writer) done(s *started, m garou.ChatMessage, err error) {
-	delete(w.busy, sender(s))
-	s.finish(m, err)
 }
 
 // fill publishes texts until the window is full or none is waiting.
@@ -191,6 +256,11 @@ func (w *writer) fill() {
 		s := w.take()
 		if s == nil {
 			return
+		}
+		if len(w.free) > 0 {
+			w.send(&flight{s: s, slot: w.free[0]})
+			w.free = w.free[1:]
+			continue
 		}
 		if w.next == 0 && !w.learn(s) {
 			continue
@@ -218,11 +288,11 @@ func (w *writer) learn(s *started) bool {
 			w.reload = false
 			continue
 		case !transient(err):
-			w.done(s, garou.ChatMessage{}, err)
+			s.finish(garou.ChatMessage{}, err)
 			return false
 		}
 		if err := pause(ctx, attempt, err); err != nil {
-			w.done(s, garou.ChatMessage{}, unavailable(w.room, err))
+			s.finish(garou.ChatMessage{}, unavailable(w.room, err))
 			return false
 		}
 	}
@@ -232,6 +302,7 @@ func (w *writer) learn(s *started) bool {
 func (w *writer) send(f *flight) {
 	msg := nats.NewMsg(w.b.slotSubject(w.room, f.slot))
 	msg.Header.Set(seqHeader, strconv.FormatUint(f.slot, 10))
+	msg.Header.Set(writerHeader, w.b.id)
 	msg.Data = f.s.p.data
 	f.fut, f.err = w.b.js.PublishMsgAsync(msg, jetstream.WithMsgID(f.s.p.id), jetstream.WithExpectLastSequencePerSubject(0))
 	w.sent = append(w.sent, f)
@@ -253,7 +324,7 @@ func (w *writer) settle(f *flight) {
 		w.st.note(f.slot, ack.Sequence)
 		m := f.s.p.m
 		m.Seq = f.slot
-		w.done(f.s, m, nil)
+		f.s.finish(m, nil)
 		w.b.trim(w.room, f.slot)
 	case err == nil:
 		// Kept before (a retry): the text kept first is the one, and
@@ -266,21 +337,25 @@ func (w *writer) settle(f *flight) {
 		case len(w.sent) == 0 && w.next == f.slot+1 && !w.draining:
 			w.next = f.slot // nothing sent after it: the next text takes the slot
 		default:
-			w.b.void(w.room, f.slot)
+			// The next text takes it, if one comes before this writer
+			// is idle (another sender's, which may be numbered before
+			// the texts on their way).
+			w.free = append(w.free, f.slot)
 		}
-		w.done(f.s, m, err)
-	case isWrongLastSeq(err):
+		f.s.finish(m, err)
+	case isWrongLastSeq(err) && !inProcess(err):
 		// Another server took the slot: number the text again once every
 		// answer is in, after the room's latest.
 		w.anew = append(w.anew, f.s)
 		w.draining, w.reload = true, true
-	case transient(err) || !isAPIError(err):
-		// Not answered, or not sent (NATS out of reach): only
+	case transient(err) || !isAPIError(err) || inProcess(err):
+		// Not answered, or not sent (NATS out of reach), or the slot
+		// being written (by this text's earlier attempt, perhaps): only
 		// JetStream's own refusals are final.
 		w.again = append(w.again, f)
 		w.draining = true
 	default:
-		w.done(f.s, garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", w.room, err))
+		f.s.finish(garou.ChatMessage{}, fmt.Errorf("natsbroker: publish to %q: %w", w.room, err))
 		w.b.void(w.room, f.slot)
 	}
 }
@@ -291,6 +366,9 @@ func (w *writer) settle(f *flight) {
 // those whose slot was taken are numbered after the room's latest.
 func (w *writer) retry() {
 	w.draining = false
+	if len(w.anew) > 0 {
+		w.b.contested(w.room)
+	}
 	again := w.again
 	w.again = nil
 	if len(again) == 0 {
@@ -314,14 +392,14 @@ func (w *writer) retry() {
 		// voided. One stored after all takes its slot first, and its
 		// retry is answered with it.
 		for _, f := range again {
-			w.done(f.s, garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
+			f.s.finish(garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
 		}
 		w.next = again[0].slot
 		return
 	}
 	for _, f := range again {
 		if past(f) {
-			w.done(f.s, garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
+			f.s.finish(garou.ChatMessage{}, unavailable(w.room, errors.New("no answer from the stream")))
 			w.b.void(w.room, f.slot)
 			continue
 		}
@@ -334,4 +412,12 @@ func (w *writer) retry() {
 func isAPIError(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr)
+}
+
+// inProcess reports whether err says that the slot is being written, in a
+// NATS cluster: by another server, or by an earlier attempt of the same
+// text, which an attempt after it finds as the first.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }

@@ -323,3 +323,51 @@ test("a bad frame from the server closes the connection with 1002, and the clien
   assert.equal(state.close, -1); // lost: reconnect
   assert.equal(new FrameReader().push(new Uint8Array(opened[0].sent[0]))[0].type, "hello");
 });
+
+test("an empty gap moves the room's position without an event", { timeout: limit }, async (t) => {
+  // A WebSocket of the test's own, whose server welcomes, then sends a
+  // text, an empty gap (numbers a broker gave up) and the next text.
+  const Real = globalThis.WebSocket;
+  const frame = (obj) => {
+    const body = new TextEncoder().encode(JSON.stringify(obj));
+    const f = new Uint8Array(4 + body.length);
+    new DataView(f.buffer).setUint32(0, body.length);
+    f.set(body, 4);
+    return f.buffer;
+  };
+  globalThis.WebSocket = class extends EventTarget {
+    static OPEN = 1;
+    constructor(url, protocol) {
+      super();
+      this.protocol = protocol;
+      this.readyState = 0;
+      queueMicrotask(() => {
+        this.readyState = 1;
+        this.onopen?.({});
+        for (const f of [
+          { type: "welcome", user: { id: "u1", name: "alice" }, session: "s", server: "e" },
+          { type: "joined", room: "lobby", last_seq: 0 },
+          { type: "text", room: "lobby", seq: 1, id: "a", text: "one" },
+          { type: "gap", room: "lobby", from_seq: 2, to_seq: 3, empty: true },
+          { type: "text", room: "lobby", seq: 4, id: "b", text: "four" },
+        ]) this.onmessage?.({ data: frame(f) });
+      });
+    }
+    send() {}
+    close() {
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      queueMicrotask(() => this.onclose?.({ code: 1000, reason: "" }));
+    }
+  };
+  t.after(() => { globalThis.WebSocket = Real; });
+  const c = new Client("ws://test.invalid/garou", { name: "alice", webTransport: false });
+  t.after(() => c.close());
+  const gaps = [];
+  c.addEventListener("gap", (e) => gaps.push(e.detail));
+  const four = next(c, "text", (f) => f.seq === 4);
+  c.connect();
+  await four;
+  assert.deepEqual(gaps, []);
+  assert.equal(c.rooms.get("lobby").since, 4);
+});

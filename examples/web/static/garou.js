@@ -476,6 +476,7 @@ export class Client extends EventTarget {
         // A gap of unknown end (the server lost the room's past):
         // continue from the joined's last_seq.
         if (st) st.since = f.to_seq ? Math.max(st.since ?? 0, f.to_seq) : st.floor;
+        if (f.empty) return; // numbers without a text: nothing to tell
         break;
       }
       case "direct":
