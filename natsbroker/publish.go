@@ -135,18 +135,25 @@ func (b *Broker) enqueue(room string, s *started) {
 	}
 	q := b.pubs[room]
 	if q == nil {
-		q = &pubQueue{}
+		q = &pubQueue{more: make(chan struct{}, 1)}
 		b.pubs[room] = q
 		b.pwg.Add(1)
 		go b.publishLoop(room, q)
 	}
 	q.texts = append(q.texts, s)
+	select {
+	case q.more <- struct{}{}:
+	default:
+	}
 	b.pmu.Unlock()
 }
 
 // pubQueue is a room's texts handed to StartPublish and not yet published.
 // Guarded by Broker.pmu.
-type pubQueue struct{ texts []*started }
+type pubQueue struct {
+	texts []*started
+	more  chan struct{} // signalled when a text is queued, for a writer waiting for an answer
+}
 
 // publishLoop publishes room's queued texts, and ends once none is left.
 func (b *Broker) publishLoop(room string, q *pubQueue) {
@@ -312,10 +319,17 @@ func (w *writer) send(f *flight) {
 func (w *writer) settle(f *flight) {
 	var ack *jetstream.PubAck
 	err := f.err
-	if err == nil {
+	for wait := err == nil; wait; {
 		select {
 		case ack = <-f.fut.Ok():
+			wait = false
 		case err = <-f.fut.Err():
+			wait = false
+		case <-w.q.more:
+			// Texts queued meanwhile go now, not after this answer.
+			if !w.draining {
+				w.fill()
+			}
 		}
 	}
 	switch {
