@@ -18,6 +18,10 @@
 // its ID) is its Nats-Msg-Id, so a text retried, on another server too, is
 // stored once within the stream's duplicate window.
 //
+// A room has one writer: the server that publishes its texts listens on
+// "garou.write.<room>", and the other servers forward their members'
+// texts there instead of racing it for the numbers (forward.go).
+//
 // The stream republishes each text it stores to "garou.live.<room>.<n>",
 // where each server listens for the rooms it has members in. That
 // delivery is at most once: a server that misses a text notices the hole
