@@ -433,7 +433,7 @@ func TestServerNATS(t *testing.T) {
 // TestServerNATSCrash kills (SIGKILL) one of two of the program sharing a
 // NATS in the middle of a burst: its clients notice, move to the other
 // server and resume there; every client gets every text once, in one
-// order, numbered without a hole, and every Send returns nil.
+// order, numbered in that order with no gap, and every Send returns nil.
 func TestServerNATSCrash(t *testing.T) {
 	bin := build(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -488,6 +488,7 @@ func TestServerNATSCrash(t *testing.T) {
 	orders := make([][]string, len(cls))
 	for i, c := range cls {
 		wg.Go(func() {
+			var last uint64
 			for n := range len(cls) * per {
 				var m garou.ChatMessage
 				for m.Type != garou.TypeText {
@@ -501,10 +502,14 @@ func TestServerNATSCrash(t *testing.T) {
 						return
 					}
 				}
-				if m.Seq != uint64(n+1) {
-					t.Errorf("client %d: text %d numbered %d: a hole or a repeat", i, n+1, m.Seq)
+				// A number may hold no text (a text resent after the
+				// crash, found kept before, in the slot it was given):
+				// skipped, nothing missed. A text missed is a gap.
+				if m.Seq <= last {
+					t.Errorf("client %d: text %d numbered %d after %d: a repeat", i, n+1, m.Seq, last)
 					return
 				}
+				last = m.Seq
 				orders[i] = append(orders[i], m.Text)
 				if i == 2 && n == len(cls)*per/3 {
 					close(third)
