@@ -475,7 +475,12 @@ type UserBroker interface {
 	Attach(ctx context.Context, name string, handle func(UserMessage) error) (detach func(), err error)
 	// SendUser hands m to the server where the user whose name key is name
 	// is attached, and returns handle's error there (an *Error keeps its
-	// code); ErrNoSuchUser when no server has the user.
+	// code); ErrNoSuchUser when no server has the user; an error wrapping
+	// ErrUnavailable when the user may be online but cannot be reached
+	// for now (the broker's service, or the user's server, is out of
+	// reach). m may then have been handed over all the same: a direct
+	// message is told to its sender as "unavailable", sent again with its
+	// key, and has the same ID each time, so its recipient drops a copy.
 	SendUser(ctx context.Context, name string, m UserMessage) error
 }
 
@@ -722,6 +727,8 @@ func (c *conn) directRemote(ub UserBroker, to, text, id string) (reply, error) {
 	case err == nil:
 	case errors.Is(err, ErrNoSuchUser):
 		return reply{}, noSuchUser(to)
+	case errors.Is(err, ErrUnavailable):
+		return reply{}, errUserUnavailable
 	case ok:
 		return reply{}, e
 	default:
@@ -764,6 +771,10 @@ func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMess
 // errUnavailable is what a client is told when the broker gave up on a
 // text because its service was out of reach (ErrUnavailable).
 var errUnavailable = &Error{Code: CodeUnavailable, Text: "the service cannot keep texts for now; try again"}
+
+// errUserUnavailable is what a client is told when the broker could not
+// reach the recipient of a direct message for now (ErrUnavailable).
+var errUserUnavailable = &Error{Code: CodeUnavailable, Text: "the recipient cannot be reached for now; try again"}
 
 // publishError is the error a client is told for the failed Publish err.
 func publishError(err error) *Error {

@@ -1497,9 +1497,11 @@ func (c *Client) SendTo(ctx context.Context, room, text string) (seq uint64, err
 
 // SendDirect sends text to the online user called to, and only to them,
 // exactly once as Send does: one sent again after a restart of a server
-// with a data directory, which keeps no direct messages, comes again with
-// the same ID, and a Client receiving it drops the copy. An *Error with CodeNoSuchUser says nobody of
-// that name is online.
+// with a data directory, which keeps no direct messages, or to another
+// server sharing a broker, comes again with the same ID, and a Client
+// receiving it drops the copy. One refused as CodeUnavailable (the
+// recipient's server is out of reach for now) is sent again as a text is.
+// An *Error with CodeNoSuchUser says nobody of that name is online.
 func (c *Client) SendDirect(ctx context.Context, to, text string) error {
 	if err := checkText(text); err != nil {
 		return err

@@ -605,12 +605,22 @@ func (c *conn) say(req request) (reply, error) {
 }
 
 // directID returns the ID of a direct message sent with key: for a keyed
-// message of a session whose token outlives its connections (a data
-// directory), one derived from the session and the key, so that the
-// message sent again after a restart, which the server no longer knows it
-// delivered, has the ID its recipient already saw; otherwise a new one.
+// message, one that is the same each time it is sent again, so that its
+// recipient drops a copy it already has; otherwise a new one. On servers
+// sharing a UserBroker it is derived from the sender's name key and key,
+// as the broker's key of a text is, so that the message sent again on
+// another server of the service (or after "unavailable", when the first
+// try may have reached the recipient) has the ID its recipient saw. On a
+// server alone it is derived from the session and the key when the
+// session's token outlives its connections (a data directory), so that
+// the message sent again after a restart, which the server no longer
+// knows it delivered, keeps its ID.
 func (c *conn) directID(key string) string {
-	if key != "" && c.sent != nil && c.sent.sid != "" && c.s.tokens != nil {
+	switch {
+	case key == "":
+	case c.s.userBroker() != nil:
+		return serviceDirectID(c.key, key)
+	case c.sent != nil && c.sent.sid != "" && c.s.tokens != nil:
 		return c.s.tokens.directID(c.sent.sid, key)
 	}
 	return c.s.newID()

@@ -58,8 +58,10 @@ var (
 	// ErrUnavailable is wrapped by the error of a Broker's Publish that
 	// gave up because the broker's own service was out of reach for
 	// longer than it waits (a NATS outage): the text may still have been
-	// kept, and a retry with its key gets it kept once. The server tells
-	// the client CodeUnavailable.
+	// kept, and a retry with its key gets it kept once. It is wrapped too
+	// by a UserBroker's SendUser (and so Server.Kick) that could not reach
+	// a user who may be online. The server tells the client
+	// CodeUnavailable.
 	ErrUnavailable = errors.New("garou: broker unavailable")
 )
 
@@ -86,7 +88,7 @@ const (
 	CodeShutdown     ErrorCode = "shutdown"      // the server is shutting down and accepts nothing new
 	CodeNotDelivered ErrorCode = "not_delivered" // a message was over this client's size limit
 	CodeInternal     ErrorCode = "internal"      // the server failed; the request may be retried
-	CodeUnavailable  ErrorCode = "unavailable"   // the broker is out of reach for now; the text may be retried with its key, as the Go client does
+	CodeUnavailable  ErrorCode = "unavailable"   // the broker, or a direct message's recipient, is out of reach for now; the text may be retried with its key, as the Go client does
 )
 
 // Error is a request refused by the server: an "error" frame.

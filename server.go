@@ -595,7 +595,8 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 // rooms are told it left with reason "kicked". It returns at once;
 // ErrNoSuchUser if nobody of that name is online. With a UserBroker, a
 // user on another server of the service is kicked there (Kick then waits
-// for that server's answer, at most 5 s).
+// for that server's answer, at most 5 s); the error wraps ErrUnavailable
+// when that server, or the broker's service, is out of reach for now.
 func (s *Server) Kick(name, reason string) error {
 	s.mu.Lock()
 	c := s.names[nameKey(name)]

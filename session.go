@@ -127,6 +127,22 @@ func (s *sessionSigner) directID(sid, key string) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// serviceDirectID is the ID of the direct message that the user whose
+// name key is name sends with idempotency key on servers sharing a
+// UserBroker: the same on every server of the service, each time it is
+// sent again; another sender's, or another key's, is another. Names are
+// held by one session at a time across the service, and a client's keys
+// are its own, so no two messages share one. Like directID's, it is 32
+// lower-case hex digits, never an ID of newID.
+func serviceDirectID(name, key string) string {
+	h := sha256.New()
+	h.Write([]byte("direct\x00"))
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
 func (s *sessionSigner) mac(b []byte) []byte {
 	h := hmac.New(sha256.New, s.key[:])
 	h.Write(b)

@@ -63,6 +63,17 @@ func TestDirectID(t *testing.T) {
 	require.NotEqual(t, id, (&sessionSigner{key: [32]byte{2}}).directID("0123456789abcdef", "k1"), "another server")
 }
 
+// TestServiceDirectID: on servers sharing a broker, a direct message's ID
+// depends on its sender's name key and its key, on nothing else.
+func TestServiceDirectID(t *testing.T) {
+	id := serviceDirectID("ana", "k1")
+	require.Len(t, id, 32)
+	require.NotContains(t, id, "-")
+	require.Equal(t, id, serviceDirectID("ana", "k1"), "the same on every server")
+	require.NotEqual(t, id, serviceDirectID("ana", "k2"), "another key")
+	require.NotEqual(t, id, serviceDirectID("bo", "k1"), "another sender")
+}
+
 // TestRecentIDs: the window holds the latest n IDs.
 func TestRecentIDs(t *testing.T) {
 	var w recentIDs

@@ -252,3 +252,10 @@ func (b *Broker) reclaim(ctx context.Context, name string, h *hold) {
 		_ = handle(garou.UserMessage{Taken: true})
 	}
 }
+
+// nameHeld reports whether name may be held: its hold is in the bucket,
+// or the bucket could not be read.
+func (b *Broker) nameHeld(ctx context.Context, name string) bool {
+	_, err := b.namesKV().Get(ctx, token(name))
+	return !errors.Is(err, jetstream.ErrKeyNotFound)
+}

@@ -1336,6 +1336,12 @@ func answer(handle func(garou.UserMessage) error, data []byte) []byte {
 }
 
 // SendUser asks the server where the user is attached to carry m out.
+// A user no server answers for is not online (ErrNoSuchUser), unless its
+// name is still held: its server lost NATS, or crashed and its clients
+// have not yet moved to another (at most WithNameTTL). A direct message
+// or a Kick then fails, as one while NATS is out of reach or that waits
+// for an answer longer than the request timeout does, with an error
+// wrapping garou.ErrUnavailable, and the sender's client tries again.
 func (b *Broker) SendUser(ctx context.Context, name string, m garou.UserMessage) error {
 	w := wireUserMessage{Kick: m.Kick, Reason: m.Reason, Take: m.Take, Session: m.Session}
 	if d := m.Direct; d != nil {
@@ -1348,13 +1354,22 @@ func (b *Broker) SendUser(ctx context.Context, name string, m garou.UserMessage)
 	if err != nil {
 		return fmt.Errorf("natsbroker: %w", err)
 	}
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("natsbroker: to user %q: NATS out of reach: %w", name, garou.ErrUnavailable)
+	}
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	msg, err := b.nc.RequestWithContext(ctx, b.userSubject(name), data)
-	if errors.Is(err, nats.ErrNoResponders) {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		if !m.Take && b.nameHeld(ctx, name) {
+			return fmt.Errorf("natsbroker: to user %q: its server does not answer: %w", name, garou.ErrUnavailable)
+		}
 		return garou.ErrNoSuchUser
-	}
-	if err != nil {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrReconnectBufExceeded):
+		return fmt.Errorf("natsbroker: to user %q: %w: %w", name, garou.ErrUnavailable, err)
+	case err != nil:
 		return fmt.Errorf("natsbroker: to user %q: %w", name, err)
 	}
 	var r wireReply

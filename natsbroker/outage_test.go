@@ -41,3 +41,48 @@ func TestSendThroughLongOutage(t *testing.T) {
 		require.Equal(t, uint64(2+i), m.Seq)
 	}
 }
+
+// A direct message from, or to, a user whose server is cut from NATS is
+// refused as "unavailable", never as "no such user" (the recipient's name
+// is still held): the Go client sends it again by itself, with its key,
+// and once NATS is back it is delivered once.
+func TestDirectThroughOutage(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.Addr().String())
+	a, _ := newBroker(t, ns)
+	b, nc := brokerAt(t, "nats://"+p.addr())
+	srvs := serve(t, a, b)
+	ana := dial(t, srvs[0], "ana", garou.WithRooms())
+	bo := dial(t, srvs[1], "bo", garou.WithRooms())
+	nextDirect := func(cli *garou.Client) string {
+		t.Helper()
+		m, err := cli.Receive(ctxT(t))
+		require.NoError(t, err)
+		require.Equal(t, garou.TypeDirect, m.Type)
+		return m.Text
+	}
+	require.NoError(t, bo.SendDirect(ctxT(t), "ana", "before"))
+	require.Equal(t, "before", nextDirect(ana))
+
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	p.cut()
+	fromBo, toBo := make(chan error, 1), make(chan error, 1)
+	go func() { fromBo <- bo.SendDirect(ctxT(t), "ana", "from bo") }()
+	go func() { toBo <- ana.SendDirect(ctxT(t), "bo", "to bo") }()
+	// Each refused at least twice: the clients keep at it.
+	eventually(t, func() bool {
+		return srvs[0].Stats().Refusals[garou.CodeUnavailable] >= 2 && srvs[1].Stats().Refusals[garou.CodeUnavailable] >= 2
+	})
+	p.restore()
+	<-reconnected
+	require.NoError(t, <-fromBo)
+	require.NoError(t, <-toBo)
+	require.NoError(t, bo.SendDirect(ctxT(t), "ana", "after"))
+	require.NoError(t, ana.SendDirect(ctxT(t), "bo", "after"))
+	for _, want := range []string{"from bo", "after"} {
+		require.Equal(t, want, nextDirect(ana))
+	}
+	for _, want := range []string{"to bo", "after"} {
+		require.Equal(t, want, nextDirect(bo))
+	}
+}
