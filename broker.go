@@ -749,7 +749,7 @@ func (s *Server) kickRemote(ub UserBroker, name, reason string) error {
 
 // publishRemote says text as the server in a room with no member here,
 // through the broker: its members on other servers get it.
-func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMessage, error) {
+func (s *Server) publishRemote(ctx context.Context, room, text, key string) (ChatMessage, error) {
 	if err := ValidateRoom(room); err != nil {
 		return ChatMessage{}, err
 	}
@@ -760,7 +760,7 @@ func (s *Server) publishRemote(ctx context.Context, room, text string) (ChatMess
 	if len(mustEncode(textFrame(&msg)))-frameHeaderLen > s.cfg.maxMessageSize {
 		return ChatMessage{}, &Error{Code: CodeTooLarge, Text: "the message would exceed the maximum message size"}
 	}
-	kept, err := s.cfg.broker.Publish(ctx, room, msg, "")
+	kept, err := s.cfg.broker.Publish(ctx, room, msg, key)
 	if err != nil {
 		s.log.Error("garou: broker publish failed", "room", room, "err", err)
 		return ChatMessage{}, publishError(err)

@@ -383,11 +383,13 @@ func TestBrokerStartPublish(t *testing.T) {
 }
 
 // awayBroker is a memBroker out of reach until back is closed: each
-// Publish meanwhile is told on tries and refused as unavailable.
+// Publish meanwhile is told on tries and refused as unavailable. With
+// keep, each is kept all the same, as a text whose answer was lost.
 type awayBroker struct {
 	*memBroker
 	back  chan struct{}
 	tries chan string
+	keep  bool
 }
 
 func (b *awayBroker) Publish(ctx context.Context, room string, m garou.ChatMessage, key string) (garou.ChatMessage, error) {
@@ -395,6 +397,11 @@ func (b *awayBroker) Publish(ctx context.Context, room string, m garou.ChatMessa
 	case <-b.back:
 		return b.memBroker.Publish(ctx, room, m, key)
 	default:
+	}
+	if b.keep {
+		if _, err := b.memBroker.Publish(ctx, room, m, key); err != nil {
+			return garou.ChatMessage{}, err
+		}
 	}
 	select {
 	case b.tries <- m.Text:
@@ -430,4 +437,55 @@ func TestSendWhileBrokerAway(t *testing.T) {
 	<-b2.tries
 	require.NoError(t, c2.Close())
 	require.ErrorIs(t, <-sent, garou.ErrClosed)
+}
+
+// Server.Publish through a broker out of reach tries again, with one key,
+// until the text is kept: once, even when the tries refused as
+// unavailable kept it. In a room with members here or not, a ctx that
+// ends first ends it with an unavailable *Error wrapping ctx's error.
+func TestServerPublishWhileBrokerAway(t *testing.T) {
+	for _, members := range []bool{true, false} {
+		t.Run(map[bool]string{true: "members here", false: "no member here"}[members], func(t *testing.T) {
+			b := &awayBroker{memBroker: newMemBroker(), back: make(chan struct{}), tries: make(chan string, 16), keep: true}
+			srv := startServer(t, garou.WithBroker(b), garou.WithPresenceInterval(0))
+			if members {
+				dial(t, srv, "alice", garou.WithRooms("news"))
+			}
+			type result struct {
+				msg garou.ChatMessage
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				msg, err := srv.Publish(ctxT(t), "news", "extra")
+				got <- result{msg, err}
+			}()
+			for range 2 {
+				<-b.tries
+			}
+			close(b.back)
+			r := <-got
+			require.NoError(t, r.err)
+			require.Equal(t, uint64(1), r.msg.Seq)
+			require.Len(t, b.kept("news"), 1, "kept once")
+
+			b2 := &awayBroker{memBroker: newMemBroker(), back: make(chan struct{}), tries: make(chan string, 16)}
+			srv2 := startServer(t, garou.WithBroker(b2), garou.WithPresenceInterval(0))
+			if members {
+				dial(t, srv2, "bob", garou.WithRooms("news"))
+			}
+			ctx, cancel := context.WithCancel(ctxT(t))
+			go func() {
+				_, err := srv2.Publish(ctx, "news", "extra")
+				got <- result{err: err}
+			}()
+			<-b2.tries
+			cancel()
+			err := (<-got).err
+			require.ErrorIs(t, err, context.Canceled)
+			var e *garou.Error
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, garou.CodeUnavailable, e.Code)
+		})
+	}
 }

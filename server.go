@@ -564,9 +564,13 @@ func (s *Server) lookupRoom(name string) *room {
 // It returns the message as delivered, or ErrNoSuchRoom when the room has
 // no members. With a Broker, a room with no member on this server is
 // published to through the broker, for its members on other servers (and
-// its history), and ErrNoSuchRoom is never returned; a broker out of reach
-// makes it return an *Error with CodeUnavailable (the text may still be
-// kept: Publish has no key, so a retry may keep it twice).
+// its history), and ErrNoSuchRoom is never returned. Each Publish with a
+// Broker has a key of its own: a broker out of reach (ErrUnavailable)
+// makes it try again, with that key, every 100 ms to 2 s, until the text
+// is kept, once, or ctx ends or the server closes; it then returns an
+// *Error with CodeUnavailable that also wraps ctx's error (or ErrClosed),
+// and the text may still be kept, once. Set a deadline on ctx to bound
+// the wait.
 //
 // Publish waits for its turn in the room's order (behind texts being
 // sequenced, and the HistoryStore's Append of each). If ctx ends before
@@ -580,15 +584,37 @@ func (s *Server) Publish(ctx context.Context, room, text string) (ChatMessage, e
 	if text == "" {
 		return ChatMessage{}, ErrInvalidText
 	}
-	r := s.lookupRoom(room)
-	if r == nil && s.cfg.broker != nil {
-		return s.publishRemote(ctx, room, text)
+	if s.cfg.broker == nil {
+		r := s.lookupRoom(room)
+		if r == nil {
+			return ChatMessage{}, ErrNoSuchRoom
+		}
+		return r.publish(ctx, nil, nil, text, "", "")
 	}
-	if r == nil {
-		return ChatMessage{}, ErrNoSuchRoom
+	// A client's keys are prefixed by its name key, never empty: one
+	// starting with 0x00 is no client's.
+	key := "\x00" + s.newID()
+	var pause time.Duration
+	for {
+		var (
+			msg ChatMessage
+			err error
+		)
+		if r := s.lookupRoom(room); r != nil {
+			msg, err = r.publish(ctx, nil, nil, text, "", key)
+		} else {
+			msg, err = s.publishRemote(ctx, room, text, key)
+		}
+		if e, ok := errors.AsType[*Error](err); !ok || e.Code != CodeUnavailable {
+			return msg, err
+		}
+		if perr := unavailablePause(ctx, s.runCtx.Done(), &pause); perr != nil {
+			return ChatMessage{}, fmt.Errorf("%w: %w", err, perr)
+		}
+		if s.runCtx.Err() != nil {
+			return ChatMessage{}, fmt.Errorf("%w: %w", err, ErrClosed)
+		}
 	}
-	msg, err := r.publish(ctx, nil, nil, text, "", "")
-	return msg, err
 }
 
 // Kick disconnects the online user called name, telling it reason; its
