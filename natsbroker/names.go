@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -161,11 +162,19 @@ func (b *Broker) renewLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.nameTTL / 3)
 	defer t.Stop()
+	// Back from an outage, at once: what waited for NATS (entries, ends)
+	// is told without waiting for the next turn.
+	back := b.nc.StatusChanged(nats.CONNECTED)
+	defer b.nc.RemoveStatusListener(back)
 	for {
 		select {
 		case <-b.stop:
 			return
 		case <-t.C:
+		case _, ok := <-back:
+			if !ok {
+				back = nil
+			}
 		}
 		b.mu.Lock()
 		holds := make(map[string]*hold, len(b.holds))
@@ -179,6 +188,7 @@ func (b *Broker) renewLoop() {
 		for name, h := range holds {
 			b.renew(name, h)
 		}
+		b.writeEnds()
 		b.renewEntries()
 	}
 }

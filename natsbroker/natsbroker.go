@@ -206,8 +206,9 @@ type Broker struct {
 	presence jetstream.KeyValue // the members of rooms (presence.go); guarded by smu
 	id       string             // this broker's, in its presence entries
 	entered  map[*enteredMember]struct{}
-	listed   userList       // the other servers' users (users.go); its map guarded by mu
-	wg       sync.WaitGroup // renewLoop
+	ending   map[*enteredMember]lastWrite // ends waiting for NATS (presence.go)
+	listed   userList                     // the other servers' users (users.go); its map guarded by mu
+	wg       sync.WaitGroup               // renewLoop
 
 	pmu     sync.Mutex
 	pubs    map[string]*pubQueue          // texts started, by room (publish.go)
@@ -256,7 +257,7 @@ func New(ctx context.Context, nc *nats.Conn, opts ...Option) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, nc: nc, js: js, rooms: make(map[string]*roomState), listeners: make(map[*listener]struct{}),
 		opens: make(map[string]int), users: make(map[string]*attached), holds: make(map[string]*hold),
-		entered: make(map[*enteredMember]struct{}), recheck: make(chan struct{}, 1),
+		entered: make(map[*enteredMember]struct{}), ending: make(map[*enteredMember]lastWrite), recheck: make(chan struct{}, 1),
 		pubs: make(map[string]*pubQueue), owned: make(map[string]*nats.Subscription), gates: make(map[string]*gate)}
 	b.runCtx, b.cancelRun = context.WithCancel(context.Background())
 	// JetStream's advisories tell of the stream made anew by anyone (a

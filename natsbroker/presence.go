@@ -3,12 +3,14 @@ package natsbroker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/garou-chat/garou"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -33,9 +35,16 @@ type enteredMember struct {
 	val []byte
 
 	mu   sync.Mutex // held across its writes, so none follows the leave's
+	rev  uint64     // the revision of its latest write; 0 while none was made
 	gone bool
 	once sync.Once // dropEntry's
 }
+
+// An entry's end (a leave, or a user's entry deleted) written at the
+// revision of the entry's latest write rev, so that it never undoes a
+// later write of its key (the member entered again) nor makes anew an
+// entry that expired.
+type lastWrite func(ctx context.Context, kv jetstream.KeyValue, rev uint64) error
 
 // presenceBucket is the KV bucket of the members of every room on every
 // server: the stream's name with "_PRESENCE".
@@ -72,23 +81,30 @@ func (b *Broker) presenceKV() jetstream.KeyValue {
 
 // Enter puts u's entry "<room>.<server>.<user ID>" (each encoded as one
 // token) in the presence bucket; the broker renews it with the names it
-// holds.
+// holds. With NATS out of reach it does not wait: the entry is written
+// (and so the join told) once NATS is back, and so is the leave.
 func (b *Broker) Enter(ctx context.Context, room string, u garou.User) (func(string), error) {
 	e, w, err := b.putEntry(ctx, token(room)+"."+b.id+"."+token(u.ID), u)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: enter %q: %w", room, err)
 	}
 	return func(reason string) {
-		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue) {
-			// Rewritten as left, not deleted: a delete right after
-			// would replace it in the bucket (one value per key) before
-			// a slow watch read it, which would then tell the leave as
-			// "lost", under another number. The bucket's TTL removes
-			// it, which the watches ignore.
-			w.Left, w.Reason = true, reason
-			if left, err := json.Marshal(w); err == nil {
-				_, _ = kv.Put(ctx, e.key, left)
+		// Rewritten as left, not deleted: a delete right after would
+		// replace it in the bucket (one value per key) before a slow
+		// watch read it, which would then tell the leave as "lost",
+		// under another number. The bucket's TTL removes it, which the
+		// watches ignore.
+		w.Left, w.Reason = true, reason
+		left, err := json.Marshal(w)
+		if err != nil {
+			left = nil
+		}
+		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue, rev uint64) error {
+			if left == nil {
+				return nil
 			}
+			_, err := kv.Update(ctx, e.key, left, rev)
+			return err
 		})
 	}, nil
 }
@@ -107,34 +123,93 @@ func (b *Broker) putEntry(ctx context.Context, key string, u garou.User) (*enter
 		return nil, w, err
 	}
 	e := &enteredMember{key: key, val: val}
-	ctx, cancel := b.bound(ctx)
-	defer cancel()
-	if _, err := b.presenceKV().Put(ctx, e.key, val); err != nil {
-		return nil, w, err
-	}
+	// Renewed from now on: an entry NATS could not take now (out of
+	// reach) is written by the first renewal once it is back, and then
+	// told by every server's watch, this one's too.
 	b.mu.Lock()
 	b.entered[e] = struct{}{}
 	b.mu.Unlock()
+	if !b.nc.IsConnected() {
+		return e, w, nil
+	}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rev, err := b.presenceKV().Put(ctx, e.key, val)
+	switch {
+	case err == nil:
+		e.rev = rev
+	case !outOfReach(err):
+		b.mu.Lock()
+		delete(b.entered, e)
+		b.mu.Unlock()
+		return nil, w, err
+	}
 	return e, w, nil
 }
 
-// dropEntry stops renewing e and, once, if NATS is reachable, has last
-// write its end (not to wait on NATS otherwise: the entry expires).
-func (b *Broker) dropEntry(e *enteredMember, last func(context.Context, jetstream.KeyValue)) {
+// outOfReach reports whether err says that NATS did not answer for now
+// (a lost connection, a timeout), rather than refused.
+func outOfReach(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrDisconnected)
+}
+
+// dropEntry stops renewing e and, once, has last write its end. If NATS
+// is out of reach, the end waits for it, and is written at the first
+// renewal once it is back (unless the entry expired meanwhile: its
+// expiry was its end), so that a member who left during an outage is
+// told as having left, with its reason, not later as lost.
+func (b *Broker) dropEntry(e *enteredMember, last lastWrite) {
 	e.once.Do(func() {
 		b.mu.Lock()
 		delete(b.entered, e)
 		b.mu.Unlock()
 		e.mu.Lock()
-		defer e.mu.Unlock()
 		e.gone = true
-		if !b.nc.IsConnected() {
-			return
+		e.mu.Unlock()
+		if !b.writeLast(e, last, releaseTimeout) {
+			b.mu.Lock()
+			b.ending[e] = last
+			b.mu.Unlock()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, releaseTimeout))
-		defer cancel()
-		last(ctx, b.presenceKV())
 	})
+}
+
+// writeLast writes e's end with last, waiting for NATS at most wait. It
+// reports whether e is done with: its end written, refused (a later
+// write, an expiry), or never needed (e was never written).
+func (b *Broker) writeLast(e *enteredMember, last lastWrite, wait time.Duration) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rev == 0 {
+		return true
+	}
+	if !b.nc.IsConnected() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.timeout, wait))
+	defer cancel()
+	return !outOfReach(last(ctx, b.presenceKV(), e.rev))
+}
+
+// writeEnds writes the ends that waited for NATS.
+func (b *Broker) writeEnds() {
+	b.mu.Lock()
+	ends := make(map[*enteredMember]lastWrite, len(b.ending))
+	for e, last := range b.ending {
+		ends[e] = last
+	}
+	b.mu.Unlock()
+	for e, last := range ends {
+		if b.writeLast(e, last, b.cfg.timeout) {
+			b.mu.Lock()
+			delete(b.ending, e)
+			b.mu.Unlock()
+		}
+	}
 }
 
 // Watch watches "<room>.>" in the presence bucket: the entries of every
@@ -285,9 +360,12 @@ func (b *Broker) renewEntries() {
 		e.mu.Lock()
 		if !e.gone && b.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.timeout)
-			_, err := b.presenceKV().Put(ctx, e.key, e.val)
+			rev, err := b.presenceKV().Put(ctx, e.key, e.val)
 			cancel()
-			if streamGone(err) {
+			switch {
+			case err == nil:
+				e.rev = rev
+			case streamGone(err):
 				b.remake(b.ensurePresence)
 			}
 		}

@@ -2,12 +2,14 @@ package natsbroker_test
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/garou-chat/garou"
 	"github.com/garou-chat/garou/natsbroker"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -167,4 +169,67 @@ func presenceOneOrder(t *testing.T, every time.Duration) {
 		require.NoError(t, err)
 	}
 	same()
+}
+
+// A member who joins, and one who leaves, on a server cut from NATS are
+// told to every member once NATS is back: the join, and the leave with
+// its reason (not later as "lost"), under one order on both servers.
+func TestPresenceThroughOutage(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.Addr().String())
+	a, _ := newBroker(t, ns)
+	b, nc := brokerAt(t, "nats://"+p.addr())
+	srvs := serve(t, a, b)
+	ana := dial(t, srvs[0], "ana")
+	dee := dial(t, srvs[1], "dee")
+	bo := dial(t, srvs[1], "bo", garou.WithRooms())
+	require.Equal(t, "dee", nextPresence(t, ana).User.Name)
+
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	p.cut()
+	_, err := bo.Join(ctxT(t), garou.DefaultRoom, 0)
+	require.NoError(t, err)
+	require.NoError(t, dee.Leave(ctxT(t), garou.DefaultRoom))
+	p.restore()
+	<-reconnected
+
+	type change struct {
+		op     garou.MessageType
+		name   string
+		reason string
+		seq    uint64
+	}
+	seen := func(cli *garou.Client, n int) []change {
+		var out []change
+		for range n {
+			m := nextPresence(t, cli)
+			out = append(out, change{m.Type, m.User.Name, m.Reason, m.Seq})
+		}
+		return out
+	}
+	atAna := seen(ana, 2)
+	require.ElementsMatch(t, []string{"bo", "dee"}, []string{atAna[0].name, atAna[1].name})
+	for _, c := range atAna {
+		if c.name == "bo" {
+			require.Equal(t, garou.TypeJoin, c.op)
+		} else {
+			require.Equal(t, garou.TypeLeave, c.op)
+			require.Equal(t, "left", c.reason)
+		}
+	}
+	// bo, joined on its own server meanwhile, hears dee's leave as ana
+	// does, under the same number.
+	for {
+		c := seen(bo, 1)[0]
+		if c.name == "dee" {
+			require.Contains(t, atAna, c)
+			break
+		}
+	}
+	for _, srv := range srvs {
+		eventually(t, func() bool {
+			got := names(srv.Members(garou.DefaultRoom))
+			return len(got) == 2 && slices.Contains(got, "ana") && slices.Contains(got, "bo")
+		})
+	}
 }

@@ -32,8 +32,8 @@ func (b *Broker) Online(ctx context.Context, u garou.User) (func(), error) {
 		return nil, fmt.Errorf("natsbroker: list %q: %w", u.Name, err)
 	}
 	return func() {
-		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue) {
-			_ = kv.Delete(ctx, e.key)
+		b.dropEntry(e, func(ctx context.Context, kv jetstream.KeyValue, rev uint64) error {
+			return kv.Delete(ctx, e.key, jetstream.LastRevision(rev))
 		})
 	}, nil
 }
