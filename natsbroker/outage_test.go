@@ -10,16 +10,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// servedCut serves two servers on one NATS, the second through a proxy
+// that can cut it from NATS, with opts; nc is the second's connection.
+func servedCut(t *testing.T, opts ...natsbroker.Option) ([]*garou.Server, *proxy, *nats.Conn) {
+	t.Helper()
+	ns := startNATS(t)
+	p := startProxy(t, ns.Addr().String())
+	a, _ := newBroker(t, ns)
+	b, nc := brokerAt(t, "nats://"+p.addr(), opts...)
+	return serve(t, a, b), p, nc
+}
+
 // A server cut from NATS for longer than its publish timeout refuses its
 // client's texts as "unavailable", never as lost: the Go client sends each
 // again by itself, and once NATS is back it is kept once, in order, and
 // delivered to the members of every server.
 func TestSendThroughLongOutage(t *testing.T) {
-	ns := startNATS(t)
-	p := startProxy(t, ns.Addr().String())
-	a, _ := newBroker(t, ns)
-	b, nc := brokerAt(t, "nats://"+p.addr(), natsbroker.WithPublishTimeout(50*time.Millisecond))
-	srvs := serve(t, a, b)
+	srvs, p, nc := servedCut(t, natsbroker.WithPublishTimeout(50*time.Millisecond))
 	ana := dial(t, srvs[0], "ana")
 	bo := dial(t, srvs[1], "bo")
 	require.NoError(t, bo.Send(ctxT(t), "before"))
@@ -47,11 +54,7 @@ func TestSendThroughLongOutage(t *testing.T) {
 // is still held): the Go client sends it again by itself, with its key,
 // and once NATS is back it is delivered once.
 func TestDirectThroughOutage(t *testing.T) {
-	ns := startNATS(t)
-	p := startProxy(t, ns.Addr().String())
-	a, _ := newBroker(t, ns)
-	b, nc := brokerAt(t, "nats://"+p.addr())
-	srvs := serve(t, a, b)
+	srvs, p, nc := servedCut(t)
 	ana := dial(t, srvs[0], "ana", garou.WithRooms())
 	bo := dial(t, srvs[1], "bo", garou.WithRooms())
 	nextDirect := func(cli *garou.Client) string {

@@ -175,11 +175,7 @@ func presenceOneOrder(t *testing.T, every time.Duration) {
 // told to every member once NATS is back: the join, and the leave with
 // its reason (not later as "lost"), under one order on both servers.
 func TestPresenceThroughOutage(t *testing.T) {
-	ns := startNATS(t)
-	p := startProxy(t, ns.Addr().String())
-	a, _ := newBroker(t, ns)
-	b, nc := brokerAt(t, "nats://"+p.addr())
-	srvs := serve(t, a, b)
+	srvs, p, nc := servedCut(t)
 	ana := dial(t, srvs[0], "ana")
 	dee := dial(t, srvs[1], "dee")
 	bo := dial(t, srvs[1], "bo", garou.WithRooms())
