@@ -985,6 +985,14 @@ func transient(err error) bool {
 		(errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeDuplicateInProcess))
 }
 
+// outOfReach reports whether err says that NATS did not answer for now
+// (a lost connection, a timeout), rather than refused.
+func outOfReach(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrDisconnected)
+}
+
 // errCodeDuplicateInProcess is JetStream's answer to a text whose ID is
 // that of one being stored (a retry overtaking the first attempt): the
 // next attempt is answered as a duplicate.
@@ -1367,8 +1375,7 @@ func (b *Broker) SendUser(ctx context.Context, name string, m garou.UserMessage)
 			return fmt.Errorf("natsbroker: to user %q: its server does not answer: %w", name, garou.ErrUnavailable)
 		}
 		return garou.ErrNoSuchUser
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrReconnectBufExceeded):
+	case outOfReach(err):
 		return fmt.Errorf("natsbroker: to user %q: %w: %w", name, garou.ErrUnavailable, err)
 	case err != nil:
 		return fmt.Errorf("natsbroker: to user %q: %w", name, err)

@@ -3,14 +3,12 @@ package natsbroker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/garou-chat/garou"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -147,14 +145,6 @@ func (b *Broker) putEntry(ctx context.Context, key string, u garou.User) (*enter
 		return nil, w, err
 	}
 	return e, w, nil
-}
-
-// outOfReach reports whether err says that NATS did not answer for now
-// (a lost connection, a timeout), rather than refused.
-func outOfReach(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrDisconnected)
 }
 
 // dropEntry stops renewing e and, once, has last write its end. If NATS
